@@ -1,0 +1,183 @@
+//! Carries out a plan under the config-directory lock: atomically, durably, and with
+//! rollback if Postfix rejects the result.
+//!
+//! Order matters. Every new map is first built completely under temporary names
+//! (source written 0600/0644 from creation, `postmap` run on the temporary source,
+//! compiled file chmod-ed and fsynced): a postmap failure leaves nothing changed.
+//! Only then are the files renamed into place, compiled map before its source, and
+//! main.cf last. If the instance runs, `postfix check` and (when main.cf changed)
+//! `postfix reload` follow; if either fails, every replaced file gets back its previous
+//! bytes, mode and owner. An empty plan touches nothing: no write, no postmap, no reload.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use nix::unistd::Uid;
+
+use crate::desired::Desired;
+use crate::fs::{self, Snapshot, Temp};
+use crate::plan::{self, Plan};
+use crate::postfix;
+use crate::report;
+
+/// How apply behaves beyond the plan.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Run `postfix check` / `postfix reload` on a running instance.
+    pub reload: bool,
+    /// How long to wait for another apply's lock.
+    pub lock_timeout: Duration,
+}
+
+/// What apply did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// One line per change made and per command run.
+    pub lines: Vec<String>,
+}
+
+/// Locks the config directory, plans, and makes the host match the desired state.
+pub fn run(desired: &Desired, postfix_dir: Option<&Path>, options: &Options) -> Result<Outcome> {
+    let target = plan::target(desired, postfix_dir)?;
+    let _lock = fs::lock_dir(&target.config_dir, options.lock_timeout)?;
+    fs::remove_stale_temps(&target.config_dir)?;
+    let plan = plan::compute(desired, &target)?;
+    if plan.is_empty() {
+        return Ok(Outcome {
+            plan,
+            lines: Vec::new(),
+        });
+    }
+    let lines = execute(&plan, options)?;
+    Ok(Outcome { plan, lines })
+}
+
+/// A map built under temporary names, ready to be renamed into place.
+struct Staged {
+    source: Temp,
+    compiled: Option<Temp>,
+}
+
+fn stage(plan: &Plan) -> Result<Vec<Staged>> {
+    let dir = &plan.target.config_dir;
+    let owner = plan::wanted_owner();
+    let mut staged = Vec::new();
+    for m in &plan.maps {
+        let mode = m.kind.mode();
+        let source = Temp::write(dir, m.kind.file_name(), &m.new, mode)?;
+        let mut compiled = None;
+        if let (true, Some(path)) = (m.rebuild, &m.compiled_path) {
+            let suffix = postfix::compiled_suffix(&plan.target.map_type)?.unwrap_or_default();
+            postfix::postmap(dir, &plan.target.map_type, &source.path)
+                .with_context(|| format!("cannot build {}", path.display()))?;
+            let mut built = source.path.clone().into_os_string();
+            built.push(suffix);
+            let built = Temp::adopt(PathBuf::from(built));
+            built.finish(mode, Some(owner))?;
+            compiled = Some(built);
+        }
+        staged.push(Staged { source, compiled });
+    }
+    Ok(staged)
+}
+
+/// Files replaced so far, with what they held before (`None`: did not exist).
+#[derive(Default)]
+struct Journal {
+    replaced: Vec<(PathBuf, Option<Snapshot>)>,
+}
+
+impl Journal {
+    fn replace(&mut self, path: &Path, write: impl FnOnce() -> Result<()>) -> Result<()> {
+        let before = fs::snapshot(path)?;
+        write()?;
+        self.replaced.push((path.to_path_buf(), before));
+        Ok(())
+    }
+
+    /// Puts every replaced file back as it was, newest first.
+    fn roll_back(self) -> Result<()> {
+        for (path, before) in self.replaced.into_iter().rev() {
+            match before {
+                Some(s) => fs::write_atomic(&path, &s.bytes, s.mode, Some((s.uid, s.gid)))?,
+                None => std::fs::remove_file(&path).map_err(|e| fs::explain(e, &path, "remove"))?,
+            }
+            tracing::info!("restored {}", path.display());
+        }
+        Ok(())
+    }
+}
+
+fn execute(plan: &Plan, options: &Options) -> Result<Vec<String>> {
+    let dir = &plan.target.config_dir;
+    let mut lines = report::applied(plan);
+    let running = if !options.reload {
+        lines.push("skipped postfix check and reload (--no-reload)".to_string());
+        false
+    } else if !Uid::effective().is_root() {
+        lines.push("not root: cannot query Postfix; skipped postfix check and reload".to_string());
+        false
+    } else if postfix::is_running(dir)? {
+        true
+    } else {
+        lines.push(format!(
+            "Postfix is not running (postfix -c {} status): skipped check and reload",
+            dir.display()
+        ));
+        false
+    };
+
+    let staged = stage(plan)?;
+    if let Some(m) = &plan.main_cf {
+        let now = fs::snapshot(&m.path)?;
+        if now.as_ref().map(|s| &s.bytes) != Some(&m.old) {
+            bail!(
+                "{}: changed while postrelay was planning; run it again",
+                m.path.display()
+            );
+        }
+    }
+
+    let mut journal = Journal::default();
+    let result = commit(plan, staged, &mut journal).and_then(|()| {
+        if running {
+            postfix::control(dir, "check")?;
+            lines.push(format!("ran postfix -c {} check", dir.display()));
+            if plan.needs_reload() {
+                postfix::control(dir, "reload")?;
+                lines.push(format!("ran postfix -c {} reload", dir.display()));
+            }
+        }
+        Ok(())
+    });
+    if let Err(err) = result {
+        return match journal.roll_back() {
+            Ok(()) => Err(err.context("restored the previous files; nothing changed")),
+            Err(rollback) => Err(err.context(format!(
+                "AND restoring the previous files failed: {rollback:#}"
+            ))),
+        };
+    }
+    Ok(lines)
+}
+
+fn commit(plan: &Plan, staged: Vec<Staged>, journal: &mut Journal) -> Result<()> {
+    for (m, s) in plan.maps.iter().zip(staged) {
+        if let (Some(compiled), Some(path)) = (s.compiled, &m.compiled_path) {
+            journal.replace(path, || compiled.persist(path))?;
+        }
+        if m.write_source {
+            journal.replace(&m.source_path, || s.source.persist(&m.source_path))?;
+        }
+    }
+    if let Some(m) = &plan.main_cf {
+        let before =
+            fs::snapshot(&m.path)?.with_context(|| format!("{}: vanished", m.path.display()))?;
+        journal.replace(&m.path, || {
+            fs::write_atomic(&m.path, &m.new, before.mode, Some((before.uid, before.gid)))
+        })?;
+    }
+    Ok(())
+}

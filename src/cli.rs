@@ -1,0 +1,72 @@
+//! Command-line definitions (clap derive) and nothing else: what the user typed.
+//! Turning it into a validated run happens in `main.rs` through the library.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::desired::DEFAULT_CONFIG;
+
+const EXIT_CODES: &str = "\
+Exit status:
+  plan      0 in sync, 1 changes pending, 2 error
+  apply     0 success (changed or not), 2 error
+  validate  0 valid, 2 invalid
+
+Logs and warnings go to stderr (-v, -vv, -vvv or RUST_LOG); stdout carries only the report.
+Passwords never appear in output, at any verbosity, unless `plan --show-secrets` is given.";
+
+/// Declarative sender-dependent SASL relaying for Postfix.
+#[derive(Debug, Parser)]
+#[command(name = "postrelay", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show, as a redacted diff, what apply would change. Exit 0 in sync, 1 changes pending, 2 error.
+    Plan {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Show passwords in the sasl_passwd diff instead of ********.
+        #[arg(long)]
+        show_secrets: bool,
+    },
+    /// Make the Postfix configuration match the desired state. Exit 0 on success, 2 on error.
+    Apply {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Print nothing when nothing changed (for cron).
+        #[arg(short, long)]
+        quiet: bool,
+        /// Do not run `postfix check` and `postfix reload` after a change.
+        #[arg(long)]
+        no_reload: bool,
+        /// Seconds to wait for another running apply to finish.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        lock_timeout: u64,
+    },
+    /// Check the desired-state file alone. Exit 0 valid, 2 invalid.
+    Validate {
+        /// The desired-state file.
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+/// Which desired state and which Postfix instance.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// The desired-state file.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Postfix configuration directory (like postconf -c); overrides [postfix] config_dir.
+    #[arg(long, value_name = "DIR")]
+    pub postfix_dir: Option<PathBuf>,
+}

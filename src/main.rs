@@ -1,0 +1,98 @@
+//! The `postrelay` binary: parse the command line, set up logging, run the library,
+//! print the report on stdout, and map the result to an exit code (errors: 2).
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use postrelay::cli::{Cli, Command};
+use postrelay::{apply, desired, plan, report};
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Validate { config } => {
+            let d = desired::load(&config)?;
+            writeln!(
+                stdout,
+                "{}: valid ({} sender(s), {} relay(s){})",
+                config.display(),
+                d.senders.len(),
+                d.tls.len(),
+                if d.relayhost.is_some() {
+                    ", catch-all relayhost"
+                } else {
+                    ""
+                }
+            )?;
+            Ok(0)
+        }
+        Command::Plan {
+            target,
+            show_secrets,
+        } => {
+            let d = desired::load(&target.config)?;
+            let t = plan::target(&d, target.postfix_dir.as_deref())?;
+            let p = plan::compute(&d, &t)?;
+            stdout.write_all(report::plan(&p, show_secrets).as_bytes())?;
+            Ok(if p.is_empty() { 0 } else { 1 })
+        }
+        Command::Apply {
+            target,
+            quiet,
+            no_reload,
+            lock_timeout,
+        } => {
+            let d = desired::load(&target.config)?;
+            let options = apply::Options {
+                reload: !no_reload,
+                lock_timeout: Duration::from_secs(lock_timeout),
+            };
+            let outcome = apply::run(&d, target.postfix_dir.as_deref(), &options)?;
+            if outcome.lines.is_empty() {
+                if !quiet {
+                    writeln!(stdout, "postrelay: no changes")?;
+                }
+            } else {
+                for line in &outcome.lines {
+                    writeln!(stdout, "{line}")?;
+                }
+                writeln!(stdout, "postrelay: applied")?;
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("postrelay: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

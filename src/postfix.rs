@@ -1,0 +1,168 @@
+//! The one place that runs Postfix's own tools: postconf, postmap and postfix.
+//!
+//! Every call passes `-c DIR` so it acts on the chosen instance only. Tools are found on
+//! `PATH` first (so a test can put a fault-injecting stub there), then in `/usr/sbin`
+//! and `/usr/local/sbin`, which cron's default `PATH` lacks. A failure is reported with
+//! the argv, the exit status and the tool's stderr. Secrets never reach a command line:
+//! postmap reads them from a file.
+//!
+//! Facts this relies on (see the Postfix semantics reference): postmap exits 0 even
+//! when it skips malformed lines, so its stderr is read too; `postfix` prints nothing
+//! unless stderr is a TTY, so its failures carry only an exit status; `postfix status`
+//! returns 1 both for "not running" and for a broken main.cf.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+/// Finds a Postfix program.
+pub fn tool(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{name}: command not found (is Postfix installed?)"))
+}
+
+/// A command line for messages and plans.
+pub fn display_argv<S: AsRef<OsStr>>(argv: &[S]) -> String {
+    argv.iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn run<S: AsRef<OsStr>>(name: &str, args: &[S]) -> Result<(String, Output)> {
+    let program = tool(name)?;
+    let shown = format!("{name} {}", display_argv(args));
+    tracing::debug!("running {shown}");
+    let output = Command::new(&program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", program.display()))?;
+    tracing::debug!("{shown}: {}", output.status);
+    Ok((shown, output))
+}
+
+fn failure(shown: &str, output: &Output, hint: &str) -> anyhow::Error {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr.trim_end();
+    if stderr.is_empty() {
+        anyhow::anyhow!("`{shown}` failed ({}){hint}", output.status)
+    } else {
+        anyhow::anyhow!(
+            "`{shown}` failed ({}):\n---\n{stderr}\n---{hint}",
+            output.status
+        )
+    }
+}
+
+/// Postfix's compiled-in `default_database_type` (`postconf -d`: does not read main.cf,
+/// so it does not wait for a freshly written main.cf to "cool down").
+pub fn default_database_type(dir: &Path) -> Result<String> {
+    let args = [
+        OsStr::new("-c"),
+        dir.as_os_str(),
+        OsStr::new("-dh"),
+        OsStr::new("default_database_type"),
+    ];
+    let (shown, out) = run("postconf", &args)?;
+    let value = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || value.is_empty() {
+        return Err(failure(&shown, &out, ""));
+    }
+    Ok(value)
+}
+
+/// The argv of `postmap -c DIR TYPE:FILE`, for plans and messages.
+pub fn postmap_argv(dir: &Path, map_type: &str, file: &Path) -> Vec<String> {
+    vec![
+        "postmap".into(),
+        "-c".into(),
+        dir.display().to_string(),
+        format!("{map_type}:{}", file.display()),
+    ]
+}
+
+/// Compiles `file` with postmap. Any warning about the file (a skipped line, a duplicate)
+/// is an error: postmap itself would exit 0 and silently drop the entry.
+pub fn postmap(dir: &Path, map_type: &str, file: &Path) -> Result<()> {
+    let argv = postmap_argv(dir, map_type, file);
+    let (shown, out) = run("postmap", &argv[1..])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    if !out.status.success() || stderr.lines().any(|l| l.contains(name.as_ref())) {
+        return Err(failure(&shown, &out, ""));
+    }
+    for line in stderr.lines() {
+        tracing::warn!("{line}");
+    }
+    Ok(())
+}
+
+/// What a compiled map holds, as `postmap -s` dumps it, sorted.
+pub fn dump(dir: &Path, map_type: &str, file: &Path) -> Result<Vec<(String, String)>> {
+    let spec = format!("{map_type}:{}", file.display());
+    let args = [
+        OsStr::new("-c"),
+        dir.as_os_str(),
+        OsStr::new("-s"),
+        OsStr::new(&spec),
+    ];
+    let (shown, out) = run("postmap", &args)?;
+    if !out.status.success() {
+        return Err(failure(&shown, &out, ""));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut entries: Vec<(String, String)> = text
+        .lines()
+        .map(|l| match l.split_once('\t') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (l.to_string(), String::new()),
+        })
+        .collect();
+    entries.sort_unstable();
+    Ok(entries)
+}
+
+/// Whether the instance using `dir` runs (`postfix -c DIR status` exits 0).
+pub fn is_running(dir: &Path) -> Result<bool> {
+    let (_, out) = run(
+        "postfix",
+        &[OsStr::new("-c"), dir.as_os_str(), OsStr::new("status")],
+    )?;
+    Ok(out.status.success())
+}
+
+/// `postfix -c DIR check` or `postfix -c DIR reload`.
+pub fn control(dir: &Path, action: &str) -> Result<()> {
+    let (shown, out) = run(
+        "postfix",
+        &[OsStr::new("-c"), dir.as_os_str(), OsStr::new(action)],
+    )?;
+    if !out.status.success() {
+        let hint = " (postfix reports details only to the mail log)";
+        return Err(failure(&shown, &out, hint));
+    }
+    Ok(())
+}
+
+/// The file name postmap writes for a source, or `None` for types that need no postmap.
+pub fn compiled_suffix(map_type: &str) -> Result<Option<&'static str>> {
+    Ok(match map_type {
+        "hash" | "btree" => Some(".db"),
+        "lmdb" => Some(".lmdb"),
+        "cdb" => Some(".cdb"),
+        "texthash" => None,
+        other => {
+            bail!("map type {other:?} is not supported (use hash, btree, lmdb, cdb or texthash)")
+        }
+    })
+}
