@@ -29,11 +29,24 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+fn load(path: &std::path::Path) -> Result<desired::Desired> {
+    let d = desired::load(path)?;
+    tracing::info!(
+        "{}: {} sender(s), {} relay(s)",
+        path.display(),
+        d.senders.len(),
+        d.tls.len()
+    );
+    // Secrets print as ******** through their Debug impl.
+    tracing::trace!("desired state: {d:?}");
+    Ok(d)
+}
+
 fn run(cli: Cli) -> Result<u8> {
     let mut stdout = std::io::stdout().lock();
     match cli.command {
         Command::Validate { config } => {
-            let d = desired::load(&config)?;
+            let d = load(&config)?;
             writeln!(
                 stdout,
                 "{}: valid ({} sender(s), {} relay(s){})",
@@ -52,7 +65,7 @@ fn run(cli: Cli) -> Result<u8> {
             target,
             show_secrets,
         } => {
-            let d = desired::load(&target.config)?;
+            let d = load(&target.config)?;
             let t = plan::target(&d, target.postfix_dir.as_deref())?;
             let p = plan::compute(&d, &t)?;
             stdout.write_all(report::plan(&p, show_secrets).as_bytes())?;
@@ -64,7 +77,7 @@ fn run(cli: Cli) -> Result<u8> {
             no_reload,
             lock_timeout,
         } => {
-            let d = desired::load(&target.config)?;
+            let d = load(&target.config)?;
             let options = apply::Options {
                 reload: !no_reload,
                 lock_timeout: Duration::from_secs(lock_timeout),

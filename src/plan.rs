@@ -382,7 +382,7 @@ fn plan_maps(desired: &Desired, target: &Target) -> Result<Vec<MapChange>> {
     }
     // postmap -s each compiled map in parallel: a freshly written main.cf makes each
     // Postfix tool wait up to 2 s for it to "cool down", and these waits overlap.
-    let dumps: Vec<Result<Vec<(String, String)>>> = std::thread::scope(|scope| {
+    let dumps: Vec<Result<Option<Vec<(String, String)>>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = to_dump
             .iter()
             .map(|(i, _, _)| {
@@ -396,19 +396,15 @@ fn plan_maps(desired: &Desired, target: &Target) -> Result<Vec<MapChange>> {
             .collect()
     });
     for ((i, compiled, mut wanted), dump) in to_dump.into_iter().zip(dumps) {
-        let dump = dump?;
         wanted.sort_unstable();
-        if dump != wanted {
-            let shown = compiled
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            changes[i]
-                .reasons
-                .push(format!("{shown} differs from its source"));
-            changes[i].rebuild = true;
-        }
+        let shown = compiled.file_name().unwrap_or_default().to_string_lossy();
+        let reason = match dump? {
+            None => format!("{shown} unreadable by postmap"),
+            Some(dump) if dump != wanted => format!("{shown} differs from its source"),
+            Some(_) => continue,
+        };
+        changes[i].reasons.push(reason);
+        changes[i].rebuild = true;
     }
     changes.retain(|c| c.write_source || c.rebuild);
     Ok(changes)

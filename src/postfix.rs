@@ -107,8 +107,9 @@ pub fn postmap(dir: &Path, map_type: &str, file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// What a compiled map holds, as `postmap -s` dumps it, sorted.
-pub fn dump(dir: &Path, map_type: &str, file: &Path) -> Result<Vec<(String, String)>> {
+/// What a compiled map holds, as `postmap -s` dumps it, sorted; `Ok(None)` when postmap
+/// cannot read it (a corrupt or truncated file: drift to repair, not a reason to stop).
+pub fn dump(dir: &Path, map_type: &str, file: &Path) -> Result<Option<Vec<(String, String)>>> {
     let spec = format!("{map_type}:{}", file.display());
     let args = [
         OsStr::new("-c"),
@@ -118,7 +119,8 @@ pub fn dump(dir: &Path, map_type: &str, file: &Path) -> Result<Vec<(String, Stri
     ];
     let (shown, out) = run("postmap", &args)?;
     if !out.status.success() {
-        return Err(failure(&shown, &out, ""));
+        tracing::warn!("{:#}", failure(&shown, &out, ""));
+        return Ok(None);
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut entries: Vec<(String, String)> = text
@@ -129,7 +131,7 @@ pub fn dump(dir: &Path, map_type: &str, file: &Path) -> Result<Vec<(String, Stri
         })
         .collect();
     entries.sort_unstable();
-    Ok(entries)
+    Ok(Some(entries))
 }
 
 /// Whether the instance using `dir` runs (`postfix -c DIR status` exits 0).

@@ -76,10 +76,12 @@ impl Host {
         let etc = tmp.path().join("etc");
         fs::create_dir(&etc).unwrap();
         let root = tmp.path().display();
-        let content = format!(
-            "queue_directory = {root}/queue\ndata_directory = {root}/data\n{main_cf}"
-        );
+        let content =
+            format!("queue_directory = {root}/queue\ndata_directory = {root}/data\n{main_cf}");
         fs::write(etc.join("main.cf"), content).unwrap();
+        // An existing queue directory lets `postfix status` answer at once (without it,
+        // postfix exits 1 after a 1 s pause).
+        fs::create_dir(tmp.path().join("queue")).unwrap();
         backdate(&etc.join("main.cf"));
         let config = tmp.path().join("postrelay.toml");
         Host { tmp, etc, config }
@@ -134,8 +136,25 @@ impl Host {
         self.cmd("plan").run()
     }
 
+    /// `postrelay apply`, then [`Host::settle`].
     pub fn apply(&self) -> Run {
-        self.cmd("apply").run()
+        let run = self.cmd("apply").run();
+        self.settle();
+        run
+    }
+
+    /// Backdates main.cf if it was written in the last few seconds. Postfix tools pause
+    /// up to 2 s while main.cf is that fresh; on a real host apply runs rarely, in tests
+    /// back to back. Only the mtime moves, and only between runs, so "the second run
+    /// changes nothing" is still checked against the state the second run started from.
+    pub fn settle(&self) {
+        let mtime = fs::metadata(self.main_cf()).unwrap().modified().unwrap();
+        if mtime
+            .elapsed()
+            .map_or(true, |age| age < Duration::from_secs(5))
+        {
+            backdate(&self.main_cf());
+        }
     }
 
     /// Applies twice: the first must succeed, the second must change nothing at all
@@ -146,10 +165,17 @@ impl Host {
         let before = self.files();
         let second = self.apply();
         second.success();
-        assert_eq!(second.stdout, "postrelay: no changes\n", "second apply changed something");
+        assert_eq!(
+            second.stdout, "postrelay: no changes\n",
+            "second apply changed something"
+        );
         assert_eq!(self.files(), before, "second apply touched files");
         let plan = self.plan();
-        assert_eq!(plan.code, 0, "plan after apply not in sync:\n{}", plan.stdout);
+        assert_eq!(
+            plan.code, 0,
+            "plan after apply not in sync:\n{}",
+            plan.stdout
+        );
         assert_eq!(self.files(), before, "plan touched files");
         first
     }
@@ -160,7 +186,11 @@ impl Host {
         for e in fs::read_dir(&self.etc).unwrap() {
             let e = e.unwrap();
             let meta = fs::symlink_metadata(e.path()).unwrap();
-            let bytes = if meta.is_file() { fs::read(e.path()).unwrap() } else { Vec::new() };
+            let bytes = if meta.is_file() {
+                fs::read(e.path()).unwrap()
+            } else {
+                Vec::new()
+            };
             out.insert(
                 e.file_name().to_string_lossy().into_owned(),
                 FileState {
@@ -182,8 +212,15 @@ impl Host {
             .args(["-c", &self.etc.display().to_string(), "-h", name])
             .output()
             .unwrap();
-        assert!(out.status.success(), "postconf failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim_end().to_string()
+        assert!(
+            out.status.success(),
+            "postconf failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim_end()
+            .to_string()
     }
 
     /// `postconf -c ETC -n` as name -> value.
@@ -196,7 +233,10 @@ impl Host {
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()
-            .filter_map(|l| l.split_once(" = ").map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|l| {
+                l.split_once(" = ")
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect()
     }
 
@@ -217,9 +257,12 @@ impl Host {
             "postmap -q failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        out.status
-            .success()
-            .then(|| String::from_utf8(out.stdout).unwrap().trim_end().to_string())
+        out.status.success().then(|| {
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .trim_end()
+                .to_string()
+        })
     }
 }
 
@@ -278,22 +321,39 @@ pub struct Run {
 
 impl Run {
     pub fn success(&self) -> &Self {
-        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     pub fn code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     pub fn stdout_has(&self, s: &str) -> &Self {
-        assert!(self.stdout.contains(s), "stdout lacks {s:?}:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert!(
+            self.stdout.contains(s),
+            "stdout lacks {s:?}:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
     pub fn stderr_has(&self, s: &str) -> &Self {
-        assert!(self.stderr.contains(s), "stderr lacks {s:?}:\n{}", self.stderr);
+        assert!(
+            self.stderr.contains(s),
+            "stderr lacks {s:?}:\n{}",
+            self.stderr
+        );
         self
     }
 

@@ -1,0 +1,680 @@
+//! plan and apply against real postconf/postmap on temporary config directories:
+//! the desired values land where Postfix reads them, a second apply changes nothing,
+//! every kind of drift is reported by plan (exit 1) and repaired by apply, and no
+//! password is ever printed.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+
+use crate::harness::{self, CANARY, CANARY_FILE, CANARY2, Cmd, Host};
+use crate::require_postfix;
+
+/// The guide's multi-relay setup: a catch-all relayhost (password from a file), two
+/// domains on two relays, and one address with its own credentials via the relayhost.
+fn desired_multi(host: &Host) -> String {
+    host.secret_file("relayhost.pw", &format!("{CANARY_FILE}\n"));
+    format!(
+        r#"
+[relayhost]
+relay = "[smtp.mailgun.org]:587"
+username = "postmaster@example.net"
+password_file = "@TMP@/relayhost.pw"
+
+[[sender]]
+domain = "example.com"
+relay = "[smtp.mailgun.org]:587"
+username = "postmaster@example.com"
+password = "{CANARY}"
+
+[[sender]]
+domain = "Example.ORG"
+relay = "[email-smtp.eu-west-1.amazonaws.com]:587"
+username = "AKIAEXAMPLE"
+password = "{CANARY}-org"
+tls = "encrypt"
+
+[[sender]]
+address = "wes@example.org"
+username = "wes@example.org"
+password = "{CANARY}-wes"
+"#
+    )
+}
+
+fn multi_host() -> Host {
+    let host = Host::new(harness::DEBIAN_MAIN_CF);
+    let d = desired_multi(&host);
+    host.desired(&d);
+    host
+}
+
+#[test]
+fn apply_configures_postfix_and_second_apply_changes_nothing() {
+    require_postfix!();
+    let host = multi_host();
+    let etc = host.etc.display().to_string();
+
+    let plan = host.plan();
+    plan.code(1)
+        .stdout_has("+@example.com postmaster@example.com:********")
+        .stdout_has("+[smtp.mailgun.org]:587 postmaster@example.net:********")
+        .stdout_has("+relayhost = [smtp.mailgun.org]:587")
+        .stdout_has(&format!("postmap -c {etc} hash:{etc}/sasl_passwd"))
+        .stdout_has("plan: 4 file(s) to change");
+
+    let first = host.apply_twice();
+    first
+        .stdout_has(&format!("wrote {etc}/sasl_passwd"))
+        .stdout_has(&format!("rebuilt {etc}/sasl_passwd.db"))
+        .stdout_has("Postfix is not running");
+
+    // What Postfix itself reads.
+    let conf = host.postconf_n();
+    let want = [
+        ("smtp_sasl_auth_enable", "yes".to_string()),
+        ("smtp_sasl_security_options", "noanonymous".into()),
+        ("smtp_sasl_tls_security_options", "noanonymous".into()),
+        ("smtp_sender_dependent_authentication", "yes".into()),
+        ("smtp_sasl_password_maps", format!("hash:{etc}/sasl_passwd")),
+        (
+            "sender_dependent_relayhost_maps",
+            format!("hash:{etc}/sender_relay"),
+        ),
+        ("smtp_tls_policy_maps", format!("hash:{etc}/tls_policy")),
+        ("relayhost", "[smtp.mailgun.org]:587".into()),
+    ];
+    for (name, value) in &want {
+        assert_eq!(conf.get(*name), Some(value), "{name}");
+    }
+    // Untouched settings keep their values.
+    assert_eq!(conf["myhostname"], "mail.example.org");
+    assert_eq!(conf["smtp_tls_security_level"], "may");
+
+    let q = |map: &str, key: &str| host.postmap_q("hash", map, key);
+    assert_eq!(
+        q("sasl_passwd", "@example.com"),
+        Some(format!("postmaster@example.com:{CANARY}"))
+    );
+    assert_eq!(
+        q("sasl_passwd", "@example.org"),
+        Some(format!("AKIAEXAMPLE:{CANARY}-org"))
+    );
+    assert_eq!(
+        q("sasl_passwd", "wes@example.org"),
+        Some(format!("wes@example.org:{CANARY}-wes"))
+    );
+    assert_eq!(
+        q("sasl_passwd", "[smtp.mailgun.org]:587"),
+        Some(format!("postmaster@example.net:{CANARY_FILE}"))
+    );
+    assert_eq!(
+        q("sender_relay", "@example.com"),
+        Some("[smtp.mailgun.org]:587".into())
+    );
+    assert_eq!(
+        q("sender_relay", "@example.org"),
+        Some("[email-smtp.eu-west-1.amazonaws.com]:587".into())
+    );
+    assert_eq!(
+        q("sender_relay", "wes@example.org"),
+        None,
+        "wes goes through the relayhost"
+    );
+    assert_eq!(
+        q("tls_policy", "[smtp.mailgun.org]:587"),
+        Some("encrypt".into())
+    );
+    assert_eq!(
+        q("tls_policy", "[email-smtp.eu-west-1.amazonaws.com]:587"),
+        Some("encrypt".into())
+    );
+
+    // Secrets: root (the invoking user) and 0600, source and compiled form.
+    for name in ["sasl_passwd", "sasl_passwd.db"] {
+        let meta = fs::metadata(host.path(name)).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600, "{name}");
+        assert_eq!(meta.uid(), nix::unistd::Uid::effective().as_raw(), "{name}");
+    }
+    for name in [
+        "sender_relay",
+        "sender_relay.db",
+        "tls_policy",
+        "tls_policy.db",
+    ] {
+        assert_eq!(
+            fs::metadata(host.path(name)).unwrap().mode() & 0o777,
+            0o644,
+            "{name}"
+        );
+    }
+    // Nothing but the maps and main.cf: no temporary files left behind.
+    let names: Vec<String> = host.files().into_keys().collect();
+    assert_eq!(
+        names,
+        [
+            "main.cf",
+            "sasl_passwd",
+            "sasl_passwd.db",
+            "sender_relay",
+            "sender_relay.db",
+            "tls_policy",
+            "tls_policy.db"
+        ]
+    );
+    // The password appears in no file but sasl_passwd and its compiled map.
+    for (name, state) in host.files() {
+        let has = state
+            .bytes
+            .windows(CANARY.len())
+            .any(|w| w == CANARY.as_bytes());
+        assert_eq!(has, name.starts_with("sasl_passwd"), "{name}");
+    }
+}
+
+#[test]
+fn quiet_apply_prints_nothing_when_in_sync() {
+    require_postfix!();
+    let host = multi_host();
+    host.apply().success();
+    let run = host.cmd("apply").args(&["--quiet"]).run();
+    run.success();
+    assert_eq!(run.stdout, "");
+    assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn main_cf_edits_are_minimal_and_lossless() {
+    require_postfix!();
+    // CRLF, tabs, a continued value that already reads right, a duplicate, no final newline.
+    let main_cf = "# header\r\nsmtp_sasl_security_options =\r\n\tnoanonymous\r\nsmtp_sasl_auth_enable = no\r\nmyhostname\t=\tcrlf.example\r\nsmtp_sasl_auth_enable = maybe\r\n# last line is a comment";
+    let host = Host::new(main_cf);
+    let d = desired_multi(&host);
+    host.desired(&d);
+    host.apply_twice();
+    let text = fs::read_to_string(host.main_cf()).unwrap();
+    let root = host.tmp.path().display();
+    let etc = host.etc.display();
+    let want = format!(
+        "queue_directory = {root}/queue\ndata_directory = {root}/data\n# header\r\nsmtp_sasl_security_options =\r\n\tnoanonymous\r\n#smtp_sasl_auth_enable = no\r\nmyhostname\t=\tcrlf.example\r\nsmtp_sasl_auth_enable = yes\r\n# last line is a comment\n\
+         # Sender-dependent relaying, managed by postrelay:\n\
+         smtp_sasl_tls_security_options = noanonymous\n\
+         smtp_sender_dependent_authentication = yes\n\
+         smtp_sasl_password_maps = hash:{etc}/sasl_passwd\n\
+         sender_dependent_relayhost_maps = hash:{etc}/sender_relay\n\
+         smtp_tls_policy_maps = hash:{etc}/tls_policy\n\
+         relayhost = [smtp.mailgun.org]:587\n"
+    );
+    assert_eq!(text, want);
+    assert_eq!(host.postconf("smtp_sasl_auth_enable"), "yes");
+    assert_eq!(host.postconf("myhostname"), "crlf.example");
+}
+
+#[test]
+fn symlinked_main_cf_stays_a_symlink_with_its_mode_and_owner() {
+    require_postfix!();
+    let host = multi_host();
+    let real = host.tmp.path().join("real-main.cf");
+    fs::rename(host.main_cf(), &real).unwrap();
+    symlink(&real, host.main_cf()).unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o640)).unwrap();
+    if harness::is_root() {
+        nix::unistd::chown(&real, None, Some(nix::unistd::Gid::from_raw(65534))).unwrap();
+    }
+    let before = fs::metadata(&real).unwrap();
+    host.apply_twice();
+    assert!(
+        fs::symlink_metadata(host.main_cf())
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let after = fs::metadata(&real).unwrap();
+    assert_eq!(after.mode() & 0o7777, 0o640);
+    assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+    assert!(
+        fs::read_to_string(&real)
+            .unwrap()
+            .contains("smtp_sender_dependent_authentication = yes")
+    );
+}
+
+#[test]
+fn rotation_shows_a_redacted_change_and_takes_effect() {
+    require_postfix!();
+    let host = multi_host();
+    host.apply().success();
+    let rotated = desired_multi(&host).replace(&format!("\"{CANARY}\""), &format!("\"{CANARY2}\""));
+    host.desired(&rotated);
+    let plan = host.plan();
+    plan.code(1)
+        .stdout_has("-@example.com postmaster@example.com:********\n+@example.com postmaster@example.com:********\n")
+        .stdout_has("sasl_passwd: content differs");
+    assert!(
+        !plan.stdout.contains("sender_relay:"),
+        "only sasl_passwd changes:\n{}",
+        plan.stdout
+    );
+    host.apply_twice();
+    assert_eq!(
+        host.postmap_q("hash", "sasl_passwd", "@example.com"),
+        Some(format!("postmaster@example.com:{CANARY2}"))
+    );
+}
+
+#[test]
+fn show_secrets_reveals_the_password_only_when_asked() {
+    require_postfix!();
+    let host = Host::new(harness::DEBIAN_MAIN_CF);
+    host.desired(
+        "[relayhost]\nrelay = \"[relay.example]:587\"\nusername = \"u\"\npassword = \"visible-pw\"\n",
+    );
+    let hidden = host.plan();
+    hidden.code(1).stdout_has("+[relay.example]:587 u:********");
+    assert!(!hidden.stdout.contains("visible-pw"));
+    host.cmd("plan")
+        .args(&["--show-secrets"])
+        .run()
+        .code(1)
+        .stdout_has("+[relay.example]:587 u:visible-pw");
+}
+
+#[test]
+fn removed_senders_leave_no_stale_entries() {
+    require_postfix!();
+    let host = multi_host();
+    host.apply().success();
+    // Drop example.com and wes@: only example.org and the relayhost remain.
+    host.secret_file("relayhost.pw", &format!("{CANARY_FILE}\n"));
+    host.desired(&format!(
+        "[relayhost]\nrelay = \"[smtp.mailgun.org]:587\"\nusername = \"postmaster@example.net\"\npassword_file = \"@TMP@/relayhost.pw\"\n\n[[sender]]\ndomain = \"example.org\"\nrelay = \"[email-smtp.eu-west-1.amazonaws.com]:587\"\nusername = \"AKIAEXAMPLE\"\npassword = \"{CANARY}-org\"\n"
+    ));
+    host.plan()
+        .code(1)
+        .stdout_has("-@example.com postmaster@example.com:********")
+        .stdout_has("-wes@example.org wes@example.org:********")
+        .stdout_has("-@example.com [smtp.mailgun.org]:587");
+    host.apply_twice();
+    assert_eq!(host.postmap_q("hash", "sasl_passwd", "@example.com"), None);
+    assert_eq!(
+        host.postmap_q("hash", "sasl_passwd", "wes@example.org"),
+        None
+    );
+    assert_eq!(host.postmap_q("hash", "sender_relay", "@example.com"), None);
+    assert!(
+        host.postmap_q("hash", "sasl_passwd", "@example.org")
+            .is_some()
+    );
+}
+
+/// One kind of drift: what to break, and what plan must say about it.
+struct Drift {
+    name: &'static str,
+    breaks: fn(&Host),
+    plan_says: &'static [&'static str],
+}
+
+fn edit_main_cf(host: &Host, f: impl FnOnce(String) -> String) {
+    let text = fs::read_to_string(host.main_cf()).unwrap();
+    fs::write(host.main_cf(), f(text)).unwrap();
+    harness::backdate(&host.main_cf());
+}
+
+const DRIFTS: &[Drift] = &[
+    Drift {
+        name: "managed parameter deleted",
+        breaks: |h| {
+            edit_main_cf(h, |t| {
+                t.replace("smtp_sender_dependent_authentication = yes\n", "")
+            })
+        },
+        plan_says: &[
+            "smtp_sender_dependent_authentication (added)",
+            "+smtp_sender_dependent_authentication = yes",
+        ],
+    },
+    Drift {
+        name: "managed parameter changed",
+        breaks: |h| {
+            edit_main_cf(h, |t| {
+                t.replace("smtp_sasl_auth_enable = yes", "smtp_sasl_auth_enable = no")
+            })
+        },
+        plan_says: &[
+            "smtp_sasl_auth_enable (was \"no\")",
+            "-smtp_sasl_auth_enable = no",
+            "+smtp_sasl_auth_enable = yes",
+        ],
+    },
+    Drift {
+        name: "managed parameter commented out by hand, relayhost changed",
+        breaks: |h| {
+            edit_main_cf(h, |t| {
+                t.replace("smtp_tls_policy_maps =", "#smtp_tls_policy_maps =")
+                    .replace(
+                        "relayhost = [smtp.mailgun.org]:587",
+                        "relayhost = [other.example]:25",
+                    )
+            })
+        },
+        plan_says: &[
+            "smtp_tls_policy_maps (added)",
+            "relayhost (was \"[other.example]:25\")",
+        ],
+    },
+    Drift {
+        name: "map source edited by hand",
+        breaks: |h| {
+            let mut t = fs::read_to_string(h.path("sender_relay")).unwrap();
+            t.push_str("@stale.example [old.relay]:25\n");
+            fs::write(h.path("sender_relay"), t).unwrap();
+        },
+        plan_says: &[
+            "sender_relay: content differs",
+            "-@stale.example [old.relay]:25",
+        ],
+    },
+    Drift {
+        name: "password map edited by hand",
+        breaks: |h| {
+            let mut t = fs::read_to_string(h.path("sasl_passwd")).unwrap();
+            t.push_str("@stale.example olduser:CANARY-s3cret-9d1f-stale\n# @x.example u:CANARY-s3cret-9d1f\n");
+            fs::write(h.path("sasl_passwd"), t).unwrap();
+        },
+        plan_says: &[
+            "sasl_passwd: content differs",
+            "-@stale.example olduser:********",
+            "-#********",
+        ],
+    },
+    Drift {
+        name: "compiled map deleted",
+        breaks: |h| fs::remove_file(h.path("sender_relay.db")).unwrap(),
+        plan_says: &["sender_relay: sender_relay.db missing"],
+    },
+    Drift {
+        name: "compiled map content differs from its source",
+        breaks: |h| {
+            // Build the .db from other content, then put the right source back.
+            let good = fs::read(h.path("tls_policy")).unwrap();
+            fs::write(h.path("tls_policy"), "[smtp.mailgun.org]:587 may\n").unwrap();
+            let status = std::process::Command::new(postrelay::postfix::tool("postmap").unwrap())
+                .arg("-c")
+                .arg(&h.etc)
+                .arg(format!("hash:{}", h.path("tls_policy").display()))
+                .status()
+                .unwrap();
+            assert!(status.success());
+            fs::write(h.path("tls_policy"), good).unwrap();
+        },
+        plan_says: &["tls_policy: tls_policy.db differs from its source"],
+    },
+    Drift {
+        name: "compiled map corrupt",
+        breaks: |h| fs::write(h.path("sasl_passwd.db"), b"not a database").unwrap(),
+        plan_says: &["sasl_passwd: sasl_passwd.db unreadable"],
+    },
+    Drift {
+        name: "password map readable by others",
+        breaks: |h| {
+            fs::set_permissions(h.path("sasl_passwd"), fs::Permissions::from_mode(0o644)).unwrap()
+        },
+        plan_says: &["sasl_passwd: sasl_passwd has mode 0644, want 0600"],
+    },
+    Drift {
+        name: "compiled password map readable by others",
+        breaks: |h| {
+            fs::set_permissions(h.path("sasl_passwd.db"), fs::Permissions::from_mode(0o644))
+                .unwrap()
+        },
+        plan_says: &["sasl_passwd: sasl_passwd.db has mode 0644, want 0600"],
+    },
+];
+
+#[test]
+fn every_drift_is_reported_by_plan_and_repaired_by_apply() {
+    require_postfix!();
+    for drift in DRIFTS {
+        let host = multi_host();
+        host.apply().success();
+        (drift.breaks)(&host);
+        let before = host.files();
+        let plan = host.plan();
+        assert_eq!(
+            plan.code, 1,
+            "{}: plan did not report drift:\n{}",
+            drift.name, plan.stdout
+        );
+        for s in drift.plan_says {
+            assert!(
+                plan.stdout.contains(s),
+                "{}: plan lacks {s:?}:\n{}",
+                drift.name,
+                plan.stdout
+            );
+        }
+        assert_eq!(host.files(), before, "{}: plan wrote something", drift.name);
+        host.apply_twice();
+        assert_eq!(
+            host.postconf("smtp_sender_dependent_authentication"),
+            "yes",
+            "{}",
+            drift.name
+        );
+        assert_eq!(
+            host.postmap_q("hash", "tls_policy", "[smtp.mailgun.org]:587")
+                .as_deref(),
+            Some("encrypt"),
+            "{}",
+            drift.name
+        );
+        assert!(
+            !fs::read_to_string(host.path("sender_relay"))
+                .unwrap()
+                .contains("stale"),
+            "{}",
+            drift.name
+        );
+        assert_eq!(
+            fs::metadata(host.path("sasl_passwd.db")).unwrap().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(host.path("sasl_passwd")).unwrap().mode() & 0o777,
+            0o600
+        );
+    }
+}
+
+#[test]
+fn password_map_owned_by_another_user_is_drift() {
+    require_postfix!();
+    if !harness::is_root() {
+        eprintln!("SKIPPED: needs root to chown");
+        return;
+    }
+    let host = multi_host();
+    host.apply().success();
+    let nobody = Some(nix::unistd::Uid::from_raw(65534));
+    nix::unistd::chown(&host.path("sasl_passwd"), nobody, None).unwrap();
+    nix::unistd::chown(&host.path("sasl_passwd.db"), nobody, None).unwrap();
+    host.plan()
+        .code(1)
+        .stdout_has("sasl_passwd is owned by uid 65534, want 0")
+        .stdout_has("sasl_passwd.db is owned by uid 65534, want 0");
+    host.apply_twice();
+    assert_eq!(fs::metadata(host.path("sasl_passwd")).unwrap().uid(), 0);
+    assert_eq!(fs::metadata(host.path("sasl_passwd.db")).unwrap().uid(), 0);
+}
+
+#[test]
+fn existing_relayhost_without_catch_all_is_left_alone_and_noted() {
+    require_postfix!();
+    let host = Host::new("relayhost = [legacy.example]:25\n");
+    host.desired(&format!(
+        "[[sender]]\ndomain = \"example.com\"\nrelay = \"[smtp.mailgun.org]:587\"\nusername = \"u@example.com\"\npassword = \"{CANARY}\"\n"
+    ));
+    host.plan().code(1).stdout_has(
+        "note: no [relayhost] in the desired state: senders not listed, and bounces, will use the existing relayhost \"[legacy.example]:25\" without credentials",
+    );
+    host.apply_twice();
+    assert_eq!(host.postconf("relayhost"), "[legacy.example]:25");
+}
+
+#[test]
+fn texthash_maps_need_no_postmap() {
+    require_postfix!();
+    let host = Host::new("");
+    host.desired(&format!(
+        "[postfix]\nmap_type = \"texthash\"\n\n[relayhost]\nrelay = \"[relay.example]:587\"\nusername = \"u\"\npassword = \"{CANARY}\"\n"
+    ));
+    let plan = host.plan();
+    plan.code(1);
+    assert!(!plan.stdout.contains("postmap"), "{}", plan.stdout);
+    host.apply_twice();
+    assert!(!host.path("sasl_passwd.db").exists());
+    assert_eq!(
+        host.postconf("smtp_sasl_password_maps"),
+        format!("texthash:{}/sasl_passwd", host.etc.display())
+    );
+    assert_eq!(
+        host.postmap_q("texthash", "sasl_passwd", "[relay.example]:587"),
+        Some(format!("u:{CANARY}"))
+    );
+}
+
+#[test]
+fn map_type_defaults_to_postfix_default_database_type() {
+    require_postfix!();
+    let host = Host::new("default_database_type = btree\n");
+    host.desired(&format!(
+        "[relayhost]\nrelay = \"relay.example:2525\"\nusername = \"u\"\npassword = \"{CANARY}\"\n"
+    ));
+    host.apply_twice();
+    assert_eq!(
+        host.postconf("smtp_sasl_password_maps"),
+        format!("btree:{}/sasl_passwd", host.etc.display())
+    );
+    assert_eq!(
+        host.postmap_q("btree", "sasl_passwd", "relay.example:2525"),
+        Some(format!("u:{CANARY}"))
+    );
+}
+
+#[test]
+fn second_apply_waits_for_the_lock_then_gives_up() {
+    require_postfix!();
+    let host = multi_host();
+    let dir = fs::File::open(&host.etc).unwrap();
+    let lock = nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    let before = host.files();
+    let started = std::time::Instant::now();
+    host.cmd("apply")
+        .args(&["--lock-timeout", "1"])
+        .run()
+        .code(2)
+        .stderr_has("another postrelay apply holds the lock; gave up after 1 s");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    assert_eq!(host.files(), before);
+    drop(lock);
+    host.apply().success();
+}
+
+#[test]
+fn no_password_in_any_output_at_the_highest_verbosity() {
+    require_postfix!();
+    let host = multi_host();
+    // Every run goes through Run::assert_no_secret; here at -vvv and RUST_LOG=trace.
+    for sub in ["validate", "plan", "apply", "plan", "apply"] {
+        let mut c = Cmd::new(&["-vvv", sub, "--config", &host.config.display().to_string()]);
+        if sub != "validate" {
+            c.args(&["--postfix-dir", &host.etc.display().to_string()]);
+        }
+        let run = c.env("RUST_LOG", "trace").run();
+        assert!(
+            run.code == 0 || (sub == "plan" && run.code == 1),
+            "{sub}: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.is_empty(),
+            "{sub}: expected trace logs on stderr"
+        );
+    }
+}
+
+#[test]
+fn failed_postfix_check_restores_every_file() {
+    require_postfix!();
+    // Fault injection: a stub `postfix` first on PATH says the instance runs, then fails
+    // `check`. postconf and postmap stay the real ones.
+    let host = multi_host();
+    let bin = host.tmp.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let log = host.tmp.path().join("postfix-calls");
+    let stub = bin.join("postfix");
+    fs::write(
+        &stub,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\ncase \"$3\" in status) exit 0;; check) echo 'postfix: fatal: injected check failure' >&2; exit 1;; esac\nexit 0\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&stub, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let before = host.files();
+    let run = host.cmd("apply").env("PATH", &path).run();
+    run.code(2)
+        .stderr_has("injected check failure")
+        .stderr_has("restored the previous files");
+    // Restored: same bytes and modes; files that did not exist are gone again.
+    let after = host.files();
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
+    for (name, state) in &before {
+        assert_eq!(after[name].bytes, state.bytes, "{name}");
+        assert_eq!(after[name].mode, state.mode, "{name}");
+    }
+    let calls = fs::read_to_string(&log).unwrap();
+    assert!(
+        calls.contains("status") && calls.contains("check") && !calls.contains("reload"),
+        "{calls}"
+    );
+
+    // With a working Postfix the same apply succeeds and reloads.
+    fs::write(&log, "").unwrap();
+    fs::write(
+        &stub,
+        format!("#!/bin/sh\necho \"$@\" >> {}\nexit 0\n", log.display()),
+    )
+    .unwrap();
+    host.cmd("apply")
+        .env("PATH", &path)
+        .run()
+        .success()
+        .stdout_has("ran postfix -c")
+        .stdout_has("reload");
+    let calls = fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        calls
+            .lines()
+            .map(|l| l.rsplit(' ').next().unwrap())
+            .collect::<Vec<_>>(),
+        ["status", "check", "reload"]
+    );
+    // In sync now: no postfix command at all.
+    fs::write(&log, "").unwrap();
+    host.cmd("apply")
+        .env("PATH", &path)
+        .run()
+        .success()
+        .stdout_has("postrelay: no changes");
+    assert_eq!(fs::read_to_string(&log).unwrap(), "");
+}

@@ -1,0 +1,8 @@
+//! The integration suite: one test binary, the real postrelay binary and the real
+//! Postfix tools on temporary config directories (never /etc/postfix).
+
+mod harness;
+
+mod apply;
+mod bad_input;
+mod parser;
