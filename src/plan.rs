@@ -382,7 +382,7 @@ fn plan_maps(desired: &Desired, target: &Target) -> Result<Vec<MapChange>> {
     }
     // postmap -s each compiled map in parallel: a freshly written main.cf makes each
     // Postfix tool wait up to 2 s for it to "cool down", and these waits overlap.
-    let dumps: Vec<Result<Option<Vec<(String, String)>>>> = std::thread::scope(|scope| {
+    let dumps: Vec<Result<Option<postfix::Entries>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = to_dump
             .iter()
             .map(|(i, _, _)| {

@@ -107,9 +107,12 @@ pub fn postmap(dir: &Path, map_type: &str, file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A map's entries as `(key, value)` pairs.
+pub type Entries = Vec<(String, String)>;
+
 /// What a compiled map holds, as `postmap -s` dumps it, sorted; `Ok(None)` when postmap
 /// cannot read it (a corrupt or truncated file: drift to repair, not a reason to stop).
-pub fn dump(dir: &Path, map_type: &str, file: &Path) -> Result<Option<Vec<(String, String)>>> {
+pub fn dump(dir: &Path, map_type: &str, file: &Path) -> Result<Option<Entries>> {
     let spec = format!("{map_type}:{}", file.display());
     let args = [
         OsStr::new("-c"),
@@ -123,7 +126,7 @@ pub fn dump(dir: &Path, map_type: &str, file: &Path) -> Result<Option<Vec<(Strin
         return Ok(None);
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut entries: Vec<(String, String)> = text
+    let mut entries: Entries = text
         .lines()
         .map(|l| match l.split_once('\t') {
             Some((k, v)) => (k.to_string(), v.to_string()),
