@@ -389,7 +389,11 @@ pub fn parse_relay(s: &str) -> Result<String, String> {
             return Err("empty host".into());
         }
         if port.is_some_and(|p| p.contains(':')) {
-            return Err("IPv6 addresses are written [ipv6:ADDRESS]".into());
+            return Err(if host.contains('.') {
+                "more than one ':' (write host:port)".into()
+            } else {
+                "IPv6 addresses are written [ipv6:ADDRESS]".into()
+            });
         }
         if host.contains(']') {
             return Err("']' without '['".into());
@@ -471,7 +475,16 @@ fn read_regular(path: &Path) -> Result<(Vec<u8>, Metadata), String> {
         .read(true)
         .custom_flags(OFlag::O_NONBLOCK.bits())
         .open(path)
-        .map_err(|e| format!("cannot open: {}", io_reason(&e)))?;
+        .map_err(|e| {
+            let hint = if e.kind() == io::ErrorKind::PermissionDenied
+                && !nix::unistd::Uid::effective().is_root()
+            {
+                " (run postrelay as root, e.g. with sudo)"
+            } else {
+                ""
+            };
+            format!("cannot open: {}{hint}", io_reason(&e))
+        })?;
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot stat: {}", io_reason(&e)))?;

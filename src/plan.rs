@@ -219,6 +219,16 @@ pub fn target(desired: &Desired, postfix_dir: Option<&Path>) -> Result<Target> {
         None => default_map_type(&config_dir)?,
     };
     postfix::compiled_suffix(&map_type)?;
+    // hash, btree and texthash are built in; lmdb and cdb are Debian plugin packages.
+    if !matches!(map_type.as_str(), "hash" | "btree" | "texthash") {
+        let available = postfix::map_types(&config_dir)?;
+        if !available.contains(&map_type) {
+            bail!(
+                "map type {map_type:?} is not available in this Postfix (postconf -m lists: {}); install the postfix-{map_type} package",
+                available.join(" ")
+            );
+        }
+    }
     Ok(Target {
         config_dir,
         map_type,
@@ -322,7 +332,7 @@ fn plan_maps(desired: &Desired, target: &Target) -> Result<Vec<MapChange>> {
         let mut write_source = false;
         match &old {
             None => {
-                reasons.push("missing".to_string());
+                reasons.push("new".to_string());
                 write_source = true;
             }
             Some(s) if s.bytes != new => {
@@ -346,7 +356,9 @@ fn plan_maps(desired: &Desired, target: &Target) -> Result<Vec<MapChange>> {
                 .into_owned();
             match std::fs::metadata(compiled) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    reasons.push(format!("{shown} missing"));
+                    if old.is_some() {
+                        reasons.push(format!("{shown} missing"));
+                    }
                     rebuild = true;
                 }
                 Err(e) => return Err(fs::explain(e, compiled, "stat")),

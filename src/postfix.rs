@@ -78,6 +78,22 @@ pub fn default_database_type(dir: &Path) -> Result<String> {
     Ok(value)
 }
 
+/// The lookup-table types this Postfix supports (`postconf -m`, which includes the
+/// plugins listed in dynamicmaps.cf).
+pub fn map_types(dir: &Path) -> Result<Vec<String>> {
+    let (shown, out) = run(
+        "postconf",
+        &[OsStr::new("-c"), dir.as_os_str(), OsStr::new("-m")],
+    )?;
+    if !out.status.success() {
+        return Err(failure(&shown, &out, ""));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect())
+}
+
 /// The argv of `postmap -c DIR TYPE:FILE`, for plans and messages.
 pub fn postmap_argv(dir: &Path, map_type: &str, file: &Path) -> Vec<String> {
     vec![
