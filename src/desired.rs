@@ -141,8 +141,13 @@ pub struct Desired {
     pub warnings: Vec<String>,
 }
 
-/// Largest desired-state or password file accepted, in bytes.
+/// Largest password file accepted, in bytes.
 pub const MAX_FILE_SIZE: u64 = 10 * 1024 * 1024;
+
+/// Largest desired-state file accepted, in bytes: 100,000 senders with inline
+/// credentials take about 13 MiB, so the limit leaves room above that scale while
+/// still refusing a file that is clearly not a desired state.
+pub const MAX_DESIRED_SIZE: u64 = 64 * 1024 * 1024;
 
 /// Lookup-table types accepted for `[postfix] map_type`.
 pub const MAP_TYPES: &[&str] = &["hash", "btree", "lmdb", "cdb", "texthash"];
@@ -468,9 +473,9 @@ fn io_reason(e: &io::Error) -> String {
 }
 
 /// Opens `path` without blocking (FIFOs), checks that it is a regular file
-/// of at most [`MAX_FILE_SIZE`] bytes, and reads it. Returns the contents and
+/// of at most `limit` bytes, and reads it. Returns the contents and
 /// the metadata of the opened file.
-fn read_regular(path: &Path) -> Result<(Vec<u8>, Metadata), String> {
+fn read_regular(path: &Path, limit: u64) -> Result<(Vec<u8>, Metadata), String> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(OFlag::O_NONBLOCK.bits())
@@ -498,15 +503,16 @@ fn read_regular(path: &Path) -> Result<(Vec<u8>, Metadata), String> {
         };
         return Err(format!("not a regular file but {what}"));
     }
-    if meta.len() > MAX_FILE_SIZE {
-        return Err("larger than 10 MiB".into());
+    let too_big = || format!("larger than {} MiB", limit / (1024 * 1024));
+    if meta.len() > limit {
+        return Err(too_big());
     }
     let mut buf = Vec::new();
-    file.take(MAX_FILE_SIZE + 1)
+    file.take(limit + 1)
         .read_to_end(&mut buf)
         .map_err(|e| format!("read error: {}", io_reason(&e)))?;
-    if buf.len() as u64 > MAX_FILE_SIZE {
-        return Err("larger than 10 MiB".into());
+    if buf.len() as u64 > limit {
+        return Err(too_big());
     }
     Ok((buf, meta))
 }
@@ -515,7 +521,7 @@ fn read_regular(path: &Path) -> Result<(Vec<u8>, Metadata), String> {
 /// trailing `\n` or `\r\n`, and must pass [`check_password`]. The error
 /// names neither the path nor any part of the password.
 pub fn read_password_file(path: &Path) -> Result<Secret, String> {
-    let (mut buf, _) = read_regular(path)?;
+    let (mut buf, _) = read_regular(path, MAX_FILE_SIZE)?;
     if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
         let end = if nl > 0 && buf[nl - 1] == b'\r' {
             nl - 1
@@ -537,13 +543,16 @@ pub fn read_password_file(path: &Path) -> Result<Secret, String> {
 struct Ctx<'a> {
     file: String,
     text: &'a str,
+    /// Byte offsets of every '\n' in `text`, for line lookups in O(log n).
+    newlines: Vec<usize>,
     dir: PathBuf,
     problems: Vec<(Option<usize>, String)>,
 }
 
 impl Ctx<'_> {
     fn line(&self, span: Range<usize>) -> usize {
-        line_of(self.text, span.start)
+        let end = span.start.min(self.text.len());
+        self.newlines.partition_point(|&nl| nl < end) + 1
     }
     fn at<T>(&mut self, v: &Spanned<T>, msg: String) {
         let line = self.line(v.span());
@@ -694,7 +703,7 @@ struct RelayUse {
 /// are returned in [`Desired::warnings`] and logged with `tracing::warn!`.
 pub fn load(path: &Path) -> anyhow::Result<Desired> {
     let file = path.display().to_string();
-    let (bytes, meta) = read_regular(path).map_err(|e| anyhow!("{file}: {e}"))?;
+    let (bytes, meta) = read_regular(path, MAX_DESIRED_SIZE).map_err(|e| anyhow!("{file}: {e}"))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -712,6 +721,7 @@ pub fn load(path: &Path) -> anyhow::Result<Desired> {
     let mut cx = Ctx {
         file: file.clone(),
         text: &text,
+        newlines: text.match_indices('\n').map(|(i, _)| i).collect(),
         dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         problems: Vec::new(),
     };
@@ -1332,9 +1342,9 @@ password = "pw"
     fn desired_file_too_big() {
         let (_d, p) = setup("");
         let f = fs::OpenOptions::new().write(true).open(&p).unwrap();
-        f.set_len(MAX_FILE_SIZE + 1).unwrap();
+        f.set_len(MAX_DESIRED_SIZE + 1).unwrap();
         let msg = load_err(&p);
-        assert_eq!(msg, format!("{}: larger than 10 MiB", p.display()));
+        assert_eq!(msg, format!("{}: larger than 64 MiB", p.display()));
     }
 
     #[test]
