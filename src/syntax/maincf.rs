@@ -62,8 +62,10 @@ impl Edit {
     }
 }
 
-/// `split_nameval()`: returns (name, value) or Postfix's own error text.
+/// `split_nameval()`: returns (name, value) or Postfix's own error text. Postfix works
+/// on C strings, so a NUL byte ends the logical line.
 fn split_nameval(text: &[u8]) -> Result<(&[u8], &[u8]), &'static str> {
+    let text = text.split(|&b| b == 0).next().unwrap_or_default();
     let np = text
         .iter()
         .position(|&b| !lines::is_space(b))
@@ -87,13 +89,16 @@ fn split_nameval(text: &[u8]) -> Result<(&[u8], &[u8]), &'static str> {
     Ok((&text[np..ep], lines::trim(&text[cp + 1..])))
 }
 
-/// Values compare equal when Postfix would read the same list: whitespace runs count as one.
+/// Values compare equal when Postfix would read the same words: runs of the separators
+/// Postfix's list parser uses (space, tab, CR, LF; not `\v` or `\f`) count as one.
 pub fn same_value(a: &str, b: &str) -> bool {
-    a.split(|c: char| c.is_ascii_whitespace() || c == '\x0b')
-        .filter(|s| !s.is_empty())
-        .eq(b
-            .split(|c: char| c.is_ascii_whitespace() || c == '\x0b')
-            .filter(|s| !s.is_empty()))
+    let words = |s: &str| {
+        s.split([' ', '\t', '\r', '\n'])
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    words(a) == words(b)
 }
 
 impl MainCf {

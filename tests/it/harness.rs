@@ -233,9 +233,10 @@ impl Host {
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()
+            // An empty value prints as `name =`, without the trailing space.
             .filter_map(|l| {
-                l.split_once(" = ")
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                let (k, v) = l.split_once(" =")?;
+                Some((k.to_string(), v.trim_start().to_string()))
             })
             .collect()
     }
