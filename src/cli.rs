@@ -12,6 +12,7 @@ Exit status:
   plan      0 in sync, 1 changes pending, 2 error
   apply     0 success (changed or not), 2 error
   validate  0 valid, 2 invalid
+  verify    0 every credential works, 1 any check failed, 2 error
 
 Logs and warnings go to stderr (-v, -vv, -vvv or RUST_LOG); stdout carries only the report.
 Passwords never appear in output, at any verbosity, unless `plan --show-secrets` is given.";
@@ -51,6 +52,22 @@ pub enum Command {
         /// Seconds to wait for another running apply to finish.
         #[arg(long, value_name = "SECONDS", default_value_t = 30)]
         lock_timeout: u64,
+        /// Log in to every relay first (as `verify` does); change nothing if any check fails.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Log in to each relay with each credential (EHLO, STARTTLS, AUTH, QUIT; no mail is sent).
+    /// Exit 0 all ok, 1 any check failed, 2 error.
+    Verify {
+        /// The desired-state file.
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Only this sender: a domain, `@domain`, an address, or `relayhost`.
+        #[arg(long, value_name = "DOMAIN_OR_ADDRESS")]
+        sender: Option<String>,
+        /// Seconds to wait for a relay to connect and to answer each command.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        timeout: u64,
     },
     /// Check the desired-state file alone. Exit 0 valid, 2 invalid.
     Validate {

@@ -15,3 +15,4 @@ pub mod plan;
 pub mod postfix;
 pub mod report;
 pub mod syntax;
+pub mod verify;

@@ -10,7 +10,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use postrelay::cli::{Cli, Command};
-use postrelay::{apply, desired, plan, report};
+use postrelay::{apply, desired, plan, report, verify};
 
 fn init_logging(verbose: u8) {
     let level = match verbose {
@@ -61,6 +61,16 @@ fn run(cli: Cli) -> Result<u8> {
             )?;
             Ok(0)
         }
+        Command::Verify {
+            config,
+            sender,
+            timeout,
+        } => {
+            let d = load(&config)?;
+            let checks = verify::checks(&d, sender.as_deref())?;
+            let ok = run_verify(&mut stdout, checks, Duration::from_secs(timeout))?;
+            Ok(if ok { 0 } else { 1 })
+        }
         Command::Plan {
             target,
             show_secrets,
@@ -76,8 +86,15 @@ fn run(cli: Cli) -> Result<u8> {
             quiet,
             no_reload,
             lock_timeout,
+            verify,
         } => {
             let d = load(&target.config)?;
+            if verify {
+                let checks = verify::checks(&d, None)?;
+                if !run_verify(&mut stdout, checks, VERIFY_TIMEOUT)? {
+                    anyhow::bail!("credential verification failed; nothing changed");
+                }
+            }
             let options = apply::Options {
                 reload: !no_reload,
                 lock_timeout: Duration::from_secs(lock_timeout),
@@ -96,6 +113,20 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// Connect and command timeout of `apply --verify`, as `verify`'s default.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the checks and prints one line each and a summary; true when all passed.
+fn run_verify(out: &mut impl Write, checks: Vec<verify::Check>, timeout: Duration) -> Result<bool> {
+    let outcomes = verify::verify(checks, timeout);
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    for o in &outcomes {
+        writeln!(out, "{o}")?;
+    }
+    writeln!(out, "verify: {} checked, {failed} failed", outcomes.len())?;
+    Ok(failed == 0)
 }
 
 fn main() -> ExitCode {

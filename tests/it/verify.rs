@@ -1,0 +1,177 @@
+//! `postrelay verify` and `apply --verify` against fake relays on 127.0.0.1: good
+//! credentials, a wrong password, a relay that is down, a relay without STARTTLS under
+//! `tls = "encrypt"`; no mail is sent and no password is printed.
+
+use std::net::TcpListener;
+
+use crate::harness::{CANARY, CANARY2, Cmd, Host};
+use crate::relay::{FakeRelay, RelayConfig};
+use crate::require_postfix;
+
+fn relay(starttls: bool, user: &str, password: &str) -> FakeRelay {
+    FakeRelay::start(RelayConfig {
+        starttls,
+        users: vec![(user.to_string(), password.to_string())],
+        ..RelayConfig::default()
+    })
+}
+
+/// A port on 127.0.0.1 nothing listens on.
+fn dead_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn verify(host: &Host, extra: &[&str]) -> crate::harness::Run {
+    let mut c = Cmd::new(&["verify", "--config", &host.config.display().to_string()]);
+    c.args(extra);
+    c.run()
+}
+
+#[test]
+fn verify_reports_each_sender_relay_pair() {
+    let good = relay(true, "good@example.com", CANARY);
+    let wrong = relay(true, "wrong@example.org", "another-password");
+    let plain = relay(false, "plain@example.net", CANARY);
+    let catch_all = relay(true, "catchall", CANARY2);
+    let down = dead_port();
+    let host = Host::new("");
+    host.desired(&format!(
+        r#"
+[relayhost]
+relay = "{catch_all}"
+username = "catchall"
+password = "{CANARY2}"
+
+[[sender]]
+domain = "example.com"
+relay = "{good}"
+username = "good@example.com"
+password = "{CANARY}"
+
+[[sender]]
+domain = "example.org"
+relay = "{wrong}"
+username = "wrong@example.org"
+password = "{CANARY}"
+
+[[sender]]
+domain = "example.net"
+relay = "{plain}"
+username = "plain@example.net"
+password = "{CANARY}"
+
+[[sender]]
+domain = "down.example"
+relay = "[127.0.0.1]:{down}"
+username = "down"
+password = "{CANARY}"
+
+[[sender]]
+address = "wes@example.com"
+username = "catchall"
+password = "{CANARY2}"
+"#,
+        catch_all = catch_all.relay(),
+        good = good.relay(),
+        wrong = wrong.relay(),
+        plain = plain.relay(),
+    ));
+    let run = verify(&host, &["--timeout", "5"]);
+    run.code(1);
+    let line = |who: &str| -> String {
+        run.stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(who))
+            .unwrap_or_else(|| panic!("no line for {who}:\n{}", run.stdout))
+            .to_string()
+    };
+    assert_eq!(
+        line("relayhost"),
+        format!("ok      relayhost via {} as catchall (STARTTLS, AUTH PLAIN)", catch_all.relay())
+    );
+    assert!(line("@example.com").starts_with("ok "), "{}", run.stdout);
+    let wrong_line = line("@example.org");
+    assert!(wrong_line.starts_with("FAILED  @example.org"), "{wrong_line}");
+    assert!(wrong_line.contains("authentication failed") && wrong_line.contains("535"), "{wrong_line}");
+    let plain_line = line("@example.net");
+    assert!(plain_line.contains("does not offer STARTTLS; no password was sent"), "{plain_line}");
+    let down_line = line("@down.example");
+    assert!(down_line.contains("Connection refused"), "{down_line}");
+    // An address without a relay of its own is checked against the relayhost.
+    assert_eq!(
+        line("wes@example.com"),
+        format!("ok      wes@example.com via {} as catchall (STARTTLS, AUTH PLAIN)", catch_all.relay())
+    );
+    assert!(run.stdout.ends_with("verify: 6 checked, 3 failed\n"), "{}", run.stdout);
+
+    // What the relays saw: TLS before AUTH, the right secrets, no mail at all.
+    let attempts = good.auth_attempts();
+    assert_eq!(attempts.len(), 1);
+    assert!(attempts[0].tls && attempts[0].ok && attempts[0].password == CANARY);
+    assert!(!wrong.auth_attempts()[0].ok);
+    assert!(plain.auth_attempts().is_empty(), "the password went to a relay without TLS");
+    for r in [&good, &wrong, &plain, &catch_all] {
+        assert!(r.messages().is_empty(), "verify sent mail");
+    }
+
+    // --sender picks one; a good one exits 0.
+    let one = verify(&host, &["--sender", "example.com"]);
+    one.success();
+    assert_eq!(one.stdout.lines().count(), 2, "{}", one.stdout);
+    verify(&host, &["--sender", "@example.org"]).code(1);
+    verify(&host, &["--sender", "nosuch.example"])
+        .code(2)
+        .stderr_has("no sender \"nosuch.example\"");
+}
+
+#[test]
+fn verify_times_out_instead_of_hanging() {
+    // A listener that accepts but never greets.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let host = Host::new("");
+    host.desired(&format!(
+        "[relayhost]\nrelay = \"[127.0.0.1]:{port}\"\nusername = \"u\"\npassword = \"{CANARY}\"\n"
+    ));
+    let started = std::time::Instant::now();
+    let run = verify(&host, &["--timeout", "1"]);
+    run.code(1).stdout_has("FAILED  relayhost");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
+    drop(silent);
+}
+
+#[test]
+fn apply_with_verify_changes_nothing_when_a_credential_fails() {
+    require_postfix!();
+    let r = relay(true, "u@example.com", CANARY);
+    let host = Host::new("");
+    let desired = |password: &str| {
+        format!(
+            "[relayhost]\nrelay = \"{}\"\nusername = \"u@example.com\"\npassword = \"{password}\"\n",
+            r.relay()
+        )
+    };
+    host.desired(&desired(CANARY2));
+    let before = host.files();
+    host.cmd("apply")
+        .args(&["--verify"])
+        .run()
+        .code(2)
+        .stdout_has("FAILED  relayhost")
+        .stderr_has("credential verification failed; nothing changed");
+    assert_eq!(host.files(), before);
+
+    host.desired(&desired(CANARY));
+    host.cmd("apply")
+        .args(&["--verify"])
+        .run()
+        .success()
+        .stdout_has("ok      relayhost")
+        .stdout_has("postrelay: applied");
+    host.settle();
+    assert_eq!(
+        host.postmap_q("hash", "sasl_passwd", &r.relay()),
+        Some(format!("u@example.com:{CANARY}"))
+    );
+}
