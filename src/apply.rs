@@ -16,8 +16,9 @@ use anyhow::{Context, Result, bail};
 use nix::unistd::Uid;
 
 use crate::desired::Desired;
+use crate::failpoint;
 use crate::fs::{self, Snapshot, Temp};
-use crate::plan::{self, Plan};
+use crate::plan::{self, MapKind, Plan};
 use crate::postfix;
 use crate::report;
 
@@ -42,7 +43,16 @@ pub struct Outcome {
 pub fn run(desired: &Desired, postfix_dir: Option<&Path>, options: &Options) -> Result<Outcome> {
     let target = plan::target(desired, postfix_dir)?;
     let _lock = fs::lock_dir(&target.config_dir, options.lock_timeout)?;
-    fs::remove_stale_temps(&target.config_dir)?;
+    let mut names: Vec<&str> = MapKind::ALL.iter().map(|k| k.file_name()).collect();
+    names.push("main.cf");
+    fs::remove_stale_temps(&target.config_dir, &names)?;
+    // A symlinked main.cf is written in its target's directory.
+    if let Ok(real) = std::fs::canonicalize(target.config_dir.join("main.cf"))
+        && let (Some(dir), Some(name)) = (real.parent(), real.file_name().and_then(|n| n.to_str()))
+        && dir != target.config_dir
+    {
+        fs::remove_stale_temps(dir, &[name])?;
+    }
     let plan = plan::compute(desired, &target)?;
     if plan.is_empty() {
         return Ok(Outcome {
@@ -66,7 +76,9 @@ fn stage(plan: &Plan) -> Result<Vec<Staged>> {
     let mut staged = Vec::new();
     for m in &plan.maps {
         let mode = m.kind.mode();
-        let source = Temp::write(dir, m.kind.file_name(), &m.new, mode)?;
+        let name = m.kind.file_name();
+        let source = Temp::write(dir, name, &m.new, mode)?;
+        failpoint::hit(&format!("staged:{name}"));
         let mut compiled = None;
         if let (true, Some(path)) = (m.rebuild, &m.compiled_path) {
             let suffix = postfix::compiled_suffix(&plan.target.map_type)?.unwrap_or_default();
@@ -76,6 +88,7 @@ fn stage(plan: &Plan) -> Result<Vec<Staged>> {
             built.push(suffix);
             let built = Temp::adopt(PathBuf::from(built));
             built.finish(mode, Some(owner))?;
+            failpoint::hit(&format!("postmap:{name}"));
             compiled = Some(built);
         }
         staged.push(Staged { source, compiled });
@@ -104,6 +117,7 @@ impl Journal {
                 Some(s) => fs::write_atomic(&path, &s.bytes, s.mode, Some((s.uid, s.gid)))?,
                 None => std::fs::remove_file(&path).map_err(|e| fs::explain(e, &path, "remove"))?,
             }
+            failpoint::hit(&format!("rolled-back:{}", path.display()));
             tracing::info!("restored {}", path.display());
         }
         Ok(())
@@ -144,9 +158,11 @@ fn execute(plan: &Plan, options: &Options) -> Result<Vec<String>> {
     let result = commit(plan, staged, &mut journal).and_then(|()| {
         if running {
             postfix::control(dir, "check")?;
+            failpoint::hit("check");
             lines.push(format!("ran postfix -c {} check", dir.display()));
             if plan.needs_reload() {
                 postfix::control(dir, "reload")?;
+                failpoint::hit("reload");
                 lines.push(format!("ran postfix -c {} reload", dir.display()));
             }
         }
@@ -165,11 +181,14 @@ fn execute(plan: &Plan, options: &Options) -> Result<Vec<String>> {
 
 fn commit(plan: &Plan, staged: Vec<Staged>, journal: &mut Journal) -> Result<()> {
     for (m, s) in plan.maps.iter().zip(staged) {
+        let name = m.kind.file_name();
         if let (Some(compiled), Some(path)) = (s.compiled, &m.compiled_path) {
             journal.replace(path, || compiled.persist(path))?;
+            failpoint::hit(&format!("renamed-compiled:{name}"));
         }
         if m.write_source {
             journal.replace(&m.source_path, || s.source.persist(&m.source_path))?;
+            failpoint::hit(&format!("renamed-source:{name}"));
         }
     }
     if let Some(m) = &plan.main_cf {
@@ -178,6 +197,7 @@ fn commit(plan: &Plan, staged: Vec<Staged>, journal: &mut Journal) -> Result<()>
         journal.replace(&m.path, || {
             fs::write_atomic(&m.path, &m.new, before.mode, Some((before.uid, before.gid)))
         })?;
+        failpoint::hit("main.cf");
     }
     Ok(())
 }

@@ -171,14 +171,17 @@ pub fn split(path: &Path) -> Result<(&Path, &str)> {
     Ok((path.parent().unwrap_or(Path::new(".")), name))
 }
 
-/// Removes temporary files a crashed run left in `dir`. Call only while holding the lock.
-pub fn remove_stale_temps(dir: &Path) -> Result<usize> {
+/// Removes the temporary files a crashed run left in `dir` for the files named `names`
+/// (`.NAME.postrelay-tmp.*`, and what postmap built from them). Call only while holding
+/// the lock, so no running apply still owns them.
+pub fn remove_stale_temps(dir: &Path, names: &[&str]) -> Result<usize> {
+    let prefixes: Vec<String> = names.iter().map(|n| format!(".{n}{TEMP_MARK}")).collect();
     let mut removed = 0;
     for entry in fs::read_dir(dir).map_err(|e| explain(e, dir, "list"))? {
         let entry = entry.map_err(|e| explain(e, dir, "list"))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') && name.contains(TEMP_MARK) {
+        if prefixes.iter().any(|p| name.starts_with(p.as_str())) {
             fs::remove_file(entry.path()).map_err(|e| explain(e, &entry.path(), "remove"))?;
             tracing::info!("removed stale temporary file {}", entry.path().display());
             removed += 1;
@@ -245,9 +248,11 @@ mod tests {
         drop(t);
         assert!(!p.exists());
         fs::write(dir.path().join(format!(".x{TEMP_MARK}1.2.db")), b"").unwrap();
+        fs::write(dir.path().join(format!(".other{TEMP_MARK}1.2")), b"").unwrap();
         fs::write(dir.path().join("keep"), b"").unwrap();
-        assert_eq!(remove_stale_temps(dir.path()).unwrap(), 1);
+        assert_eq!(remove_stale_temps(dir.path(), &["x"]).unwrap(), 1);
         assert!(dir.path().join("keep").exists());
+        assert!(dir.path().join(format!(".other{TEMP_MARK}1.2")).exists());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod apply;
 pub mod cli;
 pub mod desired;
+pub mod failpoint;
 pub mod fs;
 pub mod plan;
 pub mod postfix;
