@@ -154,13 +154,21 @@ fn execute(plan: &Plan, options: &Options) -> Result<Vec<String>> {
         }
     }
 
+    let pending = dir.join(plan::RELOAD_PENDING);
+    let reload = running && plan.needs_reload();
+    if reload {
+        std::fs::File::create(&pending)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| fs::explain(e, &pending, "create"))?;
+        fs::sync_dir(&pending)?;
+    }
     let mut journal = Journal::default();
     let result = commit(plan, staged, &mut journal).and_then(|()| {
         if running {
             postfix::control(dir, "check")?;
             failpoint::hit("check");
             lines.push(format!("ran postfix -c {} check", dir.display()));
-            if plan.needs_reload() {
+            if reload {
                 postfix::control(dir, "reload")?;
                 failpoint::hit("reload");
                 lines.push(format!("ran postfix -c {} reload", dir.display()));
@@ -168,6 +176,12 @@ fn execute(plan: &Plan, options: &Options) -> Result<Vec<String>> {
         }
         Ok(())
     });
+    // After a reload, or a rollback to what Postfix already runs, nothing is owed.
+    // (When Postfix does not run, it reads the files when it starts.)
+    if (reload || plan.reload_pending) && pending.exists() {
+        std::fs::remove_file(&pending).map_err(|e| fs::explain(e, &pending, "remove"))?;
+        fs::sync_dir(&pending)?;
+    }
     if let Err(err) = result {
         return match journal.roll_back() {
             Ok(()) => Err(err.context("restored the previous files; nothing changed")),

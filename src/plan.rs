@@ -150,25 +150,34 @@ pub struct MainCfChange {
     pub edits: Vec<Edit>,
 }
 
+/// Left in the config directory while a running Postfix has not yet re-read a changed
+/// configuration; removed after the reload. If apply is killed in between, the next run
+/// finds it and reloads even though the files are already right.
+pub const RELOAD_PENDING: &str = ".postrelay-reload-pending";
+
 /// Everything apply would do.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub target: Target,
     pub maps: Vec<MapChange>,
     pub main_cf: Option<MainCfChange>,
+    /// An earlier apply changed the configuration but did not get to reload Postfix.
+    pub reload_pending: bool,
     /// Things the user should know that are not changes, one sentence each.
     pub notes: Vec<String>,
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.maps.is_empty() && self.main_cf.is_none()
+        self.maps.is_empty() && self.main_cf.is_none() && !self.reload_pending
     }
 
     /// Whether running daemons must re-read their configuration: main.cf changed, or a
     /// map of a type daemons read only once (texthash) changed.
     pub fn needs_reload(&self) -> bool {
-        self.main_cf.is_some() || (self.target.map_type == "texthash" && !self.maps.is_empty())
+        self.main_cf.is_some()
+            || self.reload_pending
+            || (self.target.map_type == "texthash" && !self.maps.is_empty())
     }
 
     /// The commands apply runs, for display.
@@ -254,10 +263,12 @@ pub fn compute(desired: &Desired, target: &Target) -> Result<Plan> {
     let mut notes = Vec::new();
     let main_cf = plan_main_cf(desired, target, &mut notes)?;
     let maps = plan_maps(desired, target)?;
+    let reload_pending = target.config_dir.join(RELOAD_PENDING).exists();
     Ok(Plan {
         target: target.clone(),
         maps,
         main_cf,
+        reload_pending,
         notes,
     })
 }

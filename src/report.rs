@@ -140,6 +140,12 @@ pub fn plan(plan: &Plan, show_secrets: bool) -> String {
             ));
         }
     }
+    if plan.reload_pending {
+        let _ = writeln!(
+            out,
+            "postfix: an interrupted apply changed the configuration but did not reload Postfix"
+        );
+    }
     let commands = plan.commands();
     if !commands.is_empty() {
         out.push_str("commands:\n");
