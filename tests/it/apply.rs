@@ -608,23 +608,13 @@ fn failed_postfix_check_restores_every_file() {
     // Fault injection: a stub `postfix` first on PATH says the instance runs, then fails
     // `check`. postconf and postmap stay the real ones.
     let host = multi_host();
-    let bin = host.tmp.path().join("bin");
-    fs::create_dir(&bin).unwrap();
     let log = host.tmp.path().join("postfix-calls");
-    let stub = bin.join("postfix");
-    fs::write(
-        &stub,
-        format!(
-            "#!/bin/sh\necho \"$@\" >> {}\ncase \"$3\" in status) exit 0;; check) echo 'postfix: fatal: injected check failure' >&2; exit 1;; esac\nexit 0\n",
+    let path = host.stub(
+        "postfix",
+        &format!(
+            "echo \"$@\" >> {}\ncase \"$3\" in status) exit 0;; check) echo 'postfix: fatal: injected check failure' >&2; exit 1;; esac\nexit 0",
             log.display()
         ),
-    )
-    .unwrap();
-    fs::set_permissions(&stub, fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
     );
 
     let before = host.files();
@@ -650,11 +640,10 @@ fn failed_postfix_check_restores_every_file() {
 
     // With a working Postfix the same apply succeeds and reloads.
     fs::write(&log, "").unwrap();
-    fs::write(
-        &stub,
-        format!("#!/bin/sh\necho \"$@\" >> {}\nexit 0\n", log.display()),
-    )
-    .unwrap();
+    host.stub(
+        "postfix",
+        &format!("echo \"$@\" >> {}\nexit 0", log.display()),
+    );
     host.cmd("apply")
         .env("PATH", &path)
         .run()

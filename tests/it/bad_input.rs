@@ -797,22 +797,12 @@ fn postmap_failure_changes_nothing() {
     configured.desired(&valid_desired());
     configured.apply().success();
     for (label, host) in [("fresh", &fresh), ("configured", &configured)] {
-        let bin = host.tmp.path().join("bin");
-        fs::create_dir(&bin).unwrap();
-        let stub = bin.join("postmap");
-        fs::write(
-            &stub,
-            format!(
-                "#!/bin/sh\n[ \"$3\" = -s ] && exec {} \"$@\"\necho 'postmap: fatal: injected build failure' >&2\nexit 1\n",
+        let path = host.stub(
+            "postmap",
+            &format!(
+                "[ \"$3\" = -s ] && exec {} \"$@\"\necho 'postmap: fatal: injected build failure' >&2\nexit 1",
                 real.display()
             ),
-        )
-        .unwrap();
-        fs::set_permissions(&stub, fs::Permissions::from_mode(0o755)).unwrap();
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
         );
         // Something to do on both hosts: a new sender.
         host.desired(&format!(
@@ -870,13 +860,7 @@ fn run_as_nobody(args: &[OsString]) -> Option<Run> {
         .gid(NOBODY)
         .output()
         .unwrap();
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    run.assert_no_secret();
-    Some(run)
+    Some(Run::from_output(out))
 }
 
 /// Makes the host's temp dir usable by nobody; false (after printing why) when a

@@ -180,6 +180,22 @@ impl Host {
         first
     }
 
+    /// Installs a fault-injecting stub program `name` (a shell script) in a bin dir under
+    /// the temp dir and returns a PATH value with that dir first. The real tools stay
+    /// reachable after it, and postrelay falls back to /usr/sbin.
+    pub fn stub(&self, name: &str, script: &str) -> String {
+        let bin = self.tmp.path().join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        let path = bin.join(name);
+        fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
     /// Every file in the config dir: bytes, inode, mtime, mode, owner.
     pub fn files(&self) -> BTreeMap<String, FileState> {
         let mut out = BTreeMap::new();
@@ -301,26 +317,34 @@ impl Cmd {
     }
 
     pub fn run(&mut self) -> Run {
-        let out = self.cmd.output().unwrap();
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        run.assert_no_secret();
-        run
+        Run::from_output(self.cmd.output().unwrap())
     }
 }
 
 /// The result of one run.
 #[derive(Debug)]
 pub struct Run {
+    /// Exit code; -1 when killed by a signal.
     pub code: i32,
+    /// The signal that killed the process, if any.
+    pub signal: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
 
 impl Run {
+    /// Wraps a finished process; checks that no canary password was printed.
+    pub fn from_output(out: std::process::Output) -> Run {
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        run.assert_no_secret();
+        run
+    }
+
     pub fn success(&self) -> &Self {
         assert_eq!(
             self.code, 0,
