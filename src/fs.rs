@@ -31,8 +31,18 @@ pub struct Snapshot {
     pub gid: u32,
 }
 
+/// Largest main.cf or lookup-table source postrelay reads before refusing it as not
+/// what it claims to be (a map source may also be as large as what postrelay would
+/// write there).
+pub const MAX_CONFIG_SIZE: u64 = 10 * 1024 * 1024;
+
 /// Reads a file with its metadata; `Ok(None)` when it does not exist.
 pub fn snapshot(path: &Path) -> Result<Option<Snapshot>> {
+    snapshot_limited(path, u64::MAX)
+}
+
+/// [`snapshot`], refusing a file larger than `limit` bytes without reading it.
+pub fn snapshot_limited(path: &Path, limit: u64) -> Result<Option<Snapshot>> {
     // O_NONBLOCK: opening a FIFO must not hang; it is rejected below.
     let opened = OpenOptions::new()
         .read(true)
@@ -49,6 +59,14 @@ pub fn snapshot(path: &Path) -> Result<Option<Snapshot>> {
     if !meta.is_file() {
         bail!("{}: not a regular file", path.display());
     }
+    if meta.len() > limit {
+        bail!(
+            "{}: {} bytes, larger than the {} bytes expected at most; refusing to read it",
+            path.display(),
+            meta.len(),
+            limit
+        );
+    }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| explain(e, path, "read"))?;
     Ok(Some(Snapshot {
@@ -57,6 +75,21 @@ pub fn snapshot(path: &Path) -> Result<Option<Snapshot>> {
         uid: meta.uid(),
         gid: meta.gid(),
     }))
+}
+
+/// Fails if `path` is a symbolic link: files postrelay owns are replaced by rename,
+/// which would silently turn a link into a regular file, and a link may point anywhere.
+pub fn refuse_symlink(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => bail!(
+            "{}: is a symbolic link (owned by uid {}); postrelay manages this file itself and does not follow links: remove the link",
+            path.display(),
+            m.uid()
+        ),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(explain(e, path, "stat")),
+    }
 }
 
 /// Wraps an I/O error with the path, and a hint to use sudo when it is a permission problem.
@@ -253,6 +286,22 @@ mod tests {
         assert_eq!(remove_stale_temps(dir.path(), &["x"]).unwrap(), 1);
         assert!(dir.path().join("keep").exists());
         assert!(dir.path().join(format!(".other{TEMP_MARK}1.2")).exists());
+    }
+
+    #[test]
+    fn symlinks_and_oversized_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::write(&real, b"12345").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = refuse_symlink(&link).unwrap_err().to_string();
+        assert!(err.contains("is a symbolic link"), "{err}");
+        refuse_symlink(&real).unwrap();
+        refuse_symlink(&dir.path().join("missing")).unwrap();
+        let err = snapshot_limited(&real, 4).unwrap_err().to_string();
+        assert!(err.contains("5 bytes, larger than the 4 bytes"), "{err}");
+        assert_eq!(snapshot_limited(&real, 5).unwrap().unwrap().bytes, b"12345");
     }
 
     #[test]

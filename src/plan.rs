@@ -248,7 +248,7 @@ pub fn target(desired: &Desired, postfix_dir: Option<&Path>) -> Result<Target> {
 /// else the compiled-in default.
 fn default_map_type(dir: &Path) -> Result<String> {
     let path = dir.join("main.cf");
-    if let Some(snap) = fs::snapshot(&path)?
+    if let Some(snap) = fs::snapshot_limited(&path, fs::MAX_CONFIG_SIZE)?
         && let Some(v) = MainCf::parse(&snap.bytes).get("default_database_type")
         && !v.is_empty()
         && !v.contains('$')
@@ -280,7 +280,8 @@ fn plan_main_cf(
 ) -> Result<Option<MainCfChange>> {
     let link = target.config_dir.join("main.cf");
     let path = std::fs::canonicalize(&link).map_err(|e| fs::explain(e, &link, "open"))?;
-    let snap = fs::snapshot(&path)?.with_context(|| format!("{}: no such file", link.display()))?;
+    let snap = fs::snapshot_limited(&path, fs::MAX_CONFIG_SIZE)?
+        .with_context(|| format!("{}: no such file", link.display()))?;
     let doc = MainCf::parse(&snap.bytes);
     let errors = doc.errors();
     if !errors.is_empty() {
@@ -338,7 +339,12 @@ fn plan_maps(desired: &Desired, target: &Target) -> Result<Vec<MapChange>> {
         let source_path = target.config_dir.join(kind.file_name());
         let compiled_path =
             suffix.map(|s| target.config_dir.join(format!("{}{s}", kind.file_name())));
-        let old: Option<Snapshot> = fs::snapshot(&source_path)?;
+        fs::refuse_symlink(&source_path)?;
+        if let Some(compiled) = &compiled_path {
+            fs::refuse_symlink(compiled)?;
+        }
+        let limit = fs::MAX_CONFIG_SIZE + new.len() as u64;
+        let old: Option<Snapshot> = fs::snapshot_limited(&source_path, limit)?;
         let mut reasons = Vec::new();
         let mut write_source = false;
         match &old {
