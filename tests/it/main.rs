@@ -5,4 +5,8 @@ mod harness;
 
 mod apply;
 mod bad_input;
+mod faults;
 mod parser;
+mod relay;
+mod verify;
+mod hostile;
