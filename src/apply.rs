@@ -82,11 +82,12 @@ fn stage(plan: &Plan) -> Result<Vec<Staged>> {
         let mut compiled = None;
         if let (true, Some(path)) = (m.rebuild, &m.compiled_path) {
             let suffix = postfix::compiled_suffix(&plan.target.map_type)?.unwrap_or_default();
-            postfix::postmap(dir, &plan.target.map_type, &source.path)
-                .with_context(|| format!("cannot build {}", path.display()))?;
             let mut built = source.path.clone().into_os_string();
             built.push(suffix);
+            // Owned before postmap runs, so a half-built file is removed if it fails.
             let built = Temp::adopt(PathBuf::from(built));
+            postfix::postmap(dir, &plan.target.map_type, &source.path)
+                .with_context(|| format!("cannot build {}", path.display()))?;
             built.finish(mode, Some(owner))?;
             failpoint::hit(&format!("postmap:{name}"));
             compiled = Some(built);
@@ -154,6 +155,8 @@ fn execute(plan: &Plan, options: &Options) -> Result<Vec<String>> {
         }
     }
 
+    // The reload marker: created before a change that a running Postfix must re-read,
+    // removed once nothing is owed any more (see plan::RELOAD_PENDING).
     let pending = dir.join(plan::RELOAD_PENDING);
     let reload = running && plan.needs_reload();
     if reload {
@@ -176,21 +179,39 @@ fn execute(plan: &Plan, options: &Options) -> Result<Vec<String>> {
         }
         Ok(())
     });
-    // After a reload, or a rollback to what Postfix already runs, nothing is owed.
-    // (When Postfix does not run, it reads the files when it starts.)
-    if (reload || plan.reload_pending) && pending.exists() {
-        std::fs::remove_file(&pending).map_err(|e| fs::explain(e, &pending, "remove"))?;
-        fs::sync_dir(&pending)?;
-    }
-    if let Err(err) = result {
-        return match journal.roll_back() {
-            Ok(()) => Err(err.context("restored the previous files; nothing changed")),
-            Err(rollback) => Err(err.context(format!(
-                "AND restoring the previous files failed: {rollback:#}"
-            ))),
-        };
+    let settled = match result {
+        // Reloaded, or known not to run (it reads the files when it starts).
+        Ok(()) => reload || (options.reload && Uid::effective().is_root() && !running),
+        Err(err) => {
+            return match journal.roll_back() {
+                Ok(()) => {
+                    // Back to the files before this run: what Postfix runs, unless an
+                    // earlier interrupted apply already owed it a reload.
+                    if !plan.reload_pending {
+                        clear_pending(&pending)?;
+                    }
+                    Err(err.context("restored the previous files; nothing changed"))
+                }
+                Err(rollback) => Err(err.context(format!(
+                    "AND restoring the previous files failed: {rollback:#}"
+                ))),
+            };
+        }
+    };
+    if settled {
+        clear_pending(&pending)?;
+    } else if plan.reload_pending {
+        lines.push("Postfix still has to re-read its configuration (postfix reload)".to_string());
     }
     Ok(lines)
+}
+
+fn clear_pending(pending: &Path) -> Result<()> {
+    match std::fs::remove_file(pending) {
+        Ok(()) => fs::sync_dir(pending),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(fs::explain(e, pending, "remove")),
+    }
 }
 
 fn commit(plan: &Plan, staged: Vec<Staged>, journal: &mut Journal) -> Result<()> {

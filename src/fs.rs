@@ -117,6 +117,8 @@ impl Temp {
     /// and widened only afterwards, so no umask can expose it.
     pub fn write(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<Temp> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
+        // Errors name the file being replaced; the temporary name means nothing to a user.
+        let dest = dir.join(name);
         loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let path = dir.join(format!(".{name}{TEMP_MARK}{}.{n}", std::process::id()));
@@ -129,17 +131,17 @@ impl Temp {
             {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(explain(e, &path, "create")),
+                Err(e) => return Err(explain(e, &dest, "create")),
             };
             let temp = Temp {
                 path: path.clone(),
                 keep: false,
             };
             file.set_permissions(fs::Permissions::from_mode(mode))
-                .map_err(|e| explain(e, &path, "chmod"))?;
+                .map_err(|e| explain(e, &dest, "chmod"))?;
             file.write_all(bytes)
-                .map_err(|e| explain(e, &path, "write"))?;
-            file.sync_all().map_err(|e| explain(e, &path, "fsync"))?;
+                .map_err(|e| explain(e, &dest, "write"))?;
+            file.sync_all().map_err(|e| explain(e, &dest, "fsync"))?;
             return Ok(temp);
         }
     }

@@ -456,7 +456,9 @@ impl<'a> Session<'a> {
                 }
                 "NOOP" => self.reply("250 2.0.0 Ok")?,
                 "QUIT" => {
-                    self.reply("221 2.0.0 Bye")?;
+                    // Postfix does not wait for this reply (smtp_skip_quit_response) and
+                    // may have closed already.
+                    let _ = self.reply("221 2.0.0 Bye");
                     return Ok(());
                 }
                 "" => self.reply("500 5.5.2 Error: bad syntax")?,

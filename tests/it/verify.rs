@@ -88,29 +88,51 @@ password = "{CANARY2}"
     };
     assert_eq!(
         line("relayhost"),
-        format!("ok      relayhost via {} as catchall (STARTTLS, AUTH PLAIN)", catch_all.relay())
+        format!(
+            "ok      relayhost via {} as catchall (STARTTLS, AUTH PLAIN)",
+            catch_all.relay()
+        )
     );
     assert!(line("@example.com").starts_with("ok "), "{}", run.stdout);
     let wrong_line = line("@example.org");
-    assert!(wrong_line.starts_with("FAILED  @example.org"), "{wrong_line}");
-    assert!(wrong_line.contains("authentication failed") && wrong_line.contains("535"), "{wrong_line}");
+    assert!(
+        wrong_line.starts_with("FAILED  @example.org"),
+        "{wrong_line}"
+    );
+    assert!(
+        wrong_line.contains("authentication failed") && wrong_line.contains("535"),
+        "{wrong_line}"
+    );
     let plain_line = line("@example.net");
-    assert!(plain_line.contains("does not offer STARTTLS; no password was sent"), "{plain_line}");
+    assert!(
+        plain_line.contains("does not offer STARTTLS; no password was sent"),
+        "{plain_line}"
+    );
     let down_line = line("@down.example");
     assert!(down_line.contains("Connection refused"), "{down_line}");
     // An address without a relay of its own is checked against the relayhost.
     assert_eq!(
         line("wes@example.com"),
-        format!("ok      wes@example.com via {} as catchall (STARTTLS, AUTH PLAIN)", catch_all.relay())
+        format!(
+            "ok      wes@example.com via {} as catchall (STARTTLS, AUTH PLAIN)",
+            catch_all.relay()
+        )
     );
-    assert!(run.stdout.ends_with("verify: 6 checked, 3 failed\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.ends_with("verify: 6 checked, 3 failed\n"),
+        "{}",
+        run.stdout
+    );
 
     // What the relays saw: TLS before AUTH, the right secrets, no mail at all.
     let attempts = good.auth_attempts();
     assert_eq!(attempts.len(), 1);
     assert!(attempts[0].tls && attempts[0].ok && attempts[0].password == CANARY);
     assert!(!wrong.auth_attempts()[0].ok);
-    assert!(plain.auth_attempts().is_empty(), "the password went to a relay without TLS");
+    assert!(
+        plain.auth_attempts().is_empty(),
+        "the password went to a relay without TLS"
+    );
     for r in [&good, &wrong, &plain, &catch_all] {
         assert!(r.messages().is_empty(), "verify sent mail");
     }
@@ -137,7 +159,11 @@ fn verify_times_out_instead_of_hanging() {
     let started = std::time::Instant::now();
     let run = verify(&host, &["--timeout", "1"]);
     run.code(1).stdout_has("FAILED  relayhost");
-    assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     drop(silent);
 }
 
