@@ -898,6 +898,38 @@ pub fn load(path: &Path) -> anyhow::Result<Desired> {
         }
     }
 
+    // Postfix looks up each map by the full address, then by @domain, separately: an
+    // address entry without credentials of its own would get its domain's, and send
+    // them wherever the address is relayed. Refuse that unless both go to one relay.
+    // (The routing fallback is closed by a DUNNO entry in sender_relay; see plan.rs.)
+    let relayhost_relay = relayhost.as_ref().map(|r: &RelayHost| r.relay.clone());
+    let effective = |s: &Sender| s.relay.clone().or_else(|| relayhost_relay.clone());
+    for s in &senders {
+        let SenderKey::Address(address) = &s.key else {
+            continue;
+        };
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+        let Some(parent) = senders
+            .iter()
+            .find(|d| d.key == SenderKey::Domain(domain.to_string()))
+        else {
+            continue;
+        };
+        if s.credentials.is_none()
+            && parent.credentials.is_some()
+            && effective(s) != effective(parent)
+        {
+            cx.err(
+                s.line,
+                format!(
+                    "sender {address:?}: has no credentials, so Postfix would send those of \"@{domain}\" (line {}) to {}: give this address its own username and password, or the same relay as its domain",
+                    parent.line,
+                    effective(s).unwrap_or_default()
+                ),
+            );
+        }
+    }
+
     if nothing {
         cx.problems.push((
             None,
@@ -1038,6 +1070,33 @@ mod tests {
     }
 
     const RH: &str = "[relayhost]\nrelay = \"[smtp.example.net]:587\"\n";
+
+    // --- address entries under a domain entry ------------------------------
+
+    #[test]
+    fn address_without_credentials_under_a_domain_with_credentials() {
+        let domain = "[[sender]]\ndomain = \"corp.test\"\nrelay = \"[dom.example]:587\"\nusername = \"d\"\npassword = \"CANARY-7731\"\n";
+        // Own relay, no credentials: the domain's would go to [own.example]:587.
+        let own_relay = format!(
+            "{domain}\n[[sender]]\naddress = \"a@corp.test\"\nrelay = \"[own.example]:587\"\n"
+        );
+        assert_one(
+            &own_relay,
+            7,
+            "sender \"a@corp.test\": has no credentials, so Postfix would send those of \"@corp.test\" (line 1) to [own.example]:587",
+        );
+        // No relay, no credentials: through the relayhost, with the domain's credentials.
+        let via_relayhost = format!("{RH}\n{domain}\n[[sender]]\naddress = \"a@corp.test\"\n");
+        assert_one(&via_relayhost, 10, "to [smtp.example.net]:587");
+        // Same relay as the domain: the domain's credentials are the right ones.
+        let same = format!(
+            "{domain}\n[[sender]]\naddress = \"a@corp.test\"\nrelay = \"[dom.example]:587\"\n"
+        );
+        assert_eq!(load_ok(&same).senders.len(), 2);
+        // Own credentials: fine anywhere.
+        let own = format!("{own_relay}username = \"a\"\npassword = \"CANARY-7731-a\"\n");
+        assert_eq!(load_ok(&own).senders.len(), 2);
+    }
 
     // --- a full valid file --------------------------------------------------
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use nix::unistd::{Gid, Uid};
 
-use crate::desired::Desired;
+use crate::desired::{Desired, SenderKey};
 use crate::fs::{self, Snapshot};
 use crate::postfix;
 use crate::syntax::maincf::{Edit, MainCf};
@@ -86,11 +86,32 @@ impl MapKind {
                     .map(|(k, c)| (k, format!("{}:{}", c.username, c.password.expose())))
                     .collect()
             }
-            MapKind::SenderRelay => desired
-                .senders
-                .iter()
-                .filter_map(|s| Some((s.key.table_key(), s.relay.clone()?)))
-                .collect(),
+            MapKind::SenderRelay => {
+                // Domains that have a relay of their own.
+                let relayed: std::collections::BTreeSet<&str> = desired
+                    .senders
+                    .iter()
+                    .filter_map(|s| match (&s.key, &s.relay) {
+                        (SenderKey::Domain(d), Some(_)) => Some(d.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                desired
+                    .senders
+                    .iter()
+                    .filter_map(|s| match (&s.key, &s.relay) {
+                        (_, Some(relay)) => Some((s.key.table_key(), relay.clone())),
+                        // Postfix would fall back from the address to its @domain entry;
+                        // DUNNO stops the search and sends it through the relayhost.
+                        (SenderKey::Address(a), None)
+                            if a.rsplit_once('@').is_some_and(|(_, d)| relayed.contains(d)) =>
+                        {
+                            Some((a.clone(), "DUNNO".to_string()))
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            }
             MapKind::TlsPolicy => desired
                 .tls
                 .iter()

@@ -1,0 +1,756 @@
+//! End to end: a real Postfix instance configured only by `postrelay apply`, delivering
+//! to fake relays that record which relay each message reached, as which user, with
+//! which password, and whether TLS protected the credentials. Each scenario is the
+//! claim a user relies on: mail from each sender goes through that sender's relay with
+//! that sender's credentials, never in clear text, and stays right across rotation and
+//! drift repair on a running instance.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::harness::{CANARY, CANARY2};
+use crate::instance::{Instance, WAIT};
+use crate::relay::{Accepted, FakeRelay, RelayConfig};
+use crate::require_live;
+
+/// Prints the scenario's wall time when dropped (declare it first: it drops last, after
+/// the instance has stopped).
+struct Timer(&'static str, Instant);
+
+impl Timer {
+    fn start(name: &'static str) -> Timer {
+        Timer(name, Instant::now())
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        eprintln!("e2e {}: {:.2?}", self.0, self.1.elapsed());
+    }
+}
+
+/// A Message-ID unique across tests and runs.
+fn message_id(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{tag}.{}.{}.{nanos}@postrelay-e2e.test",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A relay with STARTTLS accepting the given users.
+fn relay(users: &[(&str, &str)]) -> FakeRelay {
+    FakeRelay::start(RelayConfig {
+        users: users
+            .iter()
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect(),
+        ..RelayConfig::default()
+    })
+}
+
+/// Asserts that `m` reached `relay` from `from` to `to`, authenticated as `user` with
+/// `password` under TLS.
+#[track_caller]
+fn assert_sent_as(
+    m: &Accepted,
+    relay: &FakeRelay,
+    from: &str,
+    to: &[&str],
+    user: &str,
+    password: &str,
+) {
+    assert_eq!(
+        m.port,
+        relay.port(),
+        "{:?} from {from} reached the wrong relay: {m:#?}",
+        m.message_id
+    );
+    assert_eq!(m.mail_from, from, "{m:#?}");
+    assert_eq!(m.rcpt_to, to, "{m:#?}");
+    assert_eq!(m.auth_user.as_deref(), Some(user), "{m:#?}");
+    assert_eq!(m.auth_password.as_deref(), Some(password), "{m:#?}");
+    assert!(m.tls_at_auth, "credentials sent without TLS: {m:#?}");
+}
+
+/// Sends one message and returns what the relay it reached (one of `relays`) recorded.
+fn deliver(inst: &Instance, relays: &[&FakeRelay], from: &str, to: &str, tag: &str) -> Accepted {
+    let id = message_id(tag);
+    inst.send(from, &[to], &id);
+    let m = inst.expect_on(
+        relays,
+        |m| m.message_id.as_deref() == Some(id.as_str()),
+        &format!("<{id}> from {from}"),
+    );
+    // And only that relay.
+    for r in relays.iter().filter(|r| r.port() != m.port) {
+        assert!(
+            r.wait_for_message(&id, Duration::ZERO).is_none(),
+            "<{id}> reached two relays"
+        );
+    }
+    m
+}
+
+/// Every AUTH the relay saw succeeded and was protected by TLS.
+#[track_caller]
+fn assert_all_auth_ok_under_tls(relay: &FakeRelay) {
+    for a in relay.auth_attempts() {
+        assert!(a.ok && a.tls, "relay {}: {a:?}", relay.port());
+    }
+}
+
+/// A desired-state file: an optional `[relayhost]` (relay, username, password), then
+/// the senders, all with inline passwords.
+fn desired(relayhost: Option<(&FakeRelay, &str, &str)>, senders: &[Sender]) -> String {
+    let mut toml = String::new();
+    if let Some((relay, user, password)) = relayhost {
+        toml += &format!(
+            "[relayhost]\nrelay = \"{}\"\nusername = \"{user}\"\npassword = \"{password}\"\n",
+            relay.relay()
+        );
+    }
+    for s in senders {
+        toml += &format!("\n[[sender]]\n{} = \"{}\"\n", s.kind, s.key);
+        if let Some(relay) = s.relay {
+            toml += &format!("relay = \"{}\"\n", relay.relay());
+        }
+        if let Some((user, password)) = s.credentials {
+            toml += &format!("username = \"{user}\"\npassword = \"{password}\"\n");
+        }
+    }
+    toml
+}
+
+/// One `[[sender]]` entry.
+struct Sender<'a> {
+    /// "domain" or "address".
+    kind: &'static str,
+    key: &'a str,
+    relay: Option<&'a FakeRelay>,
+    credentials: Option<(&'a str, &'a str)>,
+}
+
+fn domain<'a>(
+    key: &'a str,
+    relay: Option<&'a FakeRelay>,
+    user: &'a str,
+    pw: &'a str,
+) -> Sender<'a> {
+    Sender {
+        kind: "domain",
+        key,
+        relay,
+        credentials: Some((user, pw)),
+    }
+}
+
+fn address<'a>(
+    key: &'a str,
+    relay: Option<&'a FakeRelay>,
+    credentials: Option<(&'a str, &'a str)>,
+) -> Sender<'a> {
+    Sender {
+        kind: "address",
+        key,
+        relay,
+        credentials,
+    }
+}
+
+/// The guide's multi-relay setup: two domains on their own relays with their own
+/// credentials, and a catch-all relayhost with its own, configured on a running
+/// instance (so apply's `postfix check` and `reload` are exercised).
+#[test]
+fn e2e_guide_multi_relay_routes_each_domain_through_its_relay() {
+    require_live!();
+    let _t = Timer::start("guide_multi_relay");
+    let (pa, pb, pc) = (
+        format!("{CANARY}-alpha"),
+        format!("{CANARY}-beta"),
+        format!("{CANARY}-catchall"),
+    );
+    let a = relay(&[("alpha-user", &pa)]);
+    let b = relay(&[("beta-user", &pb)]);
+    let c = relay(&[("catchall-user", &pc)]);
+    let all = [&a, &b, &c];
+    let mut inst = Instance::new();
+    // The relayhost's password from a file, as the guide keeps it.
+    inst.secret_file("catchall.pw", &format!("{pc}\n"));
+    let toml = desired(
+        Some((&c, "catchall-user", &pc)),
+        &[
+            domain("alpha.test", Some(&a), "alpha-user", &pa),
+            domain("beta.test", Some(&b), "beta-user", &pb),
+        ],
+    );
+    let toml = toml.replacen(
+        &format!("password = \"{pc}\""),
+        "password_file = \"@TMP@/catchall.pw\"",
+        1,
+    );
+    assert!(toml.contains("password_file"));
+    inst.desired(&toml);
+    inst.start();
+    let etc = inst.etc.display().to_string();
+    inst.apply_ok()
+        .stdout_has(&format!("ran postfix -c {etc} check"))
+        .stdout_has(&format!("ran postfix -c {etc} reload"));
+
+    let m = deliver(
+        &inst,
+        &all,
+        "alice@alpha.test",
+        "r1@remote.example",
+        "guide-a",
+    );
+    assert_sent_as(
+        &m,
+        &a,
+        "alice@alpha.test",
+        &["r1@remote.example"],
+        "alpha-user",
+        &pa,
+    );
+    let m = deliver(&inst, &all, "bob@beta.test", "r2@remote.example", "guide-b");
+    assert_sent_as(
+        &m,
+        &b,
+        "bob@beta.test",
+        &["r2@remote.example"],
+        "beta-user",
+        &pb,
+    );
+    let m = deliver(
+        &inst,
+        &all,
+        "carol@unlisted.test",
+        "r3@remote.example",
+        "guide-c",
+    );
+    assert_sent_as(
+        &m,
+        &c,
+        "carol@unlisted.test",
+        &["r3@remote.example"],
+        "catchall-user",
+        &pc,
+    );
+    for r in all {
+        assert_eq!(r.messages().len(), 1, "relay {}", r.port());
+        assert_all_auth_ok_under_tls(r);
+    }
+}
+
+/// One relay (the relayhost) shared by three domains, each with its own
+/// credentials; an unlisted domain uses the relayhost's.
+#[test]
+fn e2e_single_relay_uses_each_domains_credentials() {
+    require_live!();
+    let _t = Timer::start("single_relay_per_domain_credentials");
+    let names = ["one.test", "two.test", "three.test"];
+    let creds: Vec<(String, String)> = names
+        .iter()
+        .map(|d| (format!("user@{d}"), format!("{CANARY}-{d}")))
+        .collect();
+    let prh = format!("{CANARY}-rh");
+    let r = FakeRelay::start(RelayConfig {
+        users: creds
+            .iter()
+            .cloned()
+            .chain([("relayhost-user".to_string(), prh.clone())])
+            .collect(),
+        ..RelayConfig::default()
+    });
+    let senders: Vec<Sender> = names
+        .iter()
+        .zip(&creds)
+        .map(|(d, (u, p))| domain(d, None, u, p))
+        .collect();
+    let mut inst = Instance::new();
+    inst.desired(&desired(Some((&r, "relayhost-user", &prh)), &senders));
+    inst.apply_ok();
+    inst.start();
+
+    for (d, (user, password)) in names.iter().zip(&creds) {
+        let (from, to) = (format!("sender@{d}"), format!("to-{d}@remote.example"));
+        let m = deliver(&inst, &[&r], &from, &to, d);
+        assert_sent_as(&m, &r, &from, &[&to], user, password);
+    }
+    let m = deliver(
+        &inst,
+        &[&r],
+        "someone@unlisted.test",
+        "x@remote.example",
+        "unlisted",
+    );
+    assert_sent_as(
+        &m,
+        &r,
+        "someone@unlisted.test",
+        &["x@remote.example"],
+        "relayhost-user",
+        &prh,
+    );
+    assert_eq!(r.messages().len(), 4);
+    assert_all_auth_ok_under_tls(&r);
+}
+
+/// An address entry beats its domain's entry: an address with its own relay and
+/// credentials uses them; an address with its own credentials under a domain that goes
+/// through the relayhost authenticates as itself there; the domains' other addresses
+/// keep the domain's relay and credentials.
+#[test]
+fn e2e_address_entry_overrides_its_domain() {
+    require_live!();
+    let _t = Timer::start("address_overrides_domain");
+    let p = |tag: &str| format!("{CANARY}-{tag}");
+    let (p_dom, p_vip, p_dom2, p_boss, p_rh) = (p("dom"), p("vip"), p("dom2"), p("boss"), p("rh"));
+    let dom = relay(&[("dom-user", &p_dom)]);
+    let vip = relay(&[("vip-user", &p_vip)]);
+    let rh = relay(&[
+        ("rh-user", &p_rh),
+        ("dom2-user", &p_dom2),
+        ("boss-user", &p_boss),
+    ]);
+    let all = [&dom, &vip, &rh];
+    let mut inst = Instance::new();
+    inst.desired(&desired(
+        Some((&rh, "rh-user", &p_rh)),
+        &[
+            domain("corp.test", Some(&dom), "dom-user", &p_dom),
+            address("vip@corp.test", Some(&vip), Some(("vip-user", &p_vip))),
+            domain("corp2.test", None, "dom2-user", &p_dom2),
+            address("boss@corp2.test", None, Some(("boss-user", &p_boss))),
+        ],
+    ));
+    inst.apply_ok();
+    inst.start();
+
+    let m = deliver(&inst, &all, "vip@corp.test", "v@remote.example", "vip");
+    assert_sent_as(
+        &m,
+        &vip,
+        "vip@corp.test",
+        &["v@remote.example"],
+        "vip-user",
+        &p_vip,
+    );
+    let m = deliver(&inst, &all, "staff@corp.test", "s@remote.example", "staff");
+    assert_sent_as(
+        &m,
+        &dom,
+        "staff@corp.test",
+        &["s@remote.example"],
+        "dom-user",
+        &p_dom,
+    );
+    let m = deliver(&inst, &all, "boss@corp2.test", "b@remote.example", "boss");
+    assert_sent_as(
+        &m,
+        &rh,
+        "boss@corp2.test",
+        &["b@remote.example"],
+        "boss-user",
+        &p_boss,
+    );
+    let m = deliver(
+        &inst,
+        &all,
+        "worker@corp2.test",
+        "w@remote.example",
+        "worker",
+    );
+    assert_sent_as(
+        &m,
+        &rh,
+        "worker@corp2.test",
+        &["w@remote.example"],
+        "dom2-user",
+        &p_dom2,
+    );
+    for r in all {
+        assert_all_auth_ok_under_tls(r);
+    }
+}
+
+/// An address with its own credentials but no relay of its own goes through the
+/// relayhost (README: `relay` is "optional with [relayhost]: then it goes through it";
+/// `validate` says "this sender goes through the relayhost"), even when its domain has
+/// a relay of its own.
+#[test]
+fn e2e_address_with_credentials_only_goes_through_relayhost() {
+    require_live!();
+    let _t = Timer::start("address_credentials_only");
+    let (p_dom, p_cred, p_rh) = (
+        format!("{CANARY}-dom"),
+        format!("{CANARY}-cred"),
+        format!("{CANARY}-rh"),
+    );
+    let dom = relay(&[("dom-user", &p_dom)]);
+    let rh = relay(&[("rh-user", &p_rh), ("cred-user", &p_cred)]);
+    let mut inst = Instance::new();
+    inst.desired(&desired(
+        Some((&rh, "rh-user", &p_rh)),
+        &[
+            domain("corp.test", Some(&dom), "dom-user", &p_dom),
+            address("cred@corp.test", None, Some(("cred-user", &p_cred))),
+        ],
+    ));
+    inst.apply_ok();
+    inst.start();
+
+    let m = deliver(
+        &inst,
+        &[&dom, &rh],
+        "cred@corp.test",
+        "c@remote.example",
+        "cred",
+    );
+    assert_sent_as(
+        &m,
+        &rh,
+        "cred@corp.test",
+        &["c@remote.example"],
+        "cred-user",
+        &p_cred,
+    );
+    assert!(
+        dom.auth_attempts().is_empty(),
+        "the domain's relay saw the address's credentials: {:?}",
+        dom.auth_attempts()
+    );
+}
+
+/// An address with a relay of its own and no credentials: Postfix's SASL lookup falls
+/// back from the address to its @domain entry, so the domain's password would go to the
+/// address's relay. postrelay refuses that desired state; with credentials of its own
+/// the address authenticates as itself and the domain's password stays with its relay.
+#[test]
+fn e2e_domain_password_never_reaches_an_address_relay() {
+    require_live!();
+    let _t = Timer::start("address_relay_without_credentials");
+    let (p_dom, p_own) = (format!("{CANARY}-dom"), format!("{CANARY}-own"));
+    let dom = relay(&[("dom-user", &p_dom)]);
+    let other = relay(&[("own-user", &p_own)]);
+    let mut inst = Instance::new();
+    inst.desired(&desired(
+        None,
+        &[
+            domain("corp.test", Some(&dom), "dom-user", &p_dom),
+            address("noauth@corp.test", Some(&other), None),
+        ],
+    ));
+    let before = std::fs::read(inst.main_cf()).unwrap();
+    let refused = inst.cmd("apply").run();
+    refused
+        .code(2)
+        .stderr_has("sender \"noauth@corp.test\": has no credentials, so Postfix would send those of \"@corp.test\"");
+    assert_eq!(std::fs::read(inst.main_cf()).unwrap(), before);
+    assert!(!inst.path("sasl_passwd").exists());
+
+    inst.desired(&desired(
+        None,
+        &[
+            domain("corp.test", Some(&dom), "dom-user", &p_dom),
+            address("noauth@corp.test", Some(&other), Some(("own-user", &p_own))),
+        ],
+    ));
+    inst.apply_ok();
+    inst.start();
+    let m = deliver(
+        &inst,
+        &[&dom, &other],
+        "noauth@corp.test",
+        "n@remote.example",
+        "noauth",
+    );
+    assert_sent_as(
+        &m,
+        &other,
+        "noauth@corp.test",
+        &["n@remote.example"],
+        "own-user",
+        &p_own,
+    );
+    assert!(
+        !other.auth_attempts().iter().any(|a| a.password == p_dom),
+        "corp.test's password went to the relay of noauth@corp.test: {:?}",
+        other.auth_attempts()
+    );
+}
+
+/// A bounce (null sender) goes through the relayhost with the relayhost's
+/// credentials, not through the sender domain's relay.
+#[test]
+fn e2e_bounce_goes_through_relayhost_with_its_credentials() {
+    require_live!();
+    let _t = Timer::start("bounce_through_relayhost");
+    let (pa, pc) = (format!("{CANARY}-alpha"), format!("{CANARY}-catchall"));
+    let a = FakeRelay::start(RelayConfig {
+        reject_rcpt: vec!["nobody@remote.example".into()],
+        ..RelayConfig::user("alpha-user", &pa)
+    });
+    let c = relay(&[("catchall-user", &pc)]);
+    let mut inst = Instance::new();
+    inst.desired(&desired(
+        Some((&c, "catchall-user", &pc)),
+        &[domain("alpha.test", Some(&a), "alpha-user", &pa)],
+    ));
+    inst.apply_ok();
+    inst.start();
+
+    let id = message_id("bounce");
+    inst.send(
+        "alice@alpha.test",
+        &["ok@remote.example", "nobody@remote.example"],
+        &id,
+    );
+    let m = inst.expect_delivery(&a, &id);
+    assert_sent_as(
+        &m,
+        &a,
+        "alice@alpha.test",
+        &["ok@remote.example"],
+        "alpha-user",
+        &pa,
+    );
+    let bounce = inst.expect_on(
+        &[&a, &c],
+        |m| m.mail_from.is_empty(),
+        "the bounce to alice@alpha.test",
+    );
+    assert_sent_as(&bounce, &c, "", &["alice@alpha.test"], "catchall-user", &pc);
+    assert_ne!(bounce.message_id.as_deref(), Some(id.as_str()));
+    assert_eq!(a.messages().len(), 1);
+    assert_eq!(c.messages().len(), 1);
+    assert_all_auth_ok_under_tls(&a);
+    assert_all_auth_ok_under_tls(&c);
+}
+
+/// With the default `tls = "encrypt"`, a relay without STARTTLS never sees the
+/// password: the message stays deferred.
+#[test]
+fn e2e_relay_without_starttls_never_sees_the_password() {
+    require_live!();
+    let _t = Timer::start("tls_enforced");
+    let password = format!("{CANARY}-plain");
+    let plain = FakeRelay::start(RelayConfig {
+        starttls: false,
+        ..RelayConfig::user("plain-user", &password)
+    });
+    let mut inst = Instance::new();
+    inst.desired(&desired(
+        None,
+        &[domain("plain.test", Some(&plain), "plain-user", &password)],
+    ));
+    inst.apply_ok();
+    inst.start();
+
+    inst.send(
+        "alice@plain.test",
+        &["x@remote.example"],
+        &message_id("notls"),
+    );
+    let q = inst.wait_deferred("alice@plain.test", WAIT);
+    let reason = q.recipients[0].delay_reason.as_deref().unwrap();
+    assert!(reason.contains("TLS is required"), "delay_reason: {reason}");
+    assert!(
+        plain.auth_attempts().is_empty(),
+        "the password reached a relay without TLS: {:?}",
+        plain.auth_attempts()
+    );
+    assert!(plain.messages().is_empty(), "{:?}", plain.messages());
+}
+
+/// Rotating a password on a running instance: the next message uses the new one,
+/// with no restart (the master keeps its PID) and no reload (only the map changed).
+#[test]
+fn e2e_rotated_password_is_used_without_restart() {
+    require_live!();
+    let _t = Timer::start("rotation");
+    let r = relay(&[("rot-user", CANARY), ("rot-user", CANARY2)]);
+    let mut inst = Instance::new();
+    inst.desired(&desired(
+        None,
+        &[domain("rot.test", Some(&r), "rot-user", CANARY)],
+    ));
+    inst.apply_ok();
+    inst.start();
+    let master = inst.master_pid();
+
+    let m = deliver(
+        &inst,
+        &[&r],
+        "first@rot.test",
+        "a@remote.example",
+        "rot-old",
+    );
+    assert_sent_as(
+        &m,
+        &r,
+        "first@rot.test",
+        &["a@remote.example"],
+        "rot-user",
+        CANARY,
+    );
+
+    inst.desired(&desired(
+        None,
+        &[domain("rot.test", Some(&r), "rot-user", CANARY2)],
+    ));
+    let run = inst.apply_ok();
+    assert!(
+        !run.stdout.contains("reload"),
+        "a password change needs no reload:\n{}",
+        run.stdout
+    );
+    let m = deliver(
+        &inst,
+        &[&r],
+        "second@rot.test",
+        "b@remote.example",
+        "rot-new",
+    );
+    assert_sent_as(
+        &m,
+        &r,
+        "second@rot.test",
+        &["b@remote.example"],
+        "rot-user",
+        CANARY2,
+    );
+    assert_eq!(inst.master_pid(), master, "Postfix was restarted");
+    let used: Vec<String> = r.auth_attempts().into_iter().map(|a| a.password).collect();
+    assert_eq!(used, [CANARY, CANARY2]);
+}
+
+/// Drift on a running instance (a managed parameter deleted from main.cf and
+/// reloaded, a compiled map deleted): plan reports both, apply repairs, and mail routes
+/// through the right relays as the right users again.
+#[test]
+fn e2e_drift_on_running_instance_is_repaired() {
+    require_live!();
+    let _t = Timer::start("drift_repair");
+    let (pa, pc) = (format!("{CANARY}-alpha"), format!("{CANARY}-catchall"));
+    let a = relay(&[("alpha-user", &pa)]);
+    let c = relay(&[("catchall-user", &pc)]);
+    let all = [&a, &c];
+    let mut inst = Instance::new();
+    inst.desired(&desired(
+        Some((&c, "catchall-user", &pc)),
+        &[domain("alpha.test", Some(&a), "alpha-user", &pa)],
+    ));
+    inst.apply_ok();
+    inst.start();
+    let m = deliver(
+        &inst,
+        &all,
+        "before@alpha.test",
+        "b1@remote.example",
+        "drift-before",
+    );
+    assert_sent_as(
+        &m,
+        &a,
+        "before@alpha.test",
+        &["b1@remote.example"],
+        "alpha-user",
+        &pa,
+    );
+
+    // Break it by hand.
+    let main_cf = std::fs::read_to_string(inst.main_cf()).unwrap();
+    let broken: String = main_cf
+        .lines()
+        .filter(|l| !l.starts_with("smtp_sender_dependent_authentication"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(broken, main_cf, "main.cf lacks the parameter:\n{main_cf}");
+    inst.write_etc("main.cf", &broken);
+    inst.reload();
+    std::fs::remove_file(inst.path("sender_relay.db")).unwrap();
+
+    inst.plan()
+        .code(1)
+        .stdout_has("smtp_sender_dependent_authentication")
+        .stdout_has("sender_relay.db");
+    let etc = inst.etc.display().to_string();
+    inst.apply_ok()
+        .stdout_has(&format!("ran postfix -c {etc} reload"));
+    inst.plan().code(0);
+
+    // New senders and recipients: trivial-rewrite's 30 s resolve cache can't answer.
+    let m = deliver(
+        &inst,
+        &all,
+        "after@alpha.test",
+        "a1@remote.example",
+        "drift-after-a",
+    );
+    assert_sent_as(
+        &m,
+        &a,
+        "after@alpha.test",
+        &["a1@remote.example"],
+        "alpha-user",
+        &pa,
+    );
+    let m = deliver(
+        &inst,
+        &all,
+        "after@other.test",
+        "a2@remote.example",
+        "drift-after-c",
+    );
+    assert_sent_as(
+        &m,
+        &c,
+        "after@other.test",
+        &["a2@remote.example"],
+        "catchall-user",
+        &pc,
+    );
+    assert_all_auth_ok_under_tls(&a);
+    assert_all_auth_ok_under_tls(&c);
+}
+
+/// A password the relay does not accept: the message is deferred with the relay's
+/// 535, and the relay saw the desired password, under TLS.
+#[test]
+fn e2e_wrong_password_defers_with_535() {
+    require_live!();
+    let _t = Timer::start("wrong_password");
+    let r = relay(&[("user@bad.test", "the-right-one")]);
+    let mut inst = Instance::new();
+    inst.desired(&desired(
+        None,
+        &[domain("bad.test", Some(&r), "user@bad.test", CANARY)],
+    ));
+    inst.apply_ok();
+    inst.start();
+
+    inst.send(
+        "alice@bad.test",
+        &["x@remote.example"],
+        &message_id("badpw"),
+    );
+    let q = inst.wait_deferred("alice@bad.test", WAIT);
+    let reason = q.recipients[0].delay_reason.as_deref().unwrap();
+    assert!(reason.contains("535"), "delay_reason: {reason}");
+    let attempts = r.auth_attempts();
+    assert!(!attempts.is_empty());
+    for a in &attempts {
+        assert!(
+            !a.ok && a.tls && a.user == "user@bad.test" && a.password == CANARY,
+            "{a:?}"
+        );
+    }
+    assert!(r.messages().is_empty(), "{:?}", r.messages());
+}

@@ -1,0 +1,870 @@
+//! A throw-away Postfix instance under a temp dir, for end-to-end tests: its own
+//! config, queue, data and log directories, a minimal master.cf with no `inet`
+//! listener and no chroot, and a main.cf holding only the instance plumbing. Every
+//! relaying setting (relayhost, SASL, maps, TLS policy) comes from `postrelay apply` on
+//! a desired-state file; the tests never write them.
+//!
+//! It follows `../shared/reference/live-postfix-test-recipe.md`: the queue directory
+//! exists before the first `postfix -c` call; main.cf and master.cf are backdated after
+//! every write (Postfix re-reads a main.cf younger than ~1 s in 300 ms steps); `postfix`
+//! prints nothing without a TTY, so failures quote the instance's mail log; delivery is
+//! awaited by polling, with a `postqueue -f` whenever nothing happened for 5 s; and drop
+//! stops the instance and waits until no live process has its cwd in the queue
+//! directory (zombies don't count) before the temp dir goes. It never runs `postfix
+//! set-permissions` or `upgrade-configuration`, which would touch the system instance.
+//!
+//! Needs root (the master daemon does). Outside CI a test without root or Postfix is
+//! skipped with a printed reason; under `CI=true` it fails ([`require_live!`]).
+
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::harness::{self, Cmd, Run, backdate};
+use crate::relay::{Accepted, FakeRelay};
+
+/// How long a test waits for a delivery or a deferral. Generous for slow CI machines;
+/// locally both take well under a second.
+pub const WAIT: Duration = Duration::from_secs(30);
+/// With nothing delivered for this long, ask Postfix to flush its queue.
+const FLUSH_AFTER: Duration = Duration::from_secs(5);
+
+/// Whether a live instance can run here: Postfix (with `sendmail` and `postqueue`),
+/// root, and the Cyrus SASL PLAIN/LOGIN client modules. Under `CI=true` anything
+/// missing fails the calling test; otherwise it is skipped with a printed reason.
+pub fn live_available() -> bool {
+    if !harness::postfix_available() {
+        return false;
+    }
+    let mut missing = Vec::new();
+    if !harness::is_root() {
+        missing.push("root (the Postfix master daemon needs it)".to_string());
+    }
+    for tool in ["sendmail", "postqueue"] {
+        if postrelay::postfix::tool(tool).is_err() {
+            missing.push(format!("{tool} (package postfix)"));
+        }
+    }
+    if !sasl_plain_module_installed() {
+        missing.push(
+            "the Cyrus SASL PLAIN module (package libsasl2-modules; without it the SMTP client finds \"no worthy mechs\")"
+                .to_string(),
+        );
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "a live Postfix instance cannot run under CI=true; missing: {}",
+        missing.join(", ")
+    );
+    eprintln!(
+        "SKIPPED: a live Postfix instance needs {}",
+        missing.join(", ")
+    );
+    false
+}
+
+/// Skips the calling test (returns) when a live instance cannot run outside CI; fails
+/// under CI=true.
+#[macro_export]
+macro_rules! require_live {
+    () => {
+        $crate::require_postfix!();
+        if !$crate::instance::live_available() {
+            return;
+        }
+    };
+}
+
+fn sasl_plain_module_installed() -> bool {
+    let mut dirs = vec![
+        PathBuf::from("/usr/lib/sasl2"),
+        PathBuf::from("/usr/lib64/sasl2"),
+    ];
+    if let Ok(entries) = fs::read_dir("/usr/lib") {
+        dirs.extend(entries.flatten().map(|e| e.path().join("sasl2")));
+    }
+    dirs.iter().any(|d| {
+        fs::read_dir(d).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("libplain.so"))
+        })
+    })
+}
+
+/// A message in the queue, as `postqueue -j` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// `maildrop`, `incoming`, `active`, `deferred` or `hold`.
+    pub queue_name: String,
+    pub queue_id: String,
+    /// `""` for the null sender.
+    pub sender: String,
+    pub recipients: Vec<QueuedRecipient>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedRecipient {
+    pub address: String,
+    /// Why delivery was deferred; None before the first attempt ended.
+    pub delay_reason: Option<String>,
+}
+
+/// A throw-away Postfix instance; stopped and removed when dropped.
+pub struct Instance {
+    tmp: TempDir,
+    /// The temp dir, canonical (so it compares with `/proc/PID/cwd`).
+    root: PathBuf,
+    /// `config_directory`: main.cf, master.cf and postrelay's maps.
+    pub etc: PathBuf,
+    /// The desired-state file.
+    pub config: PathBuf,
+    /// Whether `postfix start` was attempted (drop then stops and waits).
+    started: bool,
+}
+
+impl Default for Instance {
+    fn default() -> Self {
+        Instance::new()
+    }
+}
+
+impl Instance {
+    /// Writes the instance's files; does not start it.
+    pub fn new() -> Instance {
+        let tmp = tempfile::Builder::new()
+            .prefix("postrelay-e2e.")
+            .tempdir()
+            .unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        // The master opens data_directory/master.lock as the mail owner, through the
+        // absolute path: the temp dir must be searchable by others whatever the umask.
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        let etc = root.join("etc");
+        // data/ is left to `postfix start` (post-install create-missing), which makes it
+        // owned by the mail owner, as tlsmgr and verify need.
+        for dir in ["etc", "queue", "log"] {
+            fs::create_dir(root.join(dir)).unwrap();
+        }
+        let instance = Instance {
+            config: root.join("postrelay.toml"),
+            etc,
+            root,
+            tmp,
+            started: false,
+        };
+        instance.write_etc("main.cf", &instance.main_cf_text());
+        instance.write_etc("master.cf", MASTER_CF);
+        instance
+    }
+
+    pub fn etc(&self) -> &Path {
+        &self.etc
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn queue_dir(&self) -> PathBuf {
+        self.root.join("queue")
+    }
+
+    pub fn main_cf(&self) -> PathBuf {
+        self.etc.join("main.cf")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.etc.join(name)
+    }
+
+    fn main_cf_text(&self) -> String {
+        let root = self.root.display();
+        format!(
+            "\
+# A throw-away instance for postrelay's end-to-end tests (tests/it/instance.rs).
+# Only the instance plumbing is here; relaying settings come from postrelay apply.
+compatibility_level = 3.6
+queue_directory = {root}/queue
+data_directory = {root}/data
+maillog_file = {root}/log/maillog
+maillog_file_prefixes = {root}
+myhostname = mta.postrelay-e2e.test
+mydomain = postrelay-e2e.test
+myorigin = $myhostname
+mydestination =
+relay_domains =
+local_transport = error:local delivery is disabled in this test instance
+alias_maps =
+alias_database =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+smtp_connect_timeout = 5s
+smtp_host_lookup = native
+smtp_tls_loglevel = 1
+"
+        )
+    }
+
+    /// Writes a file in the config directory and backdates it.
+    pub fn write_etc(&self, name: &str, content: &str) {
+        let path = self.path(name);
+        fs::write(&path, content).unwrap();
+        backdate(&path);
+    }
+
+    /// Writes the desired-state file, mode 0600. `@ETC@` and `@TMP@` are replaced.
+    pub fn desired(&self, toml: &str) -> &Self {
+        let text = toml
+            .replace("@ETC@", &self.etc.display().to_string())
+            .replace("@TMP@", &self.root.display().to_string());
+        fs::write(&self.config, text).unwrap();
+        fs::set_permissions(&self.config, fs::Permissions::from_mode(0o600)).unwrap();
+        self
+    }
+
+    /// Writes a password file under the temp dir (`@TMP@/NAME`), mode 0600.
+    pub fn secret_file(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.root.join(name);
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    /// The postrelay binary with `--config` and `--postfix-dir` after the subcommand.
+    pub fn cmd(&self, sub: &str) -> Cmd {
+        let mut c = Cmd::new(&[sub]);
+        c.args(&["--config", &self.config.display().to_string()]);
+        c.args(&["--postfix-dir", &self.etc.display().to_string()]);
+        c
+    }
+
+    pub fn plan(&self) -> Run {
+        self.cmd("plan").run()
+    }
+
+    /// `postrelay apply`, then main.cf and master.cf backdated (so the daemons that
+    /// the reload restarts don't pause on a fresh main.cf).
+    pub fn apply(&self) -> Run {
+        let run = self.cmd("apply").run();
+        self.backdate_config();
+        run
+    }
+
+    /// `postrelay apply`, which must succeed.
+    pub fn apply_ok(&self) -> Run {
+        let run = self.apply();
+        run.success();
+        run
+    }
+
+    pub fn backdate_config(&self) {
+        for name in ["main.cf", "master.cf"] {
+            backdate(&self.path(name));
+        }
+    }
+
+    /// Runs a Postfix program on this instance (`-c`/`-C ETC` is up to the caller).
+    fn tool(&self, name: &str) -> Command {
+        let mut cmd = Command::new(postrelay::postfix::tool(name).unwrap());
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// `postfix -c ETC ARG`; panics with the mail log when it fails.
+    pub fn postfix(&self, arg: &str) {
+        let out = self
+            .tool("postfix")
+            .arg("-c")
+            .arg(&self.etc)
+            .arg(arg)
+            .output()
+            .unwrap();
+        self.check(&format!("postfix -c ETC {arg}"), &out);
+    }
+
+    fn check(&self, what: &str, out: &Output) {
+        assert!(
+            out.status.success(),
+            "{what} failed ({})\nstdout:\n{}\nstderr:\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.diagnostics()
+        );
+    }
+
+    /// `postfix -c ETC start`, then waits until the master daemon has written its PID.
+    pub fn start(&mut self) {
+        self.backdate_config();
+        self.started = true;
+        self.postfix("start");
+        let deadline = Instant::now() + WAIT;
+        while self.master_pid_opt().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the master daemon wrote no PID file\n{}",
+                self.diagnostics()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `postfix -c ETC reload`.
+    pub fn reload(&self) {
+        self.postfix("reload");
+    }
+
+    /// Whether `postfix -c ETC status` says the instance runs.
+    pub fn is_running(&self) -> bool {
+        self.tool("postfix")
+            .arg("-c")
+            .arg(&self.etc)
+            .arg("status")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    fn master_pid_opt(&self) -> Option<u32> {
+        let text = fs::read_to_string(self.queue_dir().join("pid/master.pid")).ok()?;
+        text.trim()
+            .parse()
+            .ok()
+            .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    }
+
+    /// The master daemon's PID (`queue/pid/master.pid`).
+    pub fn master_pid(&self) -> u32 {
+        self.master_pid_opt()
+            .unwrap_or_else(|| panic!("no running master\n{}", self.diagnostics()))
+    }
+
+    /// Submits a message with `sendmail -C ETC -i -f FROM -- TO...`; its Message-ID
+    /// header is `<message_id>`.
+    pub fn send(&self, from: &str, to: &[&str], message_id: &str) {
+        let message = format!(
+            "From: <{from}>\nTo: {}\nSubject: postrelay e2e {message_id}\nMessage-ID: <{message_id}>\n\nA test message from postrelay's end-to-end tests.\n",
+            to.iter()
+                .map(|t| format!("<{t}>"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.sendmail(from, to, &message);
+    }
+
+    /// Submits `message` as is (`from` may be `<>` for the null sender).
+    pub fn sendmail(&self, from: &str, to: &[&str], message: &str) {
+        let mut child = self
+            .tool("sendmail")
+            .arg("-C")
+            .arg(&self.etc)
+            .args(["-i", "-f", from, "--"])
+            .args(to)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(message.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        self.check(&format!("sendmail -f {from} -- {}", to.join(" ")), &out);
+    }
+
+    /// `postqueue -c ETC -f`: attempt delivery of everything queued now.
+    pub fn flush(&self) {
+        let out = self
+            .tool("postqueue")
+            .arg("-c")
+            .arg(&self.etc)
+            .arg("-f")
+            .output()
+            .unwrap();
+        self.check("postqueue -f", &out);
+    }
+
+    /// The queue, from `postqueue -c ETC -j` (one JSON object per message).
+    pub fn queue(&self) -> Vec<Queued> {
+        let out = self
+            .tool("postqueue")
+            .arg("-c")
+            .arg(&self.etc)
+            .arg("-j")
+            .output()
+            .unwrap();
+        self.check("postqueue -j", &out);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let json = Json::parse(l).unwrap_or_else(|e| panic!("postqueue -j: {e}: {l}"));
+                Queued::from_json(&json).unwrap_or_else(|| panic!("postqueue -j: {l}"))
+            })
+            .collect()
+    }
+
+    /// Waits until the message from `sender` sits in the deferred queue with a delay
+    /// reason for every recipient, and returns it.
+    pub fn wait_deferred(&self, sender: &str, timeout: Duration) -> Queued {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self.queue().into_iter().find(|m| {
+                m.sender == sender
+                    && m.queue_name == "deferred"
+                    && m.recipients.iter().all(|r| r.delay_reason.is_some())
+            });
+            if let Some(m) = found {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no deferred message from {sender:?} after {timeout:?}\n{}",
+                self.diagnostics()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (up to [`WAIT`]) until `relay` records the message with this Message-ID.
+    pub fn expect_delivery(&self, relay: &FakeRelay, message_id: &str) -> Accepted {
+        self.expect_on(
+            &[relay],
+            |m| m.message_id.as_deref() == Some(message_id),
+            &format!("the message <{message_id}>"),
+        )
+    }
+
+    /// Waits (up to [`WAIT`]) until one of `relays` records a message satisfying `pred`
+    /// and returns it (its `port` says which relay). Runs `postqueue -f` whenever
+    /// nothing arrived for 5 s. Fails at once when a message is deferred meanwhile (so
+    /// a misrouted or refused message fails the test with the reason, not a timeout),
+    /// and with the queue and the mail log on timeout.
+    pub fn expect_on(
+        &self,
+        relays: &[&FakeRelay],
+        pred: impl Fn(&Accepted) -> bool,
+        what: &str,
+    ) -> Accepted {
+        let start = Instant::now();
+        let mut last_flush = start;
+        loop {
+            for relay in relays {
+                if let Some(m) = relay.wait_for(&pred, Duration::ZERO) {
+                    return m;
+                }
+            }
+            let now = Instant::now();
+            if now.duration_since(start) >= Duration::from_millis(300) {
+                let deferred: Vec<Queued> = self
+                    .queue()
+                    .into_iter()
+                    .filter(|m| m.queue_name == "deferred")
+                    .collect();
+                assert!(
+                    deferred.is_empty(),
+                    "waiting for {what}, a message was deferred: {deferred:#?}\n{}",
+                    self.diagnostics()
+                );
+            }
+            assert!(
+                now.duration_since(start) < WAIT,
+                "{what} did not reach the relays on ports {:?} within {WAIT:?}\nthey recorded: {:#?}\n{}",
+                relays.iter().map(|r| r.port()).collect::<Vec<_>>(),
+                relays.iter().map(|r| r.messages()).collect::<Vec<_>>(),
+                self.diagnostics()
+            );
+            if now.duration_since(last_flush) >= FLUSH_AFTER {
+                self.flush();
+                last_flush = now;
+            }
+            thread::sleep(Duration::from_millis(
+                if now.duration_since(start) < Duration::from_millis(300) {
+                    10
+                } else {
+                    100
+                },
+            ));
+        }
+    }
+
+    /// The instance's mail log ("" before Postfix wrote one).
+    pub fn maillog(&self) -> String {
+        fs::read_to_string(self.root.join("log/maillog")).unwrap_or_default()
+    }
+
+    /// The queue and the mail log, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let mut s = String::new();
+        if self.queue_dir().join("pid/master.pid").exists() {
+            let out = self
+                .tool("postqueue")
+                .arg("-c")
+                .arg(&self.etc)
+                .arg("-j")
+                .output();
+            if let Ok(out) = out {
+                let _ = writeln!(
+                    s,
+                    "--- postqueue -j:\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+        }
+        let _ = write!(s, "--- maillog:\n{}--- end", self.maillog());
+        s
+    }
+
+    /// Live processes (not zombies) whose cwd is inside the queue directory.
+    fn queue_processes(&self) -> Vec<i32> {
+        let queue = self.queue_dir();
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&queue))
+                    && fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                        // The state follows the command name, which is in parentheses.
+                        stat.rsplit_once(')')
+                            .and_then(|(_, rest)| rest.split_whitespace().next())
+                            != Some("Z")
+                    })
+            })
+            .collect()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if !self.started {
+            return;
+        }
+        let _ = self
+            .tool("postfix")
+            .arg("-c")
+            .arg(&self.etc)
+            .arg("stop")
+            .output();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = self.queue_processes();
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                // Only this instance's processes: their cwd is in its queue directory.
+                eprintln!(
+                    "instance {}: processes {left:?} still running 10 s after postfix stop; killing them",
+                    self.root.display()
+                );
+                for pid in left {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                thread::sleep(Duration::from_millis(200));
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// No `inet` service (nothing listens), no chroot, no local delivery agents; `postlog`
+/// because main.cf sets `maillog_file`, `tlsmgr` because postrelay's TLS policy map
+/// turns TLS on (without it every smtp process stalls ~1 s "no entropy").
+const MASTER_CF: &str = "\
+# service type  private unpriv  chroot  wakeup  maxproc command + args
+pickup     unix  n       -       n       60      1       pickup
+cleanup    unix  n       -       n       -       0       cleanup
+qmgr       unix  n       -       n       300     1       qmgr
+tlsmgr     unix  -       -       n       1000?   1       tlsmgr
+rewrite    unix  -       -       n       -       -       trivial-rewrite
+bounce     unix  -       -       n       -       0       bounce
+defer      unix  -       -       n       -       0       bounce
+trace      unix  -       -       n       -       0       bounce
+verify     unix  -       -       n       -       1       verify
+flush      unix  n       -       n       1000?   0       flush
+proxymap   unix  -       -       n       -       -       proxymap
+proxywrite unix  -       -       n       -       1       proxymap
+smtp       unix  -       -       n       -       -       smtp
+relay      unix  -       -       n       -       -       smtp
+showq      unix  n       -       n       -       -       showq
+error      unix  -       -       n       -       -       error
+retry      unix  -       -       n       -       -       error
+discard    unix  -       -       n       -       -       discard
+anvil      unix  -       -       n       -       1       anvil
+scache     unix  -       -       n       -       1       scache
+postlog    unix-dgram n  -       n       -       1       postlogd
+";
+
+/// Just enough JSON for `postqueue -j`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Number(f64),
+    String(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+impl Json {
+    pub fn parse(text: &str) -> Result<Json, String> {
+        let mut p = JsonParser {
+            s: text.as_bytes(),
+            i: 0,
+        };
+        let v = p.value()?;
+        p.ws();
+        if p.i != p.s.len() {
+            return Err(format!("trailing characters at {}", p.i));
+        }
+        Ok(v)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Object(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::String(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+struct JsonParser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl JsonParser<'_> {
+    fn ws(&mut self) {
+        while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Result<(), String> {
+        self.ws();
+        if self.s.get(self.i) == Some(&c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(format!("expected {:?} at {}", c as char, self.i))
+        }
+    }
+
+    fn literal(&mut self, word: &str, v: Json) -> Result<Json, String> {
+        if self.s[self.i..].starts_with(word.as_bytes()) {
+            self.i += word.len();
+            Ok(v)
+        } else {
+            Err(format!("bad literal at {}", self.i))
+        }
+    }
+
+    fn value(&mut self) -> Result<Json, String> {
+        self.ws();
+        match self.s.get(self.i) {
+            Some(b'{') => {
+                self.i += 1;
+                let mut fields = Vec::new();
+                self.ws();
+                if self.s.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Ok(Json::Object(fields));
+                }
+                loop {
+                    self.ws();
+                    let key = self.string()?;
+                    self.eat(b':')?;
+                    fields.push((key, self.value()?));
+                    self.ws();
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(Json::Object(fields));
+                        }
+                        _ => return Err(format!("expected , or }} at {}", self.i)),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.s.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Ok(Json::Array(items));
+                }
+                loop {
+                    items.push(self.value()?);
+                    self.ws();
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(Json::Array(items));
+                        }
+                        _ => return Err(format!("expected , or ] at {}", self.i)),
+                    }
+                }
+            }
+            Some(b'"') => Ok(Json::String(self.string()?)),
+            Some(b't') => self.literal("true", Json::Bool(true)),
+            Some(b'f') => self.literal("false", Json::Bool(false)),
+            Some(b'n') => self.literal("null", Json::Null),
+            Some(_) => {
+                let start = self.i;
+                while self
+                    .s
+                    .get(self.i)
+                    .is_some_and(|c| c.is_ascii_digit() || b"+-.eE".contains(c))
+                {
+                    self.i += 1;
+                }
+                std::str::from_utf8(&self.s[start..self.i])
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .map(Json::Number)
+                    .ok_or_else(|| format!("bad value at {start}"))
+            }
+            None => Err("unexpected end".to_string()),
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, String> {
+        let digits = self
+            .s
+            .get(self.i..self.i + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or_else(|| format!("bad \\u escape at {}", self.i))?;
+        self.i += 4;
+        Ok(digits)
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        self.eat(b'"')?;
+        let mut out = Vec::new();
+        loop {
+            let Some(&c) = self.s.get(self.i) else {
+                return Err("unterminated string".to_string());
+            };
+            self.i += 1;
+            match c {
+                b'"' => return String::from_utf8(out).map_err(|e| e.to_string()),
+                b'\\' => {
+                    let Some(&e) = self.s.get(self.i) else {
+                        return Err("unterminated escape".to_string());
+                    };
+                    self.i += 1;
+                    let ch = match e {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let mut code = self.hex4()?;
+                            if (0xd800..0xdc00).contains(&code)
+                                && self.s[self.i..].starts_with(b"\\u")
+                            {
+                                self.i += 2;
+                                let low = self.hex4()?;
+                                code = 0x10000
+                                    + ((code - 0xd800) << 10)
+                                    + (low.wrapping_sub(0xdc00) & 0x3ff);
+                            }
+                            char::from_u32(code).unwrap_or('\u{fffd}')
+                        }
+                        _ => return Err(format!("bad escape at {}", self.i)),
+                    };
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                }
+                _ => out.push(c),
+            }
+        }
+    }
+}
+
+impl Queued {
+    fn from_json(v: &Json) -> Option<Queued> {
+        let text = |j: &Json, key: &str| j.get(key).and_then(Json::as_str).map(str::to_string);
+        let Json::Array(rcpts) = v.get("recipients")? else {
+            return None;
+        };
+        Some(Queued {
+            queue_name: text(v, "queue_name")?,
+            queue_id: text(v, "queue_id")?,
+            sender: text(v, "sender")?,
+            recipients: rcpts
+                .iter()
+                .map(|r| {
+                    Some(QueuedRecipient {
+                        address: text(r, "address")?,
+                        delay_reason: text(r, "delay_reason"),
+                    })
+                })
+                .collect::<Option<_>>()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postqueue_json_lines_parse() {
+        let line = r#"{"queue_name": "deferred", "queue_id": "4Xb1Z2", "arrival_time": 1732550000, "message_size": 123, "forced_expire": false, "sender": "a@x.test", "recipients": [{"address": "b@y.test", "delay_reason": "SASL authentication failed; server 127.0.0.1[127.0.0.1] said: 535 5.7.8 \"no\"\u00e9\ud83d\ude00"}, {"address": "c@y.test"}]}"#;
+        let q = Queued::from_json(&Json::parse(line).unwrap()).unwrap();
+        assert_eq!(q.queue_name, "deferred");
+        assert_eq!(q.queue_id, "4Xb1Z2");
+        assert_eq!(q.sender, "a@x.test");
+        assert_eq!(q.recipients.len(), 2);
+        assert_eq!(
+            q.recipients[0].delay_reason.as_deref(),
+            Some(
+                "SASL authentication failed; server 127.0.0.1[127.0.0.1] said: 535 5.7.8 \"no\"é😀"
+            )
+        );
+        assert_eq!(q.recipients[1].address, "c@y.test");
+        assert_eq!(q.recipients[1].delay_reason, None);
+        assert!(Json::parse(r#"{"a": [1, -2.5e3, true, null], "b": {}}"#).is_ok());
+        assert!(Json::parse(r#"{"a": 1"#).is_err());
+        assert!(Json::parse(r#"{"a": 1} x"#).is_err());
+    }
+}
