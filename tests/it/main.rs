@@ -5,8 +5,11 @@ mod harness;
 
 mod apply;
 mod bad_input;
+mod e2e;
 mod faults;
+mod hostile;
+mod instance;
 mod parser;
 mod relay;
+mod secrets;
 mod verify;
-mod hostile;
