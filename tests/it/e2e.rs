@@ -6,7 +6,6 @@
 //! drift repair on a running instance.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::harness::{CANARY, CANARY2};

@@ -201,3 +201,32 @@ fn apply_with_verify_changes_nothing_when_a_credential_fails() {
         Some(format!("u@example.com:{CANARY}"))
     );
 }
+
+#[test]
+fn verify_at_the_highest_verbosity_shows_no_password_even_encoded() {
+    let r = relay(true, "u@example.com", CANARY);
+    let host = Host::new("");
+    host.desired(&format!(
+        "[relayhost]\nrelay = \"{}\"\nusername = \"u@example.com\"\npassword = \"{CANARY}\"\n",
+        r.relay()
+    ));
+    // Run checks the plain canary; AUTH PLAIN sends it base64-encoded, so look for that too.
+    let plain = crate::relay::encode(format!("\0u@example.com\0{CANARY}").as_bytes());
+    let run = Cmd::new(&[
+        "-vvv",
+        "verify",
+        "--config",
+        &host.config.display().to_string(),
+    ])
+    .env("RUST_LOG", "trace")
+    .run();
+    run.success().stdout_has("ok      relayhost");
+    assert!(!run.stderr.is_empty(), "expected trace logs");
+    for out in [&run.stdout, &run.stderr] {
+        assert!(
+            !out.contains(&plain),
+            "the encoded AUTH PLAIN leaked:\n{out}"
+        );
+    }
+    assert!(r.auth_attempts()[0].ok);
+}
