@@ -77,32 +77,6 @@ struct Managed {
     dumps: BTreeMap<&'static str, Vec<String>>,
 }
 
-/// `postmap -c ETC -s hash:ETC/MAP`, sorted lines. A compiled map postmap cannot read
-/// (torn, half-written) fails the test.
-fn dump(host: &Host, map: &str) -> Vec<String> {
-    let out = Command::new(postrelay::postfix::tool("postmap").unwrap())
-        .args([
-            "-c",
-            &host.etc.display().to_string(),
-            "-s",
-            &format!("hash:{}", host.path(map).display()),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{map}.db unreadable by postmap -s: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut lines: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    lines.sort();
-    lines
-}
-
 /// What `postmap -s` prints for a map built from `source`: `key\tvalue` per entry.
 fn entries(source: &[u8]) -> Vec<String> {
     let mut lines: Vec<String> = std::str::from_utf8(source)
@@ -125,7 +99,7 @@ fn managed(host: &Host) -> Managed {
             .iter()
             .map(|m| (*m, fs::read(host.path(m)).unwrap()))
             .collect(),
-        dumps: MAPS.iter().map(|m| (*m, dump(host, m))).collect(),
+        dumps: MAPS.iter().map(|m| (*m, host.dump(m))).collect(),
     }
 }
 

@@ -257,6 +257,30 @@ impl Host {
             .collect()
     }
 
+    /// `postmap -c ETC -s hash:ETC/MAP`: every entry as a `key\tvalue` line, sorted. A
+    /// compiled map postmap cannot read (torn, half-written) fails the test.
+    pub fn dump(&self, map: &str) -> Vec<String> {
+        let out = Command::new(postrelay::postfix::tool("postmap").unwrap())
+            .arg("-c")
+            .arg(&self.etc)
+            .arg("-s")
+            .arg(format!("hash:{}", self.path(map).display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "postmap -s {map}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut lines: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    }
+
     /// `postmap -c ETC -q KEY TYPE:ETC/MAP`: the value, or None when not found.
     pub fn postmap_q(&self, map_type: &str, map: &str, key: &str) -> Option<String> {
         let out = Command::new(postrelay::postfix::tool("postmap").unwrap())

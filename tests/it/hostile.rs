@@ -61,30 +61,6 @@ fn etc(host: &Host) -> PathBuf {
     fs::canonicalize(&host.etc).unwrap()
 }
 
-/// `postmap -c ETC -s hash:ETC/MAP`: every entry as a `key\tvalue` line, sorted.
-fn dump(host: &Host, map: &str) -> Vec<String> {
-    let etc = etc(host);
-    let out = Command::new(postrelay::postfix::tool("postmap").unwrap())
-        .arg("-c")
-        .arg(&etc)
-        .arg("-s")
-        .arg(format!("hash:{}/{map}", etc.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "postmap -s {map}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut lines: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    lines.sort();
-    lines
-}
-
 /// `postconf -c ETC -h NAME...`: the values, in order.
 fn postconf_h(host: &Host, names: &[&str]) -> Vec<String> {
     let out = Command::new(postrelay::postfix::tool("postconf").unwrap())
@@ -349,7 +325,7 @@ fn check_state(state: &State) -> Result<(), TestCaseError> {
         text
     );
     for (map, want) in expected_maps(state) {
-        prop_assert_eq!(dump(&host, map), want, "{} for\n{}", map, text);
+        prop_assert_eq!(host.dump(map), want, "{} for\n{}", map, text);
     }
     let second = host.apply();
     prop_assert_eq!(
@@ -706,7 +682,7 @@ fn injected_values_are_refused_or_round_trip_exactly() {
                         "{row}: postmap -q {key:?}"
                     );
                     for (map, want) in inj.maps() {
-                        assert_eq!(dump(&host, map), want, "{row}: {map} entries");
+                        assert_eq!(host.dump(map), want, "{row}: {map} entries");
                     }
                     let names: BTreeSet<String> = host.postconf_n().into_keys().collect();
                     assert_eq!(names, want_names, "{row}: main.cf parameters");

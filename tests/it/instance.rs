@@ -27,9 +27,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
-
-use crate::harness::{self, Cmd, Run, backdate};
+use crate::harness::{self, Host, Run, backdate};
 use crate::relay::{Accepted, FakeRelay};
 
 /// How long a test waits for a delivery or a deferral. Generous for slow CI machines;
@@ -122,17 +120,22 @@ pub struct QueuedRecipient {
     pub delay_reason: Option<String>,
 }
 
-/// A throw-away Postfix instance; stopped and removed when dropped.
+/// A throw-away Postfix instance; stopped and removed when dropped. It is a [`Host`]
+/// (temp dir, config dir, desired-state file, postrelay runs) with a real instance's
+/// main.cf and master.cf, which it can start.
 pub struct Instance {
-    tmp: TempDir,
+    host: Host,
     /// The temp dir, canonical (so it compares with `/proc/PID/cwd`).
     root: PathBuf,
-    /// `config_directory`: main.cf, master.cf and postrelay's maps.
-    pub etc: PathBuf,
-    /// The desired-state file.
-    pub config: PathBuf,
     /// Whether `postfix start` was attempted (drop then stops and waits).
     started: bool,
+}
+
+impl std::ops::Deref for Instance {
+    type Target = Host;
+    fn deref(&self) -> &Host {
+        &self.host
+    }
 }
 
 impl Default for Instance {
@@ -144,34 +147,22 @@ impl Default for Instance {
 impl Instance {
     /// Writes the instance's files; does not start it.
     pub fn new() -> Instance {
-        let tmp = tempfile::Builder::new()
-            .prefix("postrelay-e2e.")
-            .tempdir()
-            .unwrap();
-        let root = fs::canonicalize(tmp.path()).unwrap();
+        let host = Host::new("");
+        let root = fs::canonicalize(host.tmp.path()).unwrap();
         // The master opens data_directory/master.lock as the mail owner, through the
         // absolute path: the temp dir must be searchable by others whatever the umask.
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
-        let etc = root.join("etc");
         // data/ is left to `postfix start` (post-install create-missing), which makes it
         // owned by the mail owner, as tlsmgr and verify need.
-        for dir in ["etc", "queue", "log"] {
-            fs::create_dir(root.join(dir)).unwrap();
-        }
+        fs::create_dir(root.join("log")).unwrap();
         let instance = Instance {
-            config: root.join("postrelay.toml"),
-            etc,
+            host,
             root,
-            tmp,
             started: false,
         };
         instance.write_etc("main.cf", &instance.main_cf_text());
         instance.write_etc("master.cf", MASTER_CF);
         instance
-    }
-
-    pub fn etc(&self) -> &Path {
-        &self.etc
     }
 
     pub fn root(&self) -> &Path {
@@ -180,14 +171,6 @@ impl Instance {
 
     pub fn queue_dir(&self) -> PathBuf {
         self.root.join("queue")
-    }
-
-    pub fn main_cf(&self) -> PathBuf {
-        self.etc.join("main.cf")
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.etc.join(name)
     }
 
     fn main_cf_text(&self) -> String {
@@ -225,55 +208,12 @@ smtp_tls_loglevel = 1
         backdate(&path);
     }
 
-    /// Writes the desired-state file, mode 0600. `@ETC@` and `@TMP@` are replaced.
-    pub fn desired(&self, toml: &str) -> &Self {
-        let text = toml
-            .replace("@ETC@", &self.etc.display().to_string())
-            .replace("@TMP@", &self.root.display().to_string());
-        fs::write(&self.config, text).unwrap();
-        fs::set_permissions(&self.config, fs::Permissions::from_mode(0o600)).unwrap();
-        self
-    }
-
-    /// Writes a password file under the temp dir (`@TMP@/NAME`), mode 0600.
-    pub fn secret_file(&self, name: &str, content: &str) -> PathBuf {
-        let path = self.root.join(name);
-        fs::write(&path, content).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        path
-    }
-
-    /// The postrelay binary with `--config` and `--postfix-dir` after the subcommand.
-    pub fn cmd(&self, sub: &str) -> Cmd {
-        let mut c = Cmd::new(&[sub]);
-        c.args(&["--config", &self.config.display().to_string()]);
-        c.args(&["--postfix-dir", &self.etc.display().to_string()]);
-        c
-    }
-
-    pub fn plan(&self) -> Run {
-        self.cmd("plan").run()
-    }
-
-    /// `postrelay apply`, then main.cf and master.cf backdated (so the daemons that
-    /// the reload restarts don't pause on a fresh main.cf).
-    pub fn apply(&self) -> Run {
-        let run = self.cmd("apply").run();
-        self.backdate_config();
-        run
-    }
-
-    /// `postrelay apply`, which must succeed.
+    /// `postrelay apply`, which must succeed (main.cf is backdated afterwards, so the
+    /// daemons a reload restarts don't pause on a fresh main.cf).
     pub fn apply_ok(&self) -> Run {
         let run = self.apply();
         run.success();
         run
-    }
-
-    pub fn backdate_config(&self) {
-        for name in ["main.cf", "master.cf"] {
-            backdate(&self.path(name));
-        }
     }
 
     /// Runs a Postfix program on this instance (`-c`/`-C ETC` is up to the caller).
@@ -308,7 +248,8 @@ smtp_tls_loglevel = 1
 
     /// `postfix -c ETC start`, then waits until the master daemon has written its PID.
     pub fn start(&mut self) {
-        self.backdate_config();
+        backdate(&self.main_cf());
+        backdate(&self.path("master.cf"));
         self.started = true;
         self.postfix("start");
         let deadline = Instant::now() + WAIT;
