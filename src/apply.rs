@@ -125,24 +125,34 @@ impl Journal {
     }
 }
 
+/// What apply knows of the Postfix instance using the config directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Instance {
+    Running,
+    Stopped,
+    /// Not asked (`--no-reload`) or cannot ask (not root).
+    Unknown,
+}
+
 fn execute(plan: &Plan, options: &Options) -> Result<Vec<String>> {
     let dir = &plan.target.config_dir;
     let mut lines = report::applied(plan);
-    let running = if !options.reload {
+    let instance = if !options.reload {
         lines.push("skipped postfix check and reload (--no-reload)".to_string());
-        false
+        Instance::Unknown
     } else if !Uid::effective().is_root() {
         lines.push("not root: cannot query Postfix; skipped postfix check and reload".to_string());
-        false
+        Instance::Unknown
     } else if postfix::is_running(dir)? {
-        true
+        Instance::Running
     } else {
         lines.push(format!(
             "Postfix is not running (postfix -c {} status): skipped check and reload",
             dir.display()
         ));
-        false
+        Instance::Stopped
     };
+    let running = instance == Instance::Running;
 
     let staged = stage(plan)?;
     if let Some(m) = &plan.main_cf {
@@ -181,7 +191,7 @@ fn execute(plan: &Plan, options: &Options) -> Result<Vec<String>> {
     });
     let settled = match result {
         // Reloaded, or known not to run (it reads the files when it starts).
-        Ok(()) => reload || (options.reload && Uid::effective().is_root() && !running),
+        Ok(()) => reload || instance == Instance::Stopped,
         Err(err) => {
             return match journal.roll_back() {
                 Ok(()) => {

@@ -78,6 +78,8 @@ password = "{CANARY2}"
         plain = plain.relay(),
     ));
     let run = verify(&host, &["--timeout", "5"]);
+    // Shown with --nocapture: what an operator sees.
+    eprintln!("$ postrelay verify --timeout 5\n{}", run.stdout);
     run.code(1);
     let line = |who: &str| -> String {
         run.stdout
