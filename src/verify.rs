@@ -23,7 +23,7 @@ use lettre::transport::smtp::authentication::{Credentials as SmtpCredentials, Me
 use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 
-use crate::desired::{Credentials, Desired, Tls};
+use crate::desired::{Credentials, Desired, Sender, SenderKey, Tls};
 
 /// One login to try.
 #[derive(Debug, Clone)]
@@ -71,6 +71,31 @@ pub fn checks(desired: &Desired, only: Option<&str>) -> Result<Vec<Check>> {
             credentials: rh.credentials.clone(),
         });
     }
+    // What Postfix authenticates a sender with (smtp_sasl_password_maps is searched by
+    // address, then @domain, then the next hop): its own credentials, else its domain
+    // entry's, else those keyed by the relay itself (the relayhost's).
+    let used_credentials = |s: &Sender, relay: &str| -> Option<Credentials> {
+        let domain_entry = || match &s.key {
+            SenderKey::Address(a) => {
+                let domain = SenderKey::Domain(a.rsplit_once('@')?.1.to_string());
+                desired
+                    .senders
+                    .iter()
+                    .find(|d| d.key == domain)?
+                    .credentials
+                    .clone()
+            }
+            SenderKey::Domain(_) => None,
+        };
+        let relay_entry = || {
+            let rh = desired.relayhost.as_ref().filter(|rh| rh.relay == relay)?;
+            rh.credentials.clone()
+        };
+        s.credentials
+            .clone()
+            .or_else(domain_entry)
+            .or_else(relay_entry)
+    };
     for s in &desired.senders {
         // A sender with neither relay nor credentials is just the relayhost's check.
         let relay = match (&s.relay, &desired.relayhost, &s.credentials) {
@@ -81,8 +106,8 @@ pub fn checks(desired: &Desired, only: Option<&str>) -> Result<Vec<Check>> {
         out.push(Check {
             who: s.key.table_key(),
             tls: tls_of(&relay),
+            credentials: used_credentials(s, &relay),
             relay,
-            credentials: s.credentials.clone(),
         });
     }
     if let Some(only) = only {
@@ -230,6 +255,87 @@ pub fn verify(checks: Vec<Check>, timeout: Duration) -> Vec<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desired::{RelayHost, Secret};
+
+    fn creds(user: &str) -> Option<Credentials> {
+        Some(Credentials {
+            username: user.into(),
+            password: Secret::new(format!("{user}-pw")),
+        })
+    }
+
+    fn sender(key: SenderKey, relay: Option<&str>, user: Option<&str>) -> Sender {
+        Sender {
+            key,
+            relay: relay.map(str::to_string),
+            credentials: user.and_then(creds),
+            line: 1,
+        }
+    }
+
+    #[test]
+    fn checks_use_the_credentials_postfix_would_use() {
+        let desired = Desired {
+            path: "p.toml".into(),
+            config_dir: None,
+            map_type: None,
+            relayhost: Some(RelayHost {
+                relay: "[rh.example]:587".into(),
+                credentials: creds("rh"),
+            }),
+            senders: vec![
+                sender(
+                    SenderKey::Domain("a.example".into()),
+                    Some("[a.example]:587"),
+                    Some("a"),
+                ),
+                // Same relay as its domain, no credentials: the domain's.
+                sender(
+                    SenderKey::Address("x@a.example".into()),
+                    Some("[a.example]:587"),
+                    None,
+                ),
+                // Through the relayhost's relay, no credentials: the relayhost's.
+                sender(
+                    SenderKey::Domain("b.example".into()),
+                    Some("[rh.example]:587"),
+                    None,
+                ),
+                // Another relay, no credentials: none.
+                sender(
+                    SenderKey::Domain("c.example".into()),
+                    Some("[c.example]:25"),
+                    None,
+                ),
+                // No relay, own credentials: the relayhost's relay.
+                sender(SenderKey::Address("y@c.example".into()), None, Some("y")),
+                // Neither: nothing of its own to check.
+                sender(SenderKey::Domain("d.example".into()), None, None),
+            ],
+            tls: Default::default(),
+            warnings: Vec::new(),
+        };
+        let got: Vec<(String, String, Option<String>)> = checks(&desired, None)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.who, c.relay, c.credentials.map(|c| c.username)))
+            .collect();
+        let want = [
+            ("relayhost", "[rh.example]:587", Some("rh")),
+            ("@a.example", "[a.example]:587", Some("a")),
+            ("x@a.example", "[a.example]:587", Some("a")),
+            ("@b.example", "[rh.example]:587", Some("rh")),
+            ("@c.example", "[c.example]:25", None),
+            ("y@c.example", "[rh.example]:587", Some("y")),
+        ];
+        let want: Vec<(String, String, Option<String>)> = want
+            .iter()
+            .map(|(w, r, u)| (w.to_string(), r.to_string(), u.map(str::to_string)))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(checks(&desired, Some("A.example")).unwrap().len(), 1);
+        assert!(checks(&desired, Some("d.example")).is_err());
+    }
 
     #[test]
     fn endpoints() {
