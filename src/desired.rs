@@ -103,6 +103,18 @@ pub enum SenderKey {
 }
 
 impl SenderKey {
+    /// The `[[sender]]` key of the domain an address belongs to (Postfix falls back from
+    /// an address to its `@domain` entry in every table); `None` for a domain.
+    pub fn domain_key(&self) -> Option<SenderKey> {
+        match self {
+            SenderKey::Domain(_) => None,
+            SenderKey::Address(a) => {
+                let (_, domain) = a.rsplit_once('@')?;
+                Some(SenderKey::Domain(domain.to_string()))
+            }
+        }
+    }
+
     /// The lookup-table key: `@domain` or `address`.
     pub fn table_key(&self) -> String {
         match self {
@@ -905,14 +917,10 @@ pub fn load(path: &Path) -> anyhow::Result<Desired> {
     let relayhost_relay = relayhost.as_ref().map(|r: &RelayHost| r.relay.clone());
     let effective = |s: &Sender| s.relay.clone().or_else(|| relayhost_relay.clone());
     for s in &senders {
-        let SenderKey::Address(address) = &s.key else {
+        let Some(domain_key) = s.key.domain_key() else {
             continue;
         };
-        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
-        let Some(parent) = senders
-            .iter()
-            .find(|d| d.key == SenderKey::Domain(domain.to_string()))
-        else {
+        let Some(parent) = senders.iter().find(|d| d.key == domain_key) else {
             continue;
         };
         if s.credentials.is_none()
@@ -922,7 +930,9 @@ pub fn load(path: &Path) -> anyhow::Result<Desired> {
             cx.err(
                 s.line,
                 format!(
-                    "sender {address:?}: has no credentials, so Postfix would send those of \"@{domain}\" (line {}) to {}: give this address its own username and password, or the same relay as its domain",
+                    "sender {:?}: has no credentials, so Postfix would send those of {:?} (line {}) to {}: give this address its own username and password, or the same relay as its domain",
+                    s.key.table_key(),
+                    parent.key.table_key(),
                     parent.line,
                     effective(s).unwrap_or_default()
                 ),

@@ -87,28 +87,24 @@ impl MapKind {
                     .collect()
             }
             MapKind::SenderRelay => {
-                // Domains that have a relay of their own.
-                let relayed: std::collections::BTreeSet<&str> = desired
+                // Entries with a relay of their own.
+                let relayed: Vec<&SenderKey> = desired
                     .senders
                     .iter()
-                    .filter_map(|s| match (&s.key, &s.relay) {
-                        (SenderKey::Domain(d), Some(_)) => Some(d.as_str()),
-                        _ => None,
-                    })
+                    .filter(|s| s.relay.is_some())
+                    .map(|s| &s.key)
                     .collect();
                 desired
                     .senders
                     .iter()
-                    .filter_map(|s| match (&s.key, &s.relay) {
-                        (_, Some(relay)) => Some((s.key.table_key(), relay.clone())),
+                    .filter_map(|s| match &s.relay {
+                        Some(relay) => Some((s.key.table_key(), relay.clone())),
                         // Postfix would fall back from the address to its @domain entry;
                         // DUNNO stops the search and sends it through the relayhost.
-                        (SenderKey::Address(a), None)
-                            if a.rsplit_once('@').is_some_and(|(_, d)| relayed.contains(d)) =>
-                        {
-                            Some((a.clone(), "DUNNO".to_string()))
+                        None if s.key.domain_key().is_some_and(|d| relayed.contains(&&d)) => {
+                            Some((s.key.table_key(), "DUNNO".to_string()))
                         }
-                        _ => None,
+                        None => None,
                     })
                     .collect()
             }

@@ -23,7 +23,7 @@ use lettre::transport::smtp::authentication::{Credentials as SmtpCredentials, Me
 use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 
-use crate::desired::{Credentials, Desired, Sender, SenderKey, Tls};
+use crate::desired::{Credentials, Desired, Sender, Tls};
 
 /// One login to try.
 #[derive(Debug, Clone)]
@@ -75,17 +75,14 @@ pub fn checks(desired: &Desired, only: Option<&str>) -> Result<Vec<Check>> {
     // address, then @domain, then the next hop): its own credentials, else its domain
     // entry's, else those keyed by the relay itself (the relayhost's).
     let used_credentials = |s: &Sender, relay: &str| -> Option<Credentials> {
-        let domain_entry = || match &s.key {
-            SenderKey::Address(a) => {
-                let domain = SenderKey::Domain(a.rsplit_once('@')?.1.to_string());
-                desired
-                    .senders
-                    .iter()
-                    .find(|d| d.key == domain)?
-                    .credentials
-                    .clone()
-            }
-            SenderKey::Domain(_) => None,
+        let domain_entry = || {
+            let domain = s.key.domain_key()?;
+            desired
+                .senders
+                .iter()
+                .find(|d| d.key == domain)?
+                .credentials
+                .clone()
         };
         let relay_entry = || {
             let rh = desired.relayhost.as_ref().filter(|rh| rh.relay == relay)?;
@@ -255,7 +252,7 @@ pub fn verify(checks: Vec<Check>, timeout: Duration) -> Vec<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{RelayHost, Secret};
+    use crate::desired::{RelayHost, Secret, SenderKey};
 
     fn creds(user: &str) -> Option<Credentials> {
         Some(Credentials {

@@ -69,10 +69,14 @@ impl Logical {
     }
 
     /// The joined text, as Postfix builds it: each physical line without its newline.
+    /// Postfix then reads it as a C string, so the text ends at the first NUL byte.
     pub fn text(&self, lines: &[Line]) -> Vec<u8> {
         let mut out = Vec::new();
         for i in self.line_indices() {
             out.extend_from_slice(lines[i].content());
+        }
+        if let Some(nul) = out.iter().position(|&b| b == 0) {
+            out.truncate(nul);
         }
         out
     }

@@ -62,10 +62,8 @@ impl Edit {
     }
 }
 
-/// `split_nameval()`: returns (name, value) or Postfix's own error text. Postfix works
-/// on C strings, so a NUL byte ends the logical line.
+/// `split_nameval()`: returns (name, value) or Postfix's own error text.
 fn split_nameval(text: &[u8]) -> Result<(&[u8], &[u8]), &'static str> {
-    let text = text.split(|&b| b == 0).next().unwrap_or_default();
     let np = text
         .iter()
         .position(|&b| !lines::is_space(b))
@@ -92,13 +90,10 @@ fn split_nameval(text: &[u8]) -> Result<(&[u8], &[u8]), &'static str> {
 /// Values compare equal when Postfix would read the same words: runs of the separators
 /// Postfix's list parser uses (space, tab, CR, LF; not `\v` or `\f`) count as one.
 pub fn same_value(a: &str, b: &str) -> bool {
-    let words = |s: &str| {
-        s.split([' ', '\t', '\r', '\n'])
-            .filter(|w| !w.is_empty())
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
-    words(a) == words(b)
+    fn words(s: &str) -> impl Iterator<Item = &str> {
+        s.split([' ', '\t', '\r', '\n']).filter(|w| !w.is_empty())
+    }
+    words(a).eq(words(b))
 }
 
 impl MainCf {

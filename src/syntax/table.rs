@@ -71,11 +71,7 @@ impl Table {
         lines::logical_lines(&self.lines)
             .into_iter()
             .map(|logical| {
-                let mut text = logical.text(&self.lines);
-                // Postfix reads C strings: a NUL byte ends the logical line.
-                if let Some(nul) = text.iter().position(|&b| b == 0) {
-                    text.truncate(nul);
-                }
+                let text = logical.text(&self.lines);
                 let k = key_len(&text);
                 Entry {
                     line: logical.line_number(),
