@@ -1,26 +1,32 @@
 //! Carries out a plan under the config-directory lock: atomically, durably, and with
-//! rollback if Postfix rejects the result.
+//! rollback if Postfix rejects the result; returns what it did as data ([`Step`]s).
 //!
-//! Order matters. Every new map is first built completely under temporary names
-//! (source written 0600/0644 from creation, `postmap` run on the temporary source,
-//! compiled file chmod-ed and fsynced): a postmap failure leaves nothing changed.
-//! Only then are the files renamed into place, compiled map before its source, and
-//! main.cf last. If the instance runs, `postfix check` and (when main.cf changed)
-//! `postfix reload` follow; if either fails, every replaced file gets back its previous
-//! bytes, mode and owner. An empty plan touches nothing: no write, no postmap, no reload.
+//! Order matters. Under the lock, stale temporaries of a crashed run are removed, the
+//! host is read and the plan computed. Every map that must change is first built
+//! completely under temporary names (source written 0600/0644 from creation, `postmap`
+//! run on the temporary source, compiled file chmod-ed and fsynced; texthash maps need
+//! no postmap): a postmap failure leaves nothing changed. Then every file the plan was
+//! computed from is checked to still hold what it held. Only then are the files renamed
+//! into place, compiled map before its source, and main.cf last. If the instance runs,
+//! `postfix check` and (when the plan needs it) `postfix reload` follow; if either
+//! fails, every replaced file gets back its previous bytes, mode and owner. While a
+//! reload is owed, the marker [`RELOAD_PENDING`] stays in the config directory, so a run
+//! killed before reloading leaves the reload to the next one. An empty plan touches
+//! nothing: no write, no postmap, no reload.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use nix::unistd::Uid;
 
 use crate::desired::Desired;
 use crate::failpoint;
-use crate::fs::{self, Snapshot, Temp};
-use crate::plan::{self, MapKind, Plan};
-use crate::postfix;
-use crate::report;
+use crate::fs::{self, Links, Snapshot, Temp};
+use crate::managed::{MAIN_CF, RELOAD_PENDING, replaced_names};
+use crate::plan::{self, Plan};
+use crate::postfix::{self, Control};
+use crate::state::{self, State};
 
 /// How apply behaves beyond the plan.
 #[derive(Debug, Clone)]
@@ -31,37 +37,59 @@ pub struct Options {
     pub lock_timeout: Duration,
 }
 
-/// What apply did.
-#[derive(Debug)]
+/// Why apply did not talk to Postfix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// `--no-reload`.
+    NoReload,
+    /// Only root may ask whether Postfix runs.
+    NotRoot,
+    /// `postfix status` says it does not run (it reads the files when it starts).
+    NotRunning,
+}
+
+/// One thing apply did, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Wrote the source and/or rebuilt the compiled form of `plan.maps[i]`.
+    Map(usize),
+    /// Replaced main.cf.
+    MainCf,
+    Skipped(Skip),
+    Ran(Control),
+    /// Postfix still has to re-read its configuration (an earlier run owed a reload that
+    /// this one could not do).
+    ReloadOwed,
+}
+
+/// What apply did: the plan it carried out and its steps (none when in sync).
+#[derive(Debug, Clone)]
 pub struct Outcome {
     pub plan: Plan,
-    /// One line per change made and per command run.
-    pub lines: Vec<String>,
+    pub steps: Vec<Step>,
 }
 
 /// Locks the config directory, plans, and makes the host match the desired state.
 pub fn run(desired: &Desired, postfix_dir: Option<&Path>, options: &Options) -> Result<Outcome> {
-    let target = plan::target(desired, postfix_dir)?;
-    let _lock = fs::lock_dir(&target.config_dir, options.lock_timeout)?;
-    let mut names: Vec<&str> = MapKind::ALL.iter().map(|k| k.file_name()).collect();
-    names.push("main.cf");
-    fs::remove_stale_temps(&target.config_dir, &names)?;
+    let dir = state::config_dir(desired, postfix_dir)?;
+    let _lock = fs::lock_dir(&dir, options.lock_timeout)?;
+    fs::remove_stale_temps(&dir, &replaced_names())?;
     // A symlinked main.cf is written in its target's directory.
-    if let Ok(real) = std::fs::canonicalize(target.config_dir.join("main.cf"))
-        && let (Some(dir), Some(name)) = (real.parent(), real.file_name().and_then(|n| n.to_str()))
-        && dir != target.config_dir
+    if let Ok(real) = std::fs::canonicalize(dir.join(MAIN_CF))
+        && let (Some(real_dir), Some(name)) =
+            (real.parent(), real.file_name().and_then(|n| n.to_str()))
+        && real_dir != dir
     {
-        fs::remove_stale_temps(dir, &[name])?;
+        fs::remove_stale_temps(real_dir, &[name])?;
     }
-    let plan = plan::compute(desired, &target)?;
-    if plan.is_empty() {
-        return Ok(Outcome {
-            plan,
-            lines: Vec::new(),
-        });
-    }
-    let lines = execute(&plan, options)?;
-    Ok(Outcome { plan, lines })
+    let state = State::read(desired, dir)?;
+    let plan = plan::plan(desired, &state)?;
+    let steps = if plan.is_empty() {
+        Vec::new()
+    } else {
+        execute(&plan, &state, options)?
+    };
+    Ok(Outcome { plan, steps })
 }
 
 /// A map built under temporary names, ready to be renamed into place.
@@ -72,12 +100,11 @@ struct Staged {
 
 fn stage(plan: &Plan) -> Result<Vec<Staged>> {
     let dir = &plan.target.config_dir;
-    let owner = plan::wanted_owner();
     let mut staged = Vec::new();
     for m in &plan.maps {
         let mode = m.kind.mode();
         let name = m.kind.file_name();
-        let source = Temp::write(dir, name, &m.new, mode)?;
+        let source = Temp::write(dir, name, m.new.expose(), mode)?;
         failpoint::hit(&format!("staged:{name}"));
         let mut compiled = None;
         if let (true, Some(path)) = (m.rebuild, &m.compiled_path) {
@@ -88,7 +115,7 @@ fn stage(plan: &Plan) -> Result<Vec<Staged>> {
             let built = Temp::adopt(PathBuf::from(built));
             postfix::postmap(dir, &plan.target.map_type, &source.path)
                 .with_context(|| format!("cannot build {}", path.display()))?;
-            built.finish(mode, Some(owner))?;
+            built.finish(mode, Some(plan.owner))?;
             failpoint::hit(&format!("postmap:{name}"));
             compiled = Some(built);
         }
@@ -105,7 +132,7 @@ struct Journal {
 
 impl Journal {
     fn replace(&mut self, path: &Path, write: impl FnOnce() -> Result<()>) -> Result<()> {
-        let before = fs::snapshot(path)?;
+        let before = fs::read_if_exists(path, u64::MAX, Links::Refuse)?;
         write()?;
         self.replaced.push((path.to_path_buf(), before));
         Ok(())
@@ -115,7 +142,12 @@ impl Journal {
     fn roll_back(self) -> Result<()> {
         for (path, before) in self.replaced.into_iter().rev() {
             match before {
-                Some(s) => fs::write_atomic(&path, &s.bytes, s.mode, Some((s.uid, s.gid)))?,
+                Some(s) => fs::write_atomic(
+                    &path,
+                    s.bytes.expose(),
+                    s.meta.mode,
+                    Some((s.meta.uid, s.meta.gid)),
+                )?,
                 None => std::fs::remove_file(&path).map_err(|e| fs::explain(e, &path, "remove"))?,
             }
             failpoint::hit(&format!("rolled-back:{}", path.display()));
@@ -125,49 +157,37 @@ impl Journal {
     }
 }
 
-/// What apply knows of the Postfix instance using the config directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Instance {
-    Running,
-    Stopped,
-    /// Not asked (`--no-reload`) or cannot ask (not root).
-    Unknown,
+/// Whether apply will talk to a running Postfix, or why not.
+fn instance(dir: &Path, options: &Options) -> Result<Result<(), Skip>> {
+    Ok(if !options.reload {
+        Err(Skip::NoReload)
+    } else if !Uid::effective().is_root() {
+        Err(Skip::NotRoot)
+    } else if postfix::is_running(dir)? {
+        Ok(())
+    } else {
+        Err(Skip::NotRunning)
+    })
 }
 
-fn execute(plan: &Plan, options: &Options) -> Result<Vec<String>> {
+fn execute(plan: &Plan, state: &State, options: &Options) -> Result<Vec<Step>> {
     let dir = &plan.target.config_dir;
-    let mut lines = report::applied(plan);
-    let instance = if !options.reload {
-        lines.push("skipped postfix check and reload (--no-reload)".to_string());
-        Instance::Unknown
-    } else if !Uid::effective().is_root() {
-        lines.push("not root: cannot query Postfix; skipped postfix check and reload".to_string());
-        Instance::Unknown
-    } else if postfix::is_running(dir)? {
-        Instance::Running
-    } else {
-        lines.push(format!(
-            "Postfix is not running (postfix -c {} status): skipped check and reload",
-            dir.display()
-        ));
-        Instance::Stopped
-    };
-    let running = instance == Instance::Running;
+    let mut steps: Vec<Step> = (0..plan.maps.len()).map(Step::Map).collect();
+    if plan.main_cf.is_some() {
+        steps.push(Step::MainCf);
+    }
+    let instance = instance(dir, options)?;
+    if let Err(skip) = instance {
+        steps.push(Step::Skipped(skip));
+    }
+    let running = instance.is_ok();
 
     let staged = stage(plan)?;
-    if let Some(m) = &plan.main_cf {
-        let now = fs::snapshot(&m.path)?;
-        if now.as_ref().map(|s| &s.bytes) != Some(&m.old) {
-            bail!(
-                "{}: changed while postrelay was planning; run it again",
-                m.path.display()
-            );
-        }
-    }
+    state.still_holds()?;
 
     // The reload marker: created before a change that a running Postfix must re-read,
-    // removed once nothing is owed any more (see plan::RELOAD_PENDING).
-    let pending = dir.join(plan::RELOAD_PENDING);
+    // removed once nothing is owed any more.
+    let pending = dir.join(RELOAD_PENDING);
     let reload = running && plan.needs_reload();
     if reload {
         std::fs::File::create(&pending)
@@ -178,50 +198,42 @@ fn execute(plan: &Plan, options: &Options) -> Result<Vec<String>> {
     let mut journal = Journal::default();
     let result = commit(plan, staged, &mut journal).and_then(|()| {
         if running {
-            postfix::control(dir, "check")?;
-            failpoint::hit("check");
-            lines.push(format!("ran postfix -c {} check", dir.display()));
+            run_control(dir, Control::Check, &mut steps)?;
             if reload {
-                postfix::control(dir, "reload")?;
-                failpoint::hit("reload");
-                lines.push(format!("ran postfix -c {} reload", dir.display()));
+                run_control(dir, Control::Reload, &mut steps)?;
             }
         }
         Ok(())
     });
-    let settled = match result {
-        // Reloaded, or known not to run (it reads the files when it starts).
-        Ok(()) => reload || instance == Instance::Stopped,
-        Err(err) => {
-            return match journal.roll_back() {
-                Ok(()) => {
-                    // Back to the files before this run: what Postfix runs, unless an
-                    // earlier interrupted apply already owed it a reload.
-                    if !plan.reload_pending {
-                        clear_pending(&pending)?;
-                    }
-                    Err(err.context("restored the previous files; nothing changed"))
+    if let Err(err) = result {
+        return Err(match journal.roll_back() {
+            // Back to the files before this run: what Postfix runs, unless an earlier
+            // interrupted apply already owed it a reload.
+            Ok(()) => {
+                if !plan.reload_pending {
+                    fs::remove_if_exists(&pending)?;
                 }
-                Err(rollback) => Err(err.context(format!(
-                    "AND restoring the previous files failed: {rollback:#}"
-                ))),
-            };
-        }
-    };
-    if settled {
-        clear_pending(&pending)?;
-    } else if plan.reload_pending {
-        lines.push("Postfix still has to re-read its configuration (postfix reload)".to_string());
+                err.context("restored the previous files; nothing changed")
+            }
+            Err(rollback) => err.context(format!(
+                "AND restoring the previous files failed: {rollback:#}"
+            )),
+        });
     }
-    Ok(lines)
+    // Reloaded, or known not to run (it reads the files when it starts).
+    if reload || instance == Err(Skip::NotRunning) {
+        fs::remove_if_exists(&pending)?;
+    } else if plan.reload_pending {
+        steps.push(Step::ReloadOwed);
+    }
+    Ok(steps)
 }
 
-fn clear_pending(pending: &Path) -> Result<()> {
-    match std::fs::remove_file(pending) {
-        Ok(()) => fs::sync_dir(pending),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(fs::explain(e, pending, "remove")),
-    }
+fn run_control(dir: &Path, action: Control, steps: &mut Vec<Step>) -> Result<()> {
+    postfix::control(dir, action)?;
+    failpoint::hit(action.as_str());
+    steps.push(Step::Ran(action));
+    Ok(())
 }
 
 fn commit(plan: &Plan, staged: Vec<Staged>, journal: &mut Journal) -> Result<()> {
@@ -237,10 +249,11 @@ fn commit(plan: &Plan, staged: Vec<Staged>, journal: &mut Journal) -> Result<()>
         }
     }
     if let Some(m) = &plan.main_cf {
-        let before =
-            fs::snapshot(&m.path)?.with_context(|| format!("{}: vanished", m.path.display()))?;
+        let before = fs::read_if_exists(&m.path, u64::MAX, Links::Refuse)?
+            .with_context(|| format!("{}: vanished", m.path.display()))?;
         journal.replace(&m.path, || {
-            fs::write_atomic(&m.path, &m.new, before.mode, Some((before.uid, before.gid)))
+            let owner = Some((before.meta.uid, before.meta.gid));
+            fs::write_atomic(&m.path, &m.new, before.meta.mode, owner)
         })?;
         failpoint::hit("main.cf");
     }

@@ -1,5 +1,6 @@
-//! Command-line definitions (clap derive) and nothing else: what the user typed.
-//! Turning it into a validated run happens in `main.rs` through the library.
+//! Command-line definitions (clap derive) and nothing else: what the user typed, and
+//! the `--help` text with the exit codes. `main.rs` passes the values to the library,
+//! which checks them (the desired-state file, the config directory) as it reads them.
 
 use std::path::PathBuf;
 

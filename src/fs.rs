@@ -1,106 +1,269 @@
-//! File-system primitives: atomic durable writes that keep permissions, file snapshots,
-//! and the config-directory lock.
+//! The file system: one hardened reader for every input file, atomic durable writes
+//! that keep permissions, and the config-directory lock.
 //!
-//! Invariants: a file postrelay replaces is never truncated in place. Its new content
-//! goes to a temporary file in the same directory, created exclusively with its final
+//! Reading ([`read`]): every file postrelay reads (the desired state, password files,
+//! main.cf, map sources) is opened with `O_NOFOLLOW | O_NONBLOCK`, checked through the
+//! opened descriptor to be a regular file (so a FIFO cannot hang a run and a directory
+//! or device is refused), and read with a bound: never more than its limit plus the one
+//! byte that shows it is too large. A symbolic link at the path is refused, or followed
+//! hop by hop only while every link is owned by root or the invoking user
+//! ([`Links::FollowTrusted`]); the final open still refuses a link.
+//!
+//! Writing: a file postrelay replaces is never truncated in place. Its new content goes
+//! to a temporary file in the same directory, created exclusively with its final
 //! restrictive mode (so a password file is never readable by others, whatever the
 //! umask), fsynced, then renamed over the old name, and the directory is fsynced.
 //! Temporary names all contain [`TEMP_MARK`] so a later run (holding the lock) can
 //! remove what a crashed run left behind.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::{Gid, Uid};
 
+use crate::secret::Secret;
+
 /// Part of every temporary file name postrelay creates.
 pub const TEMP_MARK: &str = ".postrelay-tmp.";
-
-/// A file's bytes and the metadata postrelay preserves or checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    pub bytes: Vec<u8>,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-}
 
 /// Largest main.cf or lookup-table source postrelay reads before refusing it as not
 /// what it claims to be (a map source may also be as large as what postrelay would
 /// write there).
 pub const MAX_CONFIG_SIZE: u64 = 10 * 1024 * 1024;
 
-/// Reads a file with its metadata; `Ok(None)` when it does not exist.
-pub fn snapshot(path: &Path) -> Result<Option<Snapshot>> {
-    snapshot_limited(path, u64::MAX)
+const MIB: u64 = 1024 * 1024;
+
+/// The metadata postrelay preserves, checks, or compares to see that a file is unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Permission bits (`& 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    /// Seconds and nanoseconds.
+    pub mtime: (i64, i64),
 }
 
-/// [`snapshot`], refusing a file larger than `limit` bytes without reading it.
-pub fn snapshot_limited(path: &Path, limit: u64) -> Result<Option<Snapshot>> {
-    // O_NONBLOCK: opening a FIFO must not hang; it is rejected below.
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-        .open(path);
-    let mut file = match opened {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(explain(e, path, "open")),
-    };
-    let meta = file
-        .metadata()
-        .with_context(|| format!("{}: cannot stat", path.display()))?;
-    if !meta.is_file() {
-        bail!("{}: not a regular file", path.display());
+impl Meta {
+    fn of(m: &fs::Metadata) -> Meta {
+        Meta {
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        }
     }
-    if meta.len() > limit {
-        bail!(
-            "{}: {} bytes, larger than the {} bytes expected at most; refusing to read it",
-            path.display(),
-            meta.len(),
-            limit
-        );
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| explain(e, path, "read"))?;
-    Ok(Some(Snapshot {
-        bytes,
-        mode: meta.mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
-    }))
 }
 
-/// Fails if `path` is a symbolic link: files postrelay owns are replaced by rename,
-/// which would silently turn a link into a regular file, and a link may point anywhere.
-pub fn refuse_symlink(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => bail!(
-            "{}: is a symbolic link (owned by uid {}); postrelay manages this file itself and does not follow links: remove the link",
-            path.display(),
-            m.uid()
-        ),
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(explain(e, path, "stat")),
+/// A file's bytes (masked in `Debug`: it may be a password map) and its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub bytes: Secret<Vec<u8>>,
+    pub meta: Meta,
+}
+
+impl Snapshot {
+    /// Same bytes, mode and owner (the inode and times may differ).
+    pub fn same_content(&self, other: &Snapshot) -> bool {
+        self.bytes == other.bytes
+            && (self.meta.mode, self.meta.uid, self.meta.gid)
+                == (other.meta.mode, other.meta.uid, other.meta.gid)
+    }
+}
+
+/// How [`read`] treats a symbolic link at the path it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// Refuse it: files postrelay manages itself, and paths already resolved.
+    Refuse,
+    /// Follow it while each link on the way is owned by root or the invoking user: a
+    /// link another user planted must not choose what postrelay reads.
+    FollowTrusted,
+}
+
+/// Why a file could not be read. Its `Display` does not name the file: callers do.
+#[derive(Debug)]
+pub enum ReadError {
+    Open(io::Error),
+    /// A link where none is followed.
+    Symlink {
+        uid: u32,
+    },
+    /// A link owned by someone other than root or the invoking user.
+    UntrustedSymlink {
+        uid: u32,
+    },
+    /// What it is instead: "a directory", "a FIFO", "a special file".
+    NotRegular(&'static str),
+    TooLarge {
+        limit: u64,
+    },
+    Read(io::Error),
+}
+
+impl ReadError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReadError::Open(e) if e.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Open(e) => write!(f, "cannot open: {}{}", reason(e), sudo_hint(e)),
+            ReadError::Symlink { uid } => write!(
+                f,
+                "is a symbolic link (owned by uid {uid}); postrelay manages this file itself and does not follow links: remove the link"
+            ),
+            ReadError::UntrustedSymlink { uid } => write!(
+                f,
+                "is a symbolic link owned by uid {uid}, not by root or you; refusing to follow it"
+            ),
+            ReadError::NotRegular(what) => write!(f, "not a regular file but {what}"),
+            ReadError::TooLarge { limit } if limit % MIB == 0 => {
+                write!(f, "larger than {} MiB", limit / MIB)
+            }
+            ReadError::TooLarge { limit } => write!(f, "larger than {limit} bytes"),
+            ReadError::Read(e) => write!(f, "read error: {}", reason(e)),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// An I/O error's reason as the C library words it ("No such file or directory").
+pub fn reason(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => Errno::from_raw(n).desc().to_owned(),
+        None => e.to_string(),
+    }
+}
+
+fn sudo_hint(e: &io::Error) -> &'static str {
+    if e.kind() == io::ErrorKind::PermissionDenied && !Uid::effective().is_root() {
+        " (run postrelay as root, e.g. with sudo)"
+    } else {
+        ""
     }
 }
 
 /// Wraps an I/O error with the path, and a hint to use sudo when it is a permission problem.
 pub fn explain(e: io::Error, path: &Path, what: &str) -> anyhow::Error {
-    if e.kind() == io::ErrorKind::PermissionDenied && !Uid::effective().is_root() {
-        anyhow::anyhow!(
-            "{}: cannot {what}: {e} (run postrelay as root, e.g. with sudo)",
-            path.display()
-        )
-    } else {
-        anyhow::anyhow!("{}: cannot {what}: {e}", path.display())
+    anyhow::anyhow!(
+        "{}: cannot {what}: {}{}",
+        path.display(),
+        reason(&e),
+        sudo_hint(&e)
+    )
+}
+
+/// Reads the regular file at `path`: at most `limit` bytes, through a descriptor opened
+/// without following a final link (see the module doc).
+pub fn read(path: &Path, limit: u64, links: Links) -> Result<Snapshot, ReadError> {
+    let path = match links {
+        Links::Refuse => Cow::Borrowed(path),
+        Links::FollowTrusted => Cow::Owned(resolve_trusted(path)?),
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => ReadError::Symlink {
+                uid: fs::symlink_metadata(&path).map_or(0, |m| m.uid()),
+            },
+            _ => ReadError::Open(e),
+        })?;
+    let meta = file.metadata().map_err(ReadError::Read)?;
+    if !meta.is_file() {
+        let ft = meta.file_type();
+        return Err(ReadError::NotRegular(if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else {
+            "a special file"
+        }));
+    }
+    if meta.len() > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Read)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    Ok(Snapshot {
+        bytes: Secret::new(bytes),
+        meta: Meta::of(&meta),
+    })
+}
+
+/// [`read`], with a missing file as `None`; errors name the path.
+pub fn read_if_exists(path: &Path, limit: u64, links: Links) -> Result<Option<Snapshot>> {
+    match read(path, limit, links) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => bail!("{}: {e}", path.display()),
+    }
+}
+
+/// Follows links at `path` while each is owned by root or the invoking user; returns
+/// the first path that is not a link (or does not exist).
+fn resolve_trusted(path: &Path) -> Result<PathBuf, ReadError> {
+    let me = Uid::effective().as_raw();
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            return Ok(path);
+        };
+        if !meta.file_type().is_symlink() {
+            return Ok(path);
+        }
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(ReadError::UntrustedSymlink { uid: meta.uid() });
+        }
+        let target = fs::read_link(&path).map_err(ReadError::Open)?;
+        path = match path.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
+    Err(ReadError::Open(io::Error::from_raw_os_error(
+        nix::libc::ELOOP,
+    )))
+}
+
+/// The metadata of `path` itself (`None`: missing); a symbolic link is refused.
+pub fn stat(path: &Path) -> Result<Option<Meta>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            bail!(
+                "{}: {}",
+                path.display(),
+                ReadError::Symlink { uid: m.uid() }
+            )
+        }
+        Ok(m) => Ok(Some(Meta::of(&m))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(explain(e, path, "stat")),
     }
 }
 
@@ -112,9 +275,9 @@ pub struct Temp {
 }
 
 impl Temp {
-    /// Creates `dir/.NAME.postrelay-tmp.PID.N` exclusively with exactly `mode` and writes
-    /// `bytes`, fsynced. The file is created with a mode no wider than `mode & 0600`
-    /// and widened only afterwards, so no umask can expose it.
+    /// Creates `dir/.NAME.postrelay-tmp.PID.N` exclusively and writes `bytes`, fsynced.
+    /// The file is created with a mode no wider than `mode & 0600` and widened only
+    /// afterwards, so no umask can expose it.
     pub fn write(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<Temp> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         // Errors name the file being replaced; the temporary name means nothing to a user.
@@ -151,9 +314,13 @@ impl Temp {
         Temp { path, keep: false }
     }
 
-    /// Sets owner, mode and fsyncs.
+    /// Sets owner and mode, and fsyncs.
     pub fn finish(&self, mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
-        let file = File::open(&self.path).map_err(|e| explain(e, &self.path, "open"))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&self.path)
+            .map_err(|e| explain(e, &self.path, "open"))?;
         if let Some((uid, gid)) = owner {
             nix::unistd::fchown(&file, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
                 .with_context(|| format!("{}: cannot chown", self.path.display()))?;
@@ -206,6 +373,15 @@ pub fn split(path: &Path) -> Result<(&Path, &str)> {
     Ok((path.parent().unwrap_or(Path::new(".")), name))
 }
 
+/// Removes `path` if it exists, and fsyncs its directory when it did.
+pub fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(explain(e, path, "remove")),
+    }
+}
+
 /// Removes the temporary files a crashed run left in `dir` for the files named `names`
 /// (`.NAME.postrelay-tmp.*`, and what postmap built from them). Call only while holding
 /// the lock, so no running apply still owns them.
@@ -233,7 +409,7 @@ pub fn lock_dir(dir: &Path, timeout: Duration) -> Result<Flock<File>> {
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(lock),
-            Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+            Err((f, Errno::EWOULDBLOCK)) => {
                 if Instant::now() >= deadline {
                     bail!(
                         "{}: another postrelay apply holds the lock; gave up after {} s",
@@ -259,6 +435,11 @@ pub fn lock_dir(dir: &Path, timeout: Duration) -> Result<Flock<File>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn err(path: &Path, limit: u64, links: Links) -> String {
+        read(path, limit, links).unwrap_err().to_string()
+    }
 
     #[test]
     fn atomic_write_sets_mode_and_replaces_inode() {
@@ -291,25 +472,81 @@ mod tests {
     }
 
     #[test]
-    fn symlinks_and_oversized_files_are_refused() {
+    fn reads_regular_files_within_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let real = dir.path().join("real");
         fs::write(&real, b"12345").unwrap();
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(&real, &link).unwrap();
-        let err = refuse_symlink(&link).unwrap_err().to_string();
-        assert!(err.contains("is a symbolic link"), "{err}");
-        refuse_symlink(&real).unwrap();
-        refuse_symlink(&dir.path().join("missing")).unwrap();
-        let err = snapshot_limited(&real, 4).unwrap_err().to_string();
-        assert!(err.contains("5 bytes, larger than the 4 bytes"), "{err}");
-        assert_eq!(snapshot_limited(&real, 5).unwrap().unwrap().bytes, b"12345");
+        let s = read(&real, 5, Links::Refuse).unwrap();
+        assert_eq!(s.bytes.expose(), b"12345");
+        assert_eq!(s.meta.size, 5);
+        assert_eq!(err(&real, 4, Links::Refuse), "larger than 4 bytes");
+        let big = dir.path().join("big");
+        File::create(&big).unwrap().set_len(MIB + 1).unwrap();
+        assert_eq!(err(&big, MIB, Links::Refuse), "larger than 1 MiB");
     }
 
     #[test]
-    fn snapshot_of_missing_file_is_none() {
+    fn refuses_what_is_not_a_regular_file() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(snapshot(&dir.path().join("nope")).unwrap(), None);
-        assert!(snapshot(dir.path()).is_err());
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(
+            err(&fifo, 10, Links::Refuse),
+            "not a regular file but a FIFO"
+        );
+        assert_eq!(
+            err(dir.path(), 10, Links::Refuse),
+            "not a regular file but a directory"
+        );
+        let missing = dir.path().join("missing");
+        let e = read(&missing, 10, Links::Refuse).unwrap_err();
+        assert!(e.is_not_found());
+        assert_eq!(e.to_string(), "cannot open: No such file or directory");
+        assert!(
+            read_if_exists(&missing, 10, Links::Refuse)
+                .unwrap()
+                .is_none()
+        );
+        assert!(stat(&missing).unwrap().is_none());
+    }
+
+    #[test]
+    fn links_are_refused_or_followed_only_when_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::write(&real, b"x").unwrap();
+        let link = dir.path().join("link");
+        symlink("real", &link).unwrap();
+        let chain = dir.path().join("chain");
+        symlink(&link, &chain).unwrap();
+        let me = Uid::effective().as_raw();
+        assert_eq!(
+            err(&link, 10, Links::Refuse),
+            format!(
+                "is a symbolic link (owned by uid {me}); postrelay manages this file itself and does not follow links: remove the link"
+            )
+        );
+        assert!(
+            stat(&link)
+                .unwrap_err()
+                .to_string()
+                .contains("symbolic link")
+        );
+        for p in [&link, &chain] {
+            let s = read(p, 10, Links::FollowTrusted).unwrap();
+            assert_eq!(s.bytes.expose(), b"x");
+        }
+        let lp = dir.path().join("loop");
+        symlink("loop", &lp).unwrap();
+        assert!(err(&lp, 10, Links::FollowTrusted).starts_with("cannot open: Too many"));
+        if Uid::effective().is_root() {
+            std::os::unix::fs::lchown(&link, Some(65534), None).unwrap();
+            for p in [&link, &chain] {
+                assert_eq!(
+                    err(p, 10, Links::FollowTrusted),
+                    "is a symbolic link owned by uid 65534, not by root or you; refusing to follow it"
+                );
+            }
+        }
     }
 }

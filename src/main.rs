@@ -1,16 +1,20 @@
 //! The `postrelay` binary: parse the command line, set up logging, run the library,
-//! print the report on stdout, and map the result to an exit code (errors: 2).
+//! print the report (rendered by `report`) on stdout, and map the result to an exit
+//! code (0 done / in sync, 1 changes pending or a check failed, 2 error).
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use postrelay::cli::{Cli, Command};
-use postrelay::{apply, desired, plan, report, verify};
+use postrelay::desired::{self, Desired};
+use postrelay::state::{self, State};
+use postrelay::{apply, plan, report, verify};
 
 fn init_logging(verbose: u8) {
     let level = match verbose {
@@ -29,8 +33,12 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-fn load(path: &std::path::Path) -> Result<desired::Desired> {
+/// Loads the desired state and logs its warnings.
+fn load(path: &Path) -> Result<Desired> {
     let d = desired::load(path)?;
+    for w in &d.warnings {
+        tracing::warn!("{}", report::warning(&d, w));
+    }
     tracing::info!(
         "{}: {} sender(s), {} relay(s)",
         path.display(),
@@ -42,23 +50,22 @@ fn load(path: &std::path::Path) -> Result<desired::Desired> {
     Ok(d)
 }
 
+/// Connect and command timeout of `apply --verify`, as `verify`'s default.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the checks and prints their report; true when all passed.
+fn run_verify(out: &mut impl Write, checks: Vec<verify::Check>, timeout: Duration) -> Result<bool> {
+    let outcomes = verify::run(checks, timeout);
+    out.write_all(report::verify(&outcomes).as_bytes())?;
+    Ok(outcomes.iter().all(|o| o.result.is_ok()))
+}
+
 fn run(cli: Cli) -> Result<u8> {
     let mut stdout = std::io::stdout().lock();
     match cli.command {
         Command::Validate { config } => {
             let d = load(&config)?;
-            writeln!(
-                stdout,
-                "{}: valid ({} sender(s), {} relay(s){})",
-                config.display(),
-                d.senders.len(),
-                d.tls.len(),
-                if d.relayhost.is_some() {
-                    ", catch-all relayhost"
-                } else {
-                    ""
-                }
-            )?;
+            stdout.write_all(report::validated(&d).as_bytes())?;
             Ok(0)
         }
         Command::Verify {
@@ -76,8 +83,9 @@ fn run(cli: Cli) -> Result<u8> {
             show_secrets,
         } => {
             let d = load(&target.config)?;
-            let t = plan::target(&d, target.postfix_dir.as_deref())?;
-            let p = plan::compute(&d, &t)?;
+            let dir = state::config_dir(&d, target.postfix_dir.as_deref())?;
+            let state = State::read(&d, dir)?;
+            let p = plan::plan(&d, &state)?;
             stdout.write_all(report::plan(&p, show_secrets).as_bytes())?;
             Ok(if p.is_empty() { 0 } else { 1 })
         }
@@ -89,44 +97,18 @@ fn run(cli: Cli) -> Result<u8> {
             verify,
         } => {
             let d = load(&target.config)?;
-            if verify {
-                let checks = verify::checks(&d, None)?;
-                if !run_verify(&mut stdout, checks, VERIFY_TIMEOUT)? {
-                    anyhow::bail!("credential verification failed; nothing changed");
-                }
+            if verify && !run_verify(&mut stdout, verify::checks(&d, None)?, VERIFY_TIMEOUT)? {
+                bail!("credential verification failed; nothing changed");
             }
             let options = apply::Options {
                 reload: !no_reload,
                 lock_timeout: Duration::from_secs(lock_timeout),
             };
             let outcome = apply::run(&d, target.postfix_dir.as_deref(), &options)?;
-            if outcome.lines.is_empty() {
-                if !quiet {
-                    writeln!(stdout, "postrelay: no changes")?;
-                }
-            } else {
-                for line in &outcome.lines {
-                    writeln!(stdout, "{line}")?;
-                }
-                writeln!(stdout, "postrelay: applied")?;
-            }
+            stdout.write_all(report::applied(&outcome, quiet).as_bytes())?;
             Ok(0)
         }
     }
-}
-
-/// Connect and command timeout of `apply --verify`, as `verify`'s default.
-const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Runs the checks and prints one line each and a summary; true when all passed.
-fn run_verify(out: &mut impl Write, checks: Vec<verify::Check>, timeout: Duration) -> Result<bool> {
-    let outcomes = verify::verify(checks, timeout);
-    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
-    for o in &outcomes {
-        writeln!(out, "{o}")?;
-    }
-    writeln!(out, "verify: {} checked, {failed} failed", outcomes.len())?;
-    Ok(failed == 0)
 }
 
 fn main() -> ExitCode {
@@ -135,7 +117,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("postrelay: error: {err:#}");
+            eprint!("{}", report::error(&err));
             ExitCode::from(2)
         }
     }

@@ -1,141 +1,52 @@
-//! Desired state + current state -> a plan: the exact bytes each managed file should
-//! hold, why it differs, and which Postfix commands apply must run.
+//! Desired state + host state → a plan: the exact bytes each managed file should hold,
+//! why each differs, and which Postfix commands apply must run.
 //!
-//! A plan is a value. Computing it reads the current files (and what the compiled maps
-//! hold, through `postmap -s`) but writes nothing; [`crate::report`] displays it and
-//! [`crate::apply`] carries it out. "Changed" always means the bytes differ: a map
-//! source, its compiled form, their permissions, or a main.cf parameter as Postfix
-//! reads it.
+//! [`plan`] is a pure function: everything it knows of the host comes in a
+//! [`State`] (read by `state`), so it does no I/O and is unit-tested without Postfix.
+//! "Changed" always means the bytes differ: a map source, what its compiled form holds,
+//! their permissions, or a main.cf parameter as Postfix reads it. `report` renders a
+//! plan, `apply` carries it out.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use nix::unistd::{Gid, Uid};
-
-use crate::desired::{Desired, SenderKey};
-use crate::fs::{self, Snapshot};
-use crate::postfix;
+use crate::desired::Desired;
+use crate::managed::{FIXED_PARAMETERS, MapKind, RELAYHOST};
+use crate::problems::Problems;
+use crate::routing::Table;
+use crate::secret::Secret;
+use crate::state::{Content, MapFile, State, Target};
 use crate::syntax::maincf::{Edit, MainCf};
-use crate::syntax::table;
 
-/// The Postfix instance a run acts on.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// Absolute, canonical config directory.
-    pub config_dir: PathBuf,
-    pub map_type: String,
-}
-
-/// One managed lookup table.
+/// Which file of a map a reason is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MapKind {
-    SaslPasswd,
-    SenderRelay,
-    TlsPolicy,
+pub enum Part {
+    Source,
+    Compiled,
 }
 
-impl MapKind {
-    pub const ALL: [MapKind; 3] = [
-        MapKind::SaslPasswd,
-        MapKind::SenderRelay,
-        MapKind::TlsPolicy,
-    ];
-
-    /// File name in the config directory (as in the hand procedure).
-    pub fn file_name(self) -> &'static str {
-        match self {
-            MapKind::SaslPasswd => "sasl_passwd",
-            MapKind::SenderRelay => "sender_relay",
-            MapKind::TlsPolicy => "tls_policy",
-        }
-    }
-
-    /// The main.cf parameter that points at this map.
-    pub fn parameter(self) -> &'static str {
-        match self {
-            MapKind::SaslPasswd => "smtp_sasl_password_maps",
-            MapKind::SenderRelay => "sender_dependent_relayhost_maps",
-            MapKind::TlsPolicy => "smtp_tls_policy_maps",
-        }
-    }
-
-    /// Whether the map holds passwords: root-only, redacted in diffs.
-    pub fn is_secret(self) -> bool {
-        self == MapKind::SaslPasswd
-    }
-
-    /// Mode of the source and compiled files.
-    pub fn mode(self) -> u32 {
-        if self.is_secret() { 0o600 } else { 0o644 }
-    }
-
-    /// The `(key, value)` entries the desired state calls for.
-    pub fn entries(self, desired: &Desired) -> Vec<(String, String)> {
-        match self {
-            MapKind::SaslPasswd => {
-                let senders = desired.senders.iter().filter_map(|s| {
-                    let c = s.credentials.as_ref()?;
-                    Some((s.key.table_key(), c))
-                });
-                let relayhost = desired
-                    .relayhost
-                    .iter()
-                    .filter_map(|r| Some((r.relay.clone(), r.credentials.as_ref()?)));
-                senders
-                    .chain(relayhost)
-                    .map(|(k, c)| (k, format!("{}:{}", c.username, c.password.expose())))
-                    .collect()
-            }
-            MapKind::SenderRelay => {
-                // Entries with a relay of their own.
-                let relayed: Vec<&SenderKey> = desired
-                    .senders
-                    .iter()
-                    .filter(|s| s.relay.is_some())
-                    .map(|s| &s.key)
-                    .collect();
-                desired
-                    .senders
-                    .iter()
-                    .filter_map(|s| match &s.relay {
-                        Some(relay) => Some((s.key.table_key(), relay.clone())),
-                        // Postfix would fall back from the address to its @domain entry;
-                        // DUNNO stops the search and sends it through the relayhost.
-                        None if s.key.domain_key().is_some_and(|d| relayed.contains(&&d)) => {
-                            Some((s.key.table_key(), "DUNNO".to_string()))
-                        }
-                        None => None,
-                    })
-                    .collect()
-            }
-            MapKind::TlsPolicy => desired
-                .tls
-                .iter()
-                .map(|(relay, tls)| (relay.clone(), tls.as_str().to_string()))
-                .collect(),
-        }
-    }
-}
-
-/// main.cf parameters postrelay manages, with their wanted values.
-pub fn parameters(desired: &Desired, target: &Target) -> Vec<(&'static str, String)> {
-    let mut params = vec![
-        ("smtp_sasl_auth_enable", "yes".to_string()),
-        ("smtp_sasl_security_options", "noanonymous".to_string()),
-        ("smtp_sasl_tls_security_options", "noanonymous".to_string()),
-        ("smtp_sender_dependent_authentication", "yes".to_string()),
-    ];
-    for kind in MapKind::ALL {
-        let path = target.config_dir.join(kind.file_name());
-        params.push((
-            kind.parameter(),
-            format!("{}:{}", target.map_type, path.display()),
-        ));
-    }
-    if let Some(relayhost) = &desired.relayhost {
-        params.push(("relayhost", relayhost.relay.clone()));
-    }
-    params
+/// Why a map must be written or rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The source does not exist yet.
+    New,
+    /// The source's bytes differ from the desired ones.
+    ContentDiffers,
+    /// A password map file has another mode than [`MapKind::mode`].
+    Mode {
+        part: Part,
+        mode: u32,
+    },
+    /// A password map file has another owner than the one postrelay gives it.
+    Owner {
+        part: Part,
+        uid: u32,
+        want: u32,
+    },
+    CompiledMissing,
+    /// postmap cannot read the compiled map.
+    CompiledUnreadable,
+    /// The compiled map holds other entries than its source.
+    CompiledDiffers,
 }
 
 /// What must happen to one map.
@@ -146,15 +57,14 @@ pub struct MapChange {
     /// `None` for map types that need no postmap (texthash).
     pub compiled_path: Option<PathBuf>,
     /// The source as it is now (`None`: missing).
-    pub old: Option<Vec<u8>>,
-    pub new: Vec<u8>,
+    pub old: Option<Secret<Vec<u8>>>,
+    pub new: Secret<Vec<u8>>,
     pub entries: usize,
     /// Whether the source file must be rewritten (content or permissions).
     pub write_source: bool,
     /// Whether postmap must rebuild the compiled map.
     pub rebuild: bool,
-    /// Why, one short phrase each ("compiled map missing", "mode 0644, want 0600").
-    pub reasons: Vec<String>,
+    pub reasons: Vec<Reason>,
 }
 
 /// What must happen to main.cf.
@@ -167,21 +77,38 @@ pub struct MainCfChange {
     pub edits: Vec<Edit>,
 }
 
-/// Left in the config directory while a running Postfix has not yet re-read a changed
-/// configuration; removed after the reload. If apply is killed in between, the next run
-/// finds it and reloads even though the files are already right.
-pub const RELOAD_PENDING: &str = ".postrelay-reload-pending";
+/// Something the user should know that is not a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// No `[relayhost]`: unlisted senders and bounces use main.cf's relayhost, without
+    /// credentials.
+    ExistingRelayhost(String),
+    /// No `[relayhost]` and none in main.cf: they go to the recipient's MX.
+    NoRelayhost,
+}
+
+/// A command apply runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `postmap` on a map's source.
+    Postmap { source: PathBuf },
+    /// `postfix check`, if Postfix is running.
+    Check,
+    /// `postfix reload`, if Postfix is running.
+    Reload,
+}
 
 /// Everything apply would do.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub target: Target,
+    /// Owner of the files apply writes.
+    pub owner: (u32, u32),
     pub maps: Vec<MapChange>,
     pub main_cf: Option<MainCfChange>,
     /// An earlier apply changed the configuration but did not get to reload Postfix.
     pub reload_pending: bool,
-    /// Things the user should know that are not changes, one sentence each.
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
 }
 
 impl Plan {
@@ -197,261 +124,181 @@ impl Plan {
             || (self.target.map_type == "texthash" && !self.maps.is_empty())
     }
 
-    /// The commands apply runs, for display.
-    pub fn commands(&self) -> Vec<String> {
-        let dir = self.target.config_dir.display();
-        let mut out: Vec<String> = self
+    /// The commands apply runs, in order.
+    pub fn commands(&self) -> Vec<Command> {
+        let mut out: Vec<Command> = self
             .maps
             .iter()
-            .filter(|m| m.rebuild)
-            .map(|m| {
-                postfix::postmap_argv(
-                    &self.target.config_dir,
-                    &self.target.map_type,
-                    &m.source_path,
-                )
-                .join(" ")
+            .filter(|m| m.rebuild && m.compiled_path.is_some())
+            .map(|m| Command::Postmap {
+                source: m.source_path.clone(),
             })
             .collect();
         if !self.is_empty() {
-            out.push(format!("postfix -c {dir} check    (if Postfix is running)"));
+            out.push(Command::Check);
         }
         if self.needs_reload() {
-            out.push(format!("postfix -c {dir} reload   (if Postfix is running)"));
+            out.push(Command::Reload);
         }
         out
     }
 }
 
-/// The owner files should have: root, or the invoking user when not root.
-pub fn wanted_owner() -> (u32, u32) {
-    (Uid::effective().as_raw(), Gid::effective().as_raw())
+/// main.cf parameters postrelay manages, with their wanted values.
+pub fn parameters(desired: &Desired, target: &Target) -> Vec<(&'static str, String)> {
+    let mut params: Vec<(&str, String)> = FIXED_PARAMETERS
+        .iter()
+        .map(|(name, value)| (*name, value.to_string()))
+        .collect();
+    for kind in MapKind::ALL {
+        let path = target.config_dir.join(kind.file_name());
+        params.push((
+            kind.parameter(),
+            format!("{}:{}", target.map_type, path.display()),
+        ));
+    }
+    if let Some(relayhost) = &desired.relayhost {
+        params.push((RELAYHOST, relayhost.relay.as_str().to_string()));
+    }
+    params
 }
 
-/// Resolves the Postfix config directory and map type for a run.
-pub fn target(desired: &Desired, postfix_dir: Option<&Path>) -> Result<Target> {
-    let dir = postfix_dir
-        .map(Path::to_path_buf)
-        .or_else(|| desired.config_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("/etc/postfix"));
-    let meta =
-        std::fs::metadata(&dir).map_err(|e| fs::explain(e, &dir, "access config directory"))?;
-    if !meta.is_dir() {
-        bail!("{}: not a directory", dir.display());
-    }
-    let config_dir = std::fs::canonicalize(&dir).map_err(|e| fs::explain(e, &dir, "resolve"))?;
-    let map_type = match &desired.map_type {
-        Some(t) => t.clone(),
-        None => default_map_type(&config_dir)?,
-    };
-    postfix::compiled_suffix(&map_type)?;
-    // hash, btree and texthash are built in; lmdb and cdb are Debian plugin packages.
-    if !matches!(map_type.as_str(), "hash" | "btree" | "texthash") {
-        let available = postfix::map_types(&config_dir)?;
-        if !available.contains(&map_type) {
-            bail!(
-                "map type {map_type:?} is not available in this Postfix (postconf -m lists: {}); install the postfix-{map_type} package",
-                available.join(" ")
-            );
-        }
-    }
-    Ok(Target {
-        config_dir,
-        map_type,
-    })
-}
-
-/// `default_database_type` as Postfix reads it: main.cf's plain value if it sets one,
-/// else the compiled-in default.
-fn default_map_type(dir: &Path) -> Result<String> {
-    let path = dir.join("main.cf");
-    if let Some(snap) = fs::snapshot_limited(&path, fs::MAX_CONFIG_SIZE)?
-        && let Some(v) = MainCf::parse(&snap.bytes).get("default_database_type")
-        && !v.is_empty()
-        && !v.contains('$')
-    {
-        return Ok(v);
-    }
-    postfix::default_database_type(dir)
-}
-
-/// Computes the plan.
-pub fn compute(desired: &Desired, target: &Target) -> Result<Plan> {
-    let mut notes = Vec::new();
-    let main_cf = plan_main_cf(desired, target, &mut notes)?;
-    let maps = plan_maps(desired, target)?;
-    let reload_pending = target.config_dir.join(RELOAD_PENDING).exists();
+/// Computes the plan. Fails only on a main.cf Postfix itself would refuse.
+pub fn plan(desired: &Desired, state: &State) -> Result<Plan, Problems> {
+    let (main_cf, notes) = plan_main_cf(desired, state)?;
+    let maps = state
+        .maps
+        .iter()
+        .filter_map(|m| plan_map(m, desired.table(m.kind), state.owner))
+        .collect();
     Ok(Plan {
-        target: target.clone(),
+        target: state.target.clone(),
+        owner: state.owner,
         maps,
         main_cf,
-        reload_pending,
+        reload_pending: state.reload_pending,
         notes,
     })
 }
 
 fn plan_main_cf(
     desired: &Desired,
-    target: &Target,
-    notes: &mut Vec<String>,
-) -> Result<Option<MainCfChange>> {
-    let link = target.config_dir.join("main.cf");
-    let path = std::fs::canonicalize(&link).map_err(|e| fs::explain(e, &link, "open"))?;
-    let snap = fs::snapshot_limited(&path, fs::MAX_CONFIG_SIZE)?
-        .with_context(|| format!("{}: no such file", link.display()))?;
-    let doc = MainCf::parse(&snap.bytes);
-    let errors = doc.errors();
-    if !errors.is_empty() {
-        let lines: Vec<String> = errors
-            .iter()
-            .map(|e| format!("{}, line {}: {}", link.display(), e.line, e.message))
-            .collect();
-        bail!("{}", lines.join("\n"));
+    state: &State,
+) -> Result<(Option<MainCfChange>, Vec<Note>), Problems> {
+    let file = &state.main_cf;
+    let old = file.snapshot.bytes.expose();
+    let doc = MainCf::parse(old);
+    let mut problems = Problems::new(&file.link);
+    for e in doc.errors() {
+        problems.at(e.line, e.message);
     }
+    problems.into_result()?;
+    let mut notes = Vec::new();
     if desired.relayhost.is_none() {
-        match doc.get("relayhost").filter(|v| !v.is_empty()) {
-            Some(v) => notes.push(format!(
-                "no [relayhost] in the desired state: senders not listed, and bounces, will use the existing relayhost {v:?} without credentials"
-            )),
-            None => notes.push(
-                "no [relayhost] in the desired state and none in main.cf: senders not listed, and bounces, are delivered directly to the recipient's MX"
-                    .to_string(),
-            ),
-        }
+        notes.push(match doc.get(RELAYHOST).filter(|v| !v.is_empty()) {
+            Some(v) => Note::ExistingRelayhost(v),
+            None => Note::NoRelayhost,
+        });
     }
-    let params = parameters(desired, target);
+    let params = parameters(desired, &state.target);
     let params: Vec<(&str, &str)> = params.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let mut new = doc;
     let edits = new.set_all(&params);
-    if edits.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(MainCfChange {
-        path,
-        old: snap.bytes,
+    let change = (!edits.is_empty()).then(|| MainCfChange {
+        path: file.path.clone(),
+        old: old.clone(),
         new: new.render(),
         edits,
-    }))
+    });
+    Ok((change, notes))
 }
 
-/// Metadata problems of a secret file, as reasons.
-fn permission_reasons(what: &str, mode: u32, uid: u32, reasons: &mut Vec<String>) {
-    let (want_uid, _) = wanted_owner();
-    if mode != 0o600 {
-        reasons.push(format!("{what} has mode {mode:04o}, want 0600"));
+/// Permission problems of one file of a password map.
+fn permissions(part: Part, mode: u32, uid: u32, owner: (u32, u32)) -> Vec<Reason> {
+    let mut reasons = Vec::new();
+    if mode != MapKind::SaslPasswd.mode() {
+        reasons.push(Reason::Mode { part, mode });
     }
-    if uid != want_uid {
-        reasons.push(format!("{what} is owned by uid {uid}, want {want_uid}"));
-    }
-}
-
-fn plan_maps(desired: &Desired, target: &Target) -> Result<Vec<MapChange>> {
-    let suffix = postfix::compiled_suffix(&target.map_type)?;
-    let mut changes = Vec::new();
-    // Maps whose source is right and whose compiled form must be checked by content.
-    let mut to_dump = Vec::new();
-    for kind in MapKind::ALL {
-        let entries = kind.entries(desired);
-        let new = table::render(&entries);
-        let source_path = target.config_dir.join(kind.file_name());
-        let compiled_path =
-            suffix.map(|s| target.config_dir.join(format!("{}{s}", kind.file_name())));
-        fs::refuse_symlink(&source_path)?;
-        if let Some(compiled) = &compiled_path {
-            fs::refuse_symlink(compiled)?;
-        }
-        let limit = fs::MAX_CONFIG_SIZE + new.len() as u64;
-        let old: Option<Snapshot> = fs::snapshot_limited(&source_path, limit)?;
-        let mut reasons = Vec::new();
-        let mut write_source = false;
-        match &old {
-            None => {
-                reasons.push("new".to_string());
-                write_source = true;
-            }
-            Some(s) if s.bytes != new => {
-                reasons.push("content differs".to_string());
-                write_source = true;
-            }
-            Some(s) => {
-                if kind.is_secret() {
-                    let before = reasons.len();
-                    permission_reasons(kind.file_name(), s.mode, s.uid, &mut reasons);
-                    write_source = reasons.len() > before;
-                }
-            }
-        }
-        let mut rebuild = false;
-        if let Some(compiled) = &compiled_path {
-            let shown = compiled
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            match std::fs::metadata(compiled) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if old.is_some() {
-                        reasons.push(format!("{shown} missing"));
-                    }
-                    rebuild = true;
-                }
-                Err(e) => return Err(fs::explain(e, compiled, "stat")),
-                Ok(meta) => {
-                    use std::os::unix::fs::MetadataExt;
-                    if kind.is_secret() {
-                        let before = reasons.len();
-                        permission_reasons(&shown, meta.mode() & 0o7777, meta.uid(), &mut reasons);
-                        rebuild |= reasons.len() > before;
-                    }
-                    if write_source && old.is_some() {
-                        rebuild = true;
-                    } else if !rebuild {
-                        to_dump.push((changes.len(), compiled.clone(), entries.clone()));
-                    }
-                }
-            }
-            if old.is_none() {
-                rebuild = true;
-            }
-        }
-        changes.push(MapChange {
-            kind,
-            source_path,
-            compiled_path,
-            old: old.map(|s| s.bytes),
-            new,
-            entries: entries.len(),
-            write_source,
-            rebuild,
-            reasons,
+    if uid != owner.0 {
+        reasons.push(Reason::Owner {
+            part,
+            uid,
+            want: owner.0,
         });
     }
-    // postmap -s each compiled map in parallel: a freshly written main.cf makes each
-    // Postfix tool wait up to 2 s for it to "cool down", and these waits overlap.
-    let dumps: Vec<Result<Option<postfix::Entries>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = to_dump
-            .iter()
-            .map(|(i, _, _)| {
-                let source = &changes[*i].source_path;
-                scope.spawn(move || postfix::dump(&target.config_dir, &target.map_type, source))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("postmap -s thread panicked"))
-            .collect()
-    });
-    for ((i, compiled, mut wanted), dump) in to_dump.into_iter().zip(dumps) {
-        wanted.sort_unstable();
-        let shown = compiled.file_name().unwrap_or_default().to_string_lossy();
-        let reason = match dump? {
-            None => format!("{shown} unreadable by postmap"),
-            Some(dump) if dump != wanted => format!("{shown} differs from its source"),
-            Some(_) => continue,
-        };
-        changes[i].reasons.push(reason);
-        changes[i].rebuild = true;
-    }
-    changes.retain(|c| c.write_source || c.rebuild);
-    Ok(changes)
+    reasons
 }
+
+fn plan_map(m: &MapFile, wanted: &Table, owner: (u32, u32)) -> Option<MapChange> {
+    let secret = m.kind.is_secret();
+    let new = wanted.bytes.expose();
+    let mut reasons = Vec::new();
+    let write_source = match &m.source {
+        None => {
+            reasons.push(Reason::New);
+            true
+        }
+        Some(s) if s.bytes.expose() != new => {
+            reasons.push(Reason::ContentDiffers);
+            true
+        }
+        Some(s) if secret => {
+            let found = permissions(Part::Source, s.meta.mode, s.meta.uid, owner);
+            let wrong = !found.is_empty();
+            reasons.extend(found);
+            wrong
+        }
+        Some(_) => false,
+    };
+    let rebuild = m.compiled_path.is_some() && {
+        match &m.compiled {
+            None if m.source.is_none() => true,
+            None => {
+                reasons.push(Reason::CompiledMissing);
+                true
+            }
+            Some(c) => {
+                let found = if secret {
+                    permissions(Part::Compiled, c.meta.mode, c.meta.uid, owner)
+                } else {
+                    Vec::new()
+                };
+                let wrong = !found.is_empty();
+                reasons.extend(found);
+                if write_source || wrong {
+                    true
+                } else if let Some(reason) = content_reason(&c.content, wanted) {
+                    reasons.push(reason);
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    };
+    (write_source || rebuild).then(|| MapChange {
+        kind: m.kind,
+        source_path: m.source_path.clone(),
+        compiled_path: m.compiled_path.clone(),
+        old: m.source.as_ref().map(|s| s.bytes.clone()),
+        new: wanted.bytes.clone(),
+        entries: wanted.entries.expose().len(),
+        write_source,
+        rebuild,
+        reasons,
+    })
+}
+
+/// Why a compiled map whose source is right must be rebuilt, if it must.
+fn content_reason(content: &Content, wanted: &Table) -> Option<Reason> {
+    match content {
+        Content::Entries(dump) if dump.expose() == wanted.entries.expose() => None,
+        Content::Entries(_) => Some(Reason::CompiledDiffers),
+        Content::Unreadable => Some(Reason::CompiledUnreadable),
+        // Not dumped: nothing proves it right, so it is rebuilt.
+        Content::NotRead => Some(Reason::CompiledDiffers),
+    }
+}
+
+#[cfg(test)]
+mod tests;

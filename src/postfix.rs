@@ -128,6 +128,7 @@ pub type Entries = Vec<(String, String)>;
 
 /// What a compiled map holds, as `postmap -s` dumps it, sorted; `Ok(None)` when postmap
 /// cannot read it (a corrupt or truncated file: drift to repair, not a reason to stop).
+/// The entries of a password map are passwords: the caller keeps them in a `Secret`.
 pub fn dump(dir: &Path, map_type: &str, file: &Path) -> Result<Option<Entries>> {
     let spec = format!("{map_type}:{}", file.display());
     let args = [
@@ -162,12 +163,36 @@ pub fn is_running(dir: &Path) -> Result<bool> {
     Ok(out.status.success())
 }
 
+/// A `postfix` command that acts on a running instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Check,
+    Reload,
+}
+
+impl Control {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Control::Check => "check",
+            Control::Reload => "reload",
+        }
+    }
+}
+
+/// The argv of `postfix -c DIR ACTION`, for plans and messages.
+pub fn control_argv(dir: &Path, action: Control) -> Vec<String> {
+    vec![
+        "postfix".into(),
+        "-c".into(),
+        dir.display().to_string(),
+        action.as_str().into(),
+    ]
+}
+
 /// `postfix -c DIR check` or `postfix -c DIR reload`.
-pub fn control(dir: &Path, action: &str) -> Result<()> {
-    let (shown, out) = run(
-        "postfix",
-        &[OsStr::new("-c"), dir.as_os_str(), OsStr::new(action)],
-    )?;
+pub fn control(dir: &Path, action: Control) -> Result<()> {
+    let argv = control_argv(dir, action);
+    let (shown, out) = run("postfix", &argv[1..])?;
     if !out.status.success() {
         let hint = " (postfix reports details only to the mail log)";
         return Err(failure(&shown, &out, hint));

@@ -1,4 +1,6 @@
-//! What postrelay tells the user: plans as unified diffs, with passwords redacted.
+//! Every word the user reads: plans as unified diffs with passwords redacted, what apply
+//! did, the commands, verify's lines, warnings, validation's summary and error lines,
+//! all rendered from data (a later JSON output renders from the same data).
 //!
 //! Diffs are computed on the real text, then each displayed line is replaced by its
 //! redacted form, looked up by its line number in the old or new file. So rotating a
@@ -11,13 +13,16 @@ use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
 
-use crate::plan::{MapChange, Plan};
+use crate::apply::{Outcome, Skip, Step};
+use crate::desired::{Desired, Warning};
+use crate::plan::{Command, MapChange, Note, Part, Plan, Reason};
+use crate::postfix::{self, Control};
+use crate::problems::Problems;
+use crate::secret::MASK;
 use crate::syntax::lines::{self, Kind};
 use crate::syntax::maincf::Edit;
 use crate::syntax::table;
-
-/// What replaces a password.
-pub const MASK: &str = "********";
+use crate::verify::{self, Failure};
 
 /// Each physical line of a password map, with everything after `user:` masked.
 /// Comments are masked too (an old password may sit in a commented-out entry), except
@@ -28,17 +33,12 @@ pub fn redact_lines(text: &str) -> Vec<String> {
         .map(|line| {
             let content = String::from_utf8_lossy(line.content());
             let content = content.trim_end_matches('\r');
+            let indent = content.len() - content.trim_start().len();
             match line.kind {
                 Kind::Blank => content.to_string(),
                 Kind::Comment if table::is_header(line) => content.to_string(),
-                Kind::Comment => {
-                    let indent = content.len() - content.trim_start().len();
-                    format!("{}#{MASK}", &content[..indent])
-                }
-                Kind::Continuation | Kind::Orphan => {
-                    let indent = content.len() - content.trim_start().len();
-                    format!("{}{MASK}", &content[..indent])
-                }
+                Kind::Comment => format!("{}#{MASK}", &content[..indent]),
+                Kind::Continuation | Kind::Orphan => format!("{}{MASK}", &content[..indent]),
                 Kind::Start => {
                     let key = table::key_len(content.as_bytes());
                     let rest = &content[key..];
@@ -71,13 +71,8 @@ pub fn diff(path: &str, old: Option<&[u8]>, new: &[u8], redact: bool) -> String 
     };
     let old_lines = show(&old_text);
     let new_lines = show(&new_text);
-    let mut out = String::new();
-    let from = if old.is_some() {
-        path.to_string()
-    } else {
-        "/dev/null".to_string()
-    };
-    let _ = writeln!(out, "--- {from}\n+++ {path}");
+    let from = if old.is_some() { path } else { "/dev/null" };
+    let mut out = format!("--- {from}\n+++ {path}\n");
     // Split on '\n' only, as Postfix and `lines::split` do (similar's own line splitter
     // also breaks at a lone '\r', which would desynchronise the redacted lines).
     let old_split: Vec<&str> = old_text.split_inclusive('\n').collect();
@@ -100,12 +95,41 @@ pub fn diff(path: &str, old: Option<&[u8]>, new: &[u8], redact: bool) -> String 
     out
 }
 
-fn describe_map(m: &MapChange) -> String {
-    let name = m.kind.file_name();
-    format!("{name}: {} ({} entries)", m.reasons.join(", "), m.entries)
+/// Why one map changes, as a short phrase.
+pub fn reason(m: &MapChange, reason: &Reason) -> String {
+    let compiled = m
+        .compiled_path
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = |part: Part| match part {
+        Part::Source => m.kind.file_name().to_string(),
+        Part::Compiled => compiled.clone(),
+    };
+    match reason {
+        Reason::New => "new".into(),
+        Reason::ContentDiffers => "content differs".into(),
+        Reason::Mode { part, mode } => format!(
+            "{} has mode {mode:04o}, want {:04o}",
+            file(*part),
+            m.kind.mode()
+        ),
+        Reason::Owner { part, uid, want } => {
+            format!("{} is owned by uid {uid}, want {want}", file(*part))
+        }
+        Reason::CompiledMissing => format!("{compiled} missing"),
+        Reason::CompiledUnreadable => format!("{compiled} unreadable by postmap"),
+        Reason::CompiledDiffers => format!("{compiled} differs from its source"),
+    }
 }
 
-fn describe_edits(edits: &[Edit]) -> String {
+fn reasons(m: &MapChange) -> String {
+    let all: Vec<String> = m.reasons.iter().map(|r| reason(m, r)).collect();
+    all.join(", ")
+}
+
+fn edits(edits: &[Edit]) -> String {
     edits
         .iter()
         .map(|e| match e {
@@ -116,11 +140,45 @@ fn describe_edits(edits: &[Edit]) -> String {
         .join(", ")
 }
 
+fn note(n: &Note) -> String {
+    match n {
+        Note::ExistingRelayhost(v) => format!(
+            "no [relayhost] in the desired state: senders not listed, and bounces, will use the existing relayhost {v:?} without credentials"
+        ),
+        Note::NoRelayhost => "no [relayhost] in the desired state and none in main.cf: senders not listed, and bounces, are delivered directly to the recipient's MX".into(),
+    }
+}
+
+/// The command lines of a plan's commands, as shown.
+pub fn commands(plan: &Plan) -> Vec<String> {
+    let dir = &plan.target.config_dir;
+    plan.commands()
+        .iter()
+        .map(|c| match c {
+            Command::Postmap { source } => {
+                postfix::postmap_argv(dir, &plan.target.map_type, source).join(" ")
+            }
+            Command::Check => if_running(dir, Control::Check),
+            Command::Reload => if_running(dir, Control::Reload),
+        })
+        .collect()
+}
+
+fn if_running(dir: &std::path::Path, action: Control) -> String {
+    let argv = postfix::control_argv(dir, action);
+    let (prefix, action) = argv.split_at(argv.len() - 1);
+    format!(
+        "{} {:<8} (if Postfix is running)",
+        prefix.join(" "),
+        action[0]
+    )
+}
+
 /// The text `postrelay plan` prints.
 pub fn plan(plan: &Plan, show_secrets: bool) -> String {
     let mut out = String::new();
     if let Some(m) = &plan.main_cf {
-        let _ = writeln!(out, "main.cf: set {}", describe_edits(&m.edits));
+        let _ = writeln!(out, "main.cf: set {}", edits(&m.edits));
         out.push_str(&diff(
             &m.path.display().to_string(),
             Some(&m.old),
@@ -129,37 +187,39 @@ pub fn plan(plan: &Plan, show_secrets: bool) -> String {
         ));
     }
     for m in &plan.maps {
-        let _ = writeln!(out, "{}", describe_map(m));
-        if m.write_source && m.old.as_deref() != Some(m.new.as_slice()) {
+        let _ = writeln!(
+            out,
+            "{}: {} ({} entries)",
+            m.kind.file_name(),
+            reasons(m),
+            m.entries
+        );
+        let old = m.old.as_ref().map(|o| o.expose().as_slice());
+        if m.write_source && old != Some(m.new.expose().as_slice()) {
             let redact = m.kind.is_secret() && !show_secrets;
-            out.push_str(&diff(
-                &m.source_path.display().to_string(),
-                m.old.as_deref(),
-                &m.new,
-                redact,
-            ));
+            let path = m.source_path.display().to_string();
+            out.push_str(&diff(&path, old, m.new.expose(), redact));
         }
     }
     if plan.reload_pending {
-        let _ = writeln!(
-            out,
-            "postfix: an interrupted apply changed the configuration but did not reload Postfix"
+        out.push_str(
+            "postfix: an interrupted apply changed the configuration but did not reload Postfix\n",
         );
     }
-    let commands = plan.commands();
+    let commands = commands(plan);
     if !commands.is_empty() {
         out.push_str("commands:\n");
         for c in &commands {
             let _ = writeln!(out, "  {c}");
         }
     }
-    for note in &plan.notes {
-        let _ = writeln!(out, "note: {note}");
+    for n in &plan.notes {
+        let _ = writeln!(out, "note: {}", note(n));
     }
-    let files = plan.maps.len() + usize::from(plan.main_cf.is_some());
     if plan.is_empty() {
         out.push_str("plan: in sync, nothing to do\n");
     } else {
+        let files = plan.maps.len() + usize::from(plan.main_cf.is_some());
         let _ = writeln!(
             out,
             "plan: {files} file(s) to change, {} command(s) to run",
@@ -169,83 +229,137 @@ pub fn plan(plan: &Plan, show_secrets: bool) -> String {
     out
 }
 
-/// One line per change apply made.
-pub fn applied(plan: &Plan) -> Vec<String> {
-    let mut out = Vec::new();
-    for m in &plan.maps {
-        let mut done = Vec::new();
-        if m.write_source {
-            done.push(format!("wrote {}", m.source_path.display()));
+fn step(outcome: &Outcome, step: &Step) -> String {
+    let plan = &outcome.plan;
+    let dir = plan.target.config_dir.display();
+    match step {
+        Step::Map(i) => {
+            let m = &plan.maps[*i];
+            let mut done = Vec::new();
+            if m.write_source {
+                done.push(format!("wrote {}", m.source_path.display()));
+            }
+            if let (true, Some(c)) = (m.rebuild, &m.compiled_path) {
+                done.push(format!("rebuilt {}", c.display()));
+            }
+            format!("{} ({})", done.join(", "), reasons(m))
         }
-        if let (true, Some(c)) = (m.rebuild, &m.compiled_path) {
-            done.push(format!("rebuilt {}", c.display()));
+        Step::MainCf => match &plan.main_cf {
+            Some(m) => format!("updated {}: {}", m.path.display(), edits(&m.edits)),
+            None => String::new(),
+        },
+        Step::Skipped(Skip::NoReload) => "skipped postfix check and reload (--no-reload)".into(),
+        Step::Skipped(Skip::NotRoot) => {
+            "not root: cannot query Postfix; skipped postfix check and reload".into()
         }
-        out.push(format!("{} ({})", done.join(", "), m.reasons.join(", ")));
+        Step::Skipped(Skip::NotRunning) => {
+            format!("Postfix is not running (postfix -c {dir} status): skipped check and reload")
+        }
+        Step::Ran(action) => format!(
+            "ran {}",
+            postfix::control_argv(&plan.target.config_dir, *action).join(" ")
+        ),
+        Step::ReloadOwed => {
+            "Postfix still has to re-read its configuration (postfix reload)".into()
+        }
     }
-    if let Some(m) = &plan.main_cf {
-        out.push(format!(
-            "updated {}: {}",
-            m.path.display(),
-            describe_edits(&m.edits)
-        ));
+}
+
+/// The text `postrelay apply` prints; with `quiet`, nothing when nothing changed.
+pub fn applied(outcome: &Outcome, quiet: bool) -> String {
+    if outcome.steps.is_empty() {
+        return if quiet {
+            String::new()
+        } else {
+            "postrelay: no changes\n".into()
+        };
     }
+    let mut out = String::new();
+    for s in &outcome.steps {
+        let _ = writeln!(out, "{}", step(outcome, s));
+    }
+    out.push_str("postrelay: applied\n");
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_passwords_everywhere() {
-        let text = format!(
-            "{}\n@a.com user@a.com:pw1\n# @old.com u:oldpw\n[h]:587\tu2:p:w with space\nmulti x:pw2\n   pw3\nnovalue\n",
-            table::HEADER
-        );
-        let got = redact_lines(&text);
-        assert_eq!(
-            got,
-            vec![
-                table::HEADER.to_string(),
-                "@a.com user@a.com:********".into(),
-                "#********".into(),
-                "[h]:587\tu2:********".into(),
-                "multi x:********".into(),
-                "   ********".into(),
-                "novalue".into(),
-            ]
-        );
-        for secret in ["pw1", "oldpw", "p:w", "pw2", "pw3"] {
-            assert!(!got.join("\n").contains(secret));
+fn failure(f: &Failure) -> String {
+    match f {
+        Failure::Connect { host, port, error } => {
+            format!("cannot connect to {host} port {port}: {error}")
         }
-    }
-
-    #[test]
-    fn rotation_shows_a_changed_redacted_line() {
-        let d = diff(
-            "sasl_passwd",
-            Some(b"@a.com u:old\n"),
-            b"@a.com u:new\n",
-            true,
-        );
-        assert!(
-            d.contains("-@a.com u:********\n+@a.com u:********\n"),
-            "{d}"
-        );
-        assert!(!d.contains("old") && !d.contains("new"));
-    }
-
-    #[test]
-    fn diff_marks_missing_final_newline_and_new_files() {
-        let d = diff("main.cf", Some(b"a = 1"), b"a = 1\nb = 2\n", false);
-        assert!(
-            d.contains("-a = 1\n\\ No newline at end of file\n+a = 1\n+b = 2\n"),
-            "{d}"
-        );
-        let d = diff("f", None, b"x\n", false);
-        assert!(
-            d.starts_with("--- /dev/null\n+++ f\n@@ -0,0 +1 @@\n+x\n"),
-            "{d}"
-        );
+        Failure::TlsSetup(e) => format!("TLS setup: {e}"),
+        Failure::StartTls(e) => format!("STARTTLS failed: {e}"),
+        Failure::NoStartTls => "TLS required (tls = \"encrypt\") but the server does not offer STARTTLS; no password was sent".into(),
+        Failure::NoAuthMechanism => "the server offers no AUTH PLAIN or LOGIN".into(),
+        Failure::Auth(e) => format!("authentication failed: {e}"),
     }
 }
+
+/// One line per check, then a summary: what `postrelay verify` prints.
+pub fn verify(outcomes: &[verify::Outcome]) -> String {
+    let mut out = String::new();
+    for o in outcomes {
+        let c = &o.check;
+        let user = c
+            .credentials
+            .as_ref()
+            .map(|cr| format!(" as {}", cr.username))
+            .unwrap_or_default();
+        let (who, relay) = (c.who.name(), &c.relay);
+        let _ = match &o.result {
+            Ok(s) => {
+                let tls = if s.starttls { "STARTTLS" } else { "no TLS" };
+                let auth = match &s.mechanism {
+                    Some(m) => format!("AUTH {m}"),
+                    None => "no credentials".into(),
+                };
+                writeln!(out, "ok      {who} via {relay}{user} ({tls}, {auth})")
+            }
+            Err(f) => writeln!(out, "FAILED  {who} via {relay}{user}: {}", failure(f)),
+        };
+    }
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    let _ = writeln!(out, "verify: {} checked, {failed} failed", outcomes.len());
+    out
+}
+
+/// What `postrelay validate` prints for a valid file.
+pub fn validated(d: &Desired) -> String {
+    format!(
+        "{}: valid ({} sender(s), {} relay(s){})\n",
+        d.path.display(),
+        d.senders.len(),
+        d.tls.len(),
+        if d.relayhost.is_some() {
+            ", catch-all relayhost"
+        } else {
+            ""
+        }
+    )
+}
+
+/// A warning about the desired state, as logged.
+pub fn warning(d: &Desired, w: &Warning) -> String {
+    let relay = w.relay.as_str();
+    format!(
+        "{}, line {}: relay {relay:?} has tls {:?}: credentials for {relay} may be sent without TLS",
+        d.path.display(),
+        w.line,
+        w.tls.as_str()
+    )
+}
+
+/// An error as printed on stderr: one `postrelay: error:` line per problem of an input
+/// file, else the error and its causes.
+pub fn error(err: &anyhow::Error) -> String {
+    match err.downcast_ref::<Problems>() {
+        Some(problems) if err.chain().count() == 1 => problems
+            .iter()
+            .map(|p| format!("postrelay: error: {p}\n"))
+            .collect(),
+        _ => format!("postrelay: error: {err:#}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

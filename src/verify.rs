@@ -1,19 +1,19 @@
-//! `postrelay verify`: logs in to every relay with every credential of the desired state
-//! (connect, EHLO, STARTTLS, AUTH, QUIT) without sending mail, so a wrong password or a
-//! relay without TLS is found before Postfix starts deferring mail.
+//! `postrelay verify`: logs in to every relay with the credentials Postfix would use for
+//! each sender (connect, EHLO, STARTTLS, AUTH, QUIT) without sending mail, so a wrong
+//! password or a relay without TLS is found before Postfix starts deferring mail.
 //!
-//! Each check does what Postfix's SMTP client would do with the settings postrelay
-//! writes: STARTTLS when the relay's policy is `encrypt` or `may` and the server offers
-//! it; `encrypt` without STARTTLS is a failure before any password is sent. Like Postfix's
-//! `encrypt` level, the server certificate is not verified (that would be `verify` or
-//! `secure`). A relay written without brackets is connected to directly (its address
-//! records), where Postfix would look up its MX records first.
+//! Which relay and which credentials come from `routing`, the same rule validation and
+//! plan use. Each check does what Postfix's SMTP client would do with the settings
+//! postrelay writes: STARTTLS when the relay's policy is `encrypt` or `may` and the
+//! server offers it; `encrypt` without STARTTLS is a failure before any password is
+//! sent. Like Postfix's `encrypt` level, the server certificate is not verified (that
+//! would be `verify` or `secure`). A relay written without brackets is connected to
+//! directly (its address records), where Postfix would look up its MX records first.
 //!
 //! The SMTP dialogue is lettre's (a maintained client: STARTTLS with rustls, AUTH PLAIN
-//! and LOGIN, reply parsing), not hand-written. Failures never contain the password:
-//! server replies are scrubbed of it before they are shown.
+//! and LOGIN, reply parsing), not hand-written. Results are data ([`Outcome`]); `report`
+//! words them. Failures never contain the password: server replies are scrubbed of it.
 
-use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -23,94 +23,126 @@ use lettre::transport::smtp::authentication::{Credentials as SmtpCredentials, Me
 use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 
-use crate::desired::{Credentials, Desired, Sender, Tls};
+use crate::desired::{Credentials, Desired, SenderKey, Tls};
+use crate::routing::{Relay, Route};
+use crate::secret::MASK;
+
+/// Whose mail a check is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// Unlisted senders and bounces.
+    Relayhost,
+    Sender(SenderKey),
+}
+
+impl Who {
+    /// `relayhost`, `@domain` or the address.
+    pub fn name(&self) -> String {
+        match self {
+            Who::Relayhost => "relayhost".into(),
+            Who::Sender(key) => key.table_key(),
+        }
+    }
+}
 
 /// One login to try.
 #[derive(Debug, Clone)]
 pub struct Check {
-    /// Who uses it: `@domain`, an address, or `relayhost`.
-    pub who: String,
-    pub relay: String,
+    pub who: Who,
+    pub relay: Relay,
     pub tls: Tls,
+    /// What Postfix authenticates with there (`None`: no AUTH).
     pub credentials: Option<Credentials>,
+}
+
+/// How a login went through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Success {
+    pub starttls: bool,
+    /// The AUTH mechanism used; `None` without credentials.
+    pub mechanism: Option<String>,
+}
+
+/// Why a login failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Connect {
+        host: String,
+        port: u16,
+        error: String,
+    },
+    TlsSetup(String),
+    StartTls(String),
+    /// `tls = "encrypt"` and no STARTTLS offered: no password was sent.
+    NoStartTls,
+    NoAuthMechanism,
+    Auth(String),
+}
+
+impl Failure {
+    /// Replaces every occurrence of `password` in the texts from the server or library.
+    fn scrub(self, password: &str) -> Failure {
+        let s = |t: String| {
+            if password.is_empty() {
+                t
+            } else {
+                t.replace(password, MASK)
+            }
+        };
+        match self {
+            Failure::Connect { host, port, error } => Failure::Connect {
+                host,
+                port,
+                error: s(error),
+            },
+            Failure::TlsSetup(e) => Failure::TlsSetup(s(e)),
+            Failure::StartTls(e) => Failure::StartTls(s(e)),
+            Failure::Auth(e) => Failure::Auth(s(e)),
+            other => other,
+        }
+    }
 }
 
 /// What one check found.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub check: Check,
-    /// `Ok(how)`: e.g. "STARTTLS, AUTH PLAIN"; `Err(why)`.
-    pub result: Result<String, String>,
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.check;
-        let user = c
-            .credentials
-            .as_ref()
-            .map(|cr| format!(" as {}", cr.username))
-            .unwrap_or_default();
-        match &self.result {
-            Ok(how) => write!(f, "ok      {} via {}{user} ({how})", c.who, c.relay),
-            Err(why) => write!(f, "FAILED  {} via {}{user}: {why}", c.who, c.relay),
-        }
-    }
+    pub result: Result<Success, Failure>,
 }
 
 /// The checks the desired state calls for, optionally only those of one sender
 /// (`example.com`, `@example.com`, an address, or `relayhost`).
 pub fn checks(desired: &Desired, only: Option<&str>) -> Result<Vec<Check>> {
-    let tls_of = |relay: &str| desired.tls.get(relay).copied().unwrap_or(Tls::Encrypt);
-    let mut out = Vec::new();
-    if let Some(rh) = &desired.relayhost {
-        out.push(Check {
-            who: "relayhost".into(),
-            relay: rh.relay.clone(),
-            tls: tls_of(&rh.relay),
-            credentials: rh.credentials.clone(),
-        });
-    }
-    // What Postfix authenticates a sender with (smtp_sasl_password_maps is searched by
-    // address, then @domain, then the next hop): its own credentials, else its domain
-    // entry's, else those keyed by the relay itself (the relayhost's).
-    let used_credentials = |s: &Sender, relay: &str| -> Option<Credentials> {
-        let domain_entry = || {
-            let domain = s.key.domain_key()?;
-            desired
-                .senders
-                .iter()
-                .find(|d| d.key == domain)?
-                .credentials
-                .clone()
-        };
-        let relay_entry = || {
-            let rh = desired.relayhost.as_ref().filter(|rh| rh.relay == relay)?;
-            rh.credentials.clone()
-        };
-        s.credentials
-            .clone()
-            .or_else(domain_entry)
-            .or_else(relay_entry)
-    };
-    for s in &desired.senders {
-        // A sender with neither relay nor credentials is just the relayhost's check.
-        let relay = match (&s.relay, &desired.relayhost, &s.credentials) {
-            (Some(r), _, _) => r.clone(),
-            (None, Some(rh), Some(_)) => rh.relay.clone(),
-            _ => continue,
-        };
-        out.push(Check {
-            who: s.key.table_key(),
-            tls: tls_of(&relay),
-            credentials: used_credentials(s, &relay),
+    let routing = desired.routing();
+    let check = |who: Who, route: Route| -> Option<Check> {
+        let relay = route.relay?.clone();
+        Some(Check {
+            who,
+            tls: desired.tls_of(&relay),
             relay,
-        });
-    }
+            credentials: route.credentials.map(|(c, _)| c.clone()),
+        })
+    };
+    let mut out: Vec<Check> = routing
+        .relayhost_route()
+        .and_then(|route| check(Who::Relayhost, route))
+        .into_iter()
+        .collect();
+    // A sender with neither relay nor credentials of its own is just the relayhost's check.
+    out.extend(
+        desired
+            .senders
+            .iter()
+            .filter(|s| s.relay.is_some() || s.credentials.is_some())
+            .filter_map(|s| check(Who::Sender(s.key.clone()), routing.route(s))),
+    );
     if let Some(only) = only {
         let want = only.to_ascii_lowercase();
         let bare = want.trim_start_matches('@');
-        out.retain(|c| c.who == want || c.who.trim_start_matches('@') == bare);
+        out.retain(|c| {
+            let name = c.who.name();
+            name == want || name.trim_start_matches('@') == bare
+        });
         if out.is_empty() {
             bail!(
                 "{}: no sender {only:?} with a relay or credentials to verify",
@@ -119,26 +151,6 @@ pub fn checks(desired: &Desired, only: Option<&str>) -> Result<Vec<Check>> {
         }
     }
     Ok(out)
-}
-
-/// Splits a relay (`[host]:port`, `host:port`, `[host]`, `host`) into the host to
-/// connect to and the port (25 when none is given, as Postfix's smtp service).
-pub fn endpoint(relay: &str) -> (String, u16) {
-    let (host, port) = match relay.strip_prefix('[') {
-        Some(rest) => {
-            let (host, after) = rest.split_once(']').unwrap_or((rest, ""));
-            (host, after.strip_prefix(':'))
-        }
-        None => match relay.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (relay, None),
-        },
-    };
-    let host = host.strip_prefix("ipv6:").unwrap_or(host);
-    (
-        host.to_string(),
-        port.and_then(|p| p.parse().ok()).unwrap_or(25),
-    )
 }
 
 fn hello_name() -> ClientId {
@@ -150,57 +162,59 @@ fn hello_name() -> ClientId {
     ClientId::Domain(name)
 }
 
-/// Runs one check. The error text is scrubbed of the password.
-pub fn run_check(check: &Check, timeout: Duration) -> Result<String, String> {
-    let password = check
-        .credentials
-        .as_ref()
-        .map(|c| c.password.expose().to_string());
-    login(check, timeout).map_err(|why| match &password {
-        Some(p) if !p.is_empty() => why.replace(p.as_str(), "********"),
-        _ => why,
+/// Runs one check. Failures are scrubbed of the password.
+pub fn run_check(check: &Check, timeout: Duration) -> Result<Success, Failure> {
+    login(check, timeout).map_err(|f| match &check.credentials {
+        Some(c) => f.scrub(c.password.expose()),
+        None => f,
     })
 }
 
-fn login(check: &Check, timeout: Duration) -> Result<String, String> {
-    let (host, port) = endpoint(&check.relay);
+fn login(check: &Check, timeout: Duration) -> Result<Success, Failure> {
+    let (host, port) = check.relay.endpoint();
     let hello = hello_name();
-    tracing::debug!("verify {}: connecting to {host} port {port}", check.who);
-    let mut conn =
-        SmtpConnection::connect((host.as_str(), port), Some(timeout), &hello, None, None)
-            .map_err(|e| format!("cannot connect to {host} port {port}: {}", chain(&e)))?;
-    let mut how = Vec::new();
-    if check.tls != Tls::None && conn.can_starttls() {
-        let params = TlsParameters::builder(host.clone())
+    tracing::debug!(
+        "verify {}: connecting to {host} port {port}",
+        check.who.name()
+    );
+    let mut conn = SmtpConnection::connect((host, port), Some(timeout), &hello, None, None)
+        .map_err(|e| Failure::Connect {
+            host: host.to_string(),
+            port,
+            error: chain(&e),
+        })?;
+    let starttls = check.tls != Tls::None && conn.can_starttls();
+    if starttls {
+        let params = TlsParameters::builder(host.to_string())
             .dangerous_accept_invalid_certs(true)
             .dangerous_accept_invalid_hostnames(true)
             .build_rustls()
-            .map_err(|e| format!("TLS setup: {}", chain(&e)))?;
+            .map_err(|e| Failure::TlsSetup(chain(&e)))?;
         conn.starttls(&params, &hello)
-            .map_err(|e| format!("STARTTLS failed: {}", chain(&e)))?;
-        how.push("STARTTLS".to_string());
+            .map_err(|e| Failure::StartTls(chain(&e)))?;
     } else if check.tls == Tls::Encrypt {
         let _ = conn.quit();
-        return Err("TLS required (tls = \"encrypt\") but the server does not offer STARTTLS; no password was sent".into());
-    } else {
-        how.push("no TLS".to_string());
+        return Err(Failure::NoStartTls);
     }
-    match &check.credentials {
+    let mechanism = match &check.credentials {
         Some(c) => {
             let mechanisms = [Mechanism::Plain, Mechanism::Login];
             let Some(mechanism) = conn.server_info().get_auth_mechanism(&mechanisms) else {
                 let _ = conn.quit();
-                return Err("the server offers no AUTH PLAIN or LOGIN".into());
+                return Err(Failure::NoAuthMechanism);
             };
             let creds = SmtpCredentials::new(c.username.clone(), c.password.expose().to_string());
             conn.auth(&[mechanism], &creds)
-                .map_err(|e| format!("authentication failed: {}", chain(&e)))?;
-            how.push(format!("AUTH {mechanism}"));
+                .map_err(|e| Failure::Auth(chain(&e)))?;
+            Some(mechanism.to_string())
         }
-        None => how.push("no credentials".to_string()),
-    }
+        None => None,
+    };
     let _ = conn.quit();
-    Ok(how.join(", "))
+    Ok(Success {
+        starttls,
+        mechanism,
+    })
 }
 
 /// An error and its sources on one line.
@@ -218,9 +232,9 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Runs all checks, several at a time, in the order given.
-pub fn verify(checks: Vec<Check>, timeout: Duration) -> Vec<Outcome> {
-    let results: Vec<Mutex<Option<Result<String, String>>>> =
+/// Runs all checks, several at a time, and returns their outcomes in the order given.
+pub fn run(checks: Vec<Check>, timeout: Duration) -> Vec<Outcome> {
+    let results: Vec<Mutex<Option<Result<Success, Failure>>>> =
         checks.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let workers = checks.len().clamp(1, 8);
@@ -252,70 +266,55 @@ pub fn verify(checks: Vec<Check>, timeout: Duration) -> Vec<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{RelayHost, Secret, SenderKey};
-
-    fn creds(user: &str) -> Option<Credentials> {
-        Some(Credentials {
-            username: user.into(),
-            password: Secret::new(format!("{user}-pw")),
-        })
-    }
-
-    fn sender(key: SenderKey, relay: Option<&str>, user: Option<&str>) -> Sender {
-        Sender {
-            key,
-            relay: relay.map(str::to_string),
-            credentials: user.and_then(creds),
-            line: 1,
-        }
-    }
+    use crate::desired::parse_str;
 
     #[test]
     fn checks_use_the_credentials_postfix_would_use() {
-        let desired = Desired {
-            path: "p.toml".into(),
-            config_dir: None,
-            map_type: None,
-            relayhost: Some(RelayHost {
-                relay: "[rh.example]:587".into(),
-                credentials: creds("rh"),
-            }),
-            senders: vec![
-                sender(
-                    SenderKey::Domain("a.example".into()),
-                    Some("[a.example]:587"),
-                    Some("a"),
-                ),
-                // Same relay as its domain, no credentials: the domain's.
-                sender(
-                    SenderKey::Address("x@a.example".into()),
-                    Some("[a.example]:587"),
-                    None,
-                ),
-                // Through the relayhost's relay, no credentials: the relayhost's.
-                sender(
-                    SenderKey::Domain("b.example".into()),
-                    Some("[rh.example]:587"),
-                    None,
-                ),
-                // Another relay, no credentials: none.
-                sender(
-                    SenderKey::Domain("c.example".into()),
-                    Some("[c.example]:25"),
-                    None,
-                ),
-                // No relay, own credentials: the relayhost's relay.
-                sender(SenderKey::Address("y@c.example".into()), None, Some("y")),
-                // Neither: nothing of its own to check.
-                sender(SenderKey::Domain("d.example".into()), None, None),
-            ],
-            tls: Default::default(),
-            warnings: Vec::new(),
-        };
+        let desired = parse_str(
+            r#"
+            [relayhost]
+            relay = "[rh.example]:587"
+            username = "rh"
+            password = "rh-pw"
+            # Own relay and credentials.
+            [[sender]]
+            domain = "a.example"
+            relay = "[a.example]:587"
+            username = "a"
+            password = "a-pw"
+            # Same relay as its domain, no credentials: the domain's.
+            [[sender]]
+            address = "x@a.example"
+            relay = "[a.example]:587"
+            # Through the relayhost's relay, no credentials: the relayhost's.
+            [[sender]]
+            domain = "b.example"
+            relay = "[rh.example]:587"
+            # Another relay, no credentials: none.
+            [[sender]]
+            domain = "c.example"
+            relay = "[c.example]:25"
+            # No relay, own credentials: the relayhost's relay.
+            [[sender]]
+            address = "y@c.example"
+            username = "y"
+            password = "y-pw"
+            # Neither: nothing of its own to check.
+            [[sender]]
+            domain = "d.example"
+            "#,
+        )
+        .unwrap();
         let got: Vec<(String, String, Option<String>)> = checks(&desired, None)
             .unwrap()
             .into_iter()
-            .map(|c| (c.who, c.relay, c.credentials.map(|c| c.username)))
+            .map(|c| {
+                (
+                    c.who.name(),
+                    c.relay.to_string(),
+                    c.credentials.map(|c| c.username),
+                )
+            })
             .collect();
         let want = [
             ("relayhost", "[rh.example]:587", Some("rh")),
@@ -335,17 +334,12 @@ mod tests {
     }
 
     #[test]
-    fn endpoints() {
-        let cases = [
-            ("[smtp.mailgun.org]:587", ("smtp.mailgun.org", 587)),
-            ("[127.0.0.1]:2525", ("127.0.0.1", 2525)),
-            ("relay.example", ("relay.example", 25)),
-            ("relay.example:2525", ("relay.example", 2525)),
-            ("[relay.example]", ("relay.example", 25)),
-            ("[ipv6:2001:db8::1]:587", ("2001:db8::1", 587)),
-        ];
-        for (relay, (host, port)) in cases {
-            assert_eq!(endpoint(relay), (host.to_string(), port), "{relay}");
-        }
+    fn failures_are_scrubbed_of_the_password() {
+        let f = Failure::Auth("535 bad credentials for u:hunter2 (hunter2)".into());
+        assert_eq!(
+            f.scrub("hunter2"),
+            Failure::Auth("535 bad credentials for u:******** (********)".into())
+        );
+        assert_eq!(Failure::NoStartTls.scrub("x"), Failure::NoStartTls);
     }
 }

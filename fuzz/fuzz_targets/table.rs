@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use postrelay::report::{MASK, redact_lines};
+use postrelay::report::redact_lines;
+use postrelay::secret::MASK;
 use postrelay::syntax::table::Table;
 
 fuzz_target!(|data: &[u8]| {

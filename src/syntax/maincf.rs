@@ -48,7 +48,7 @@ pub struct MainCf {
 /// What [`MainCf::set_all`] did to one parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Edit {
-    /// Rewritten at `line` (1-based, in the old document); `old` is the value Postfix read.
+    /// Rewritten in place at its last definition; `old` is the value Postfix read.
     Changed { name: String, old: String },
     /// Appended at the end.
     Added { name: String },

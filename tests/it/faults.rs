@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use assert_cmd::cargo::CommandCargoExt;
 use postrelay::fs::TEMP_MARK;
-use postrelay::plan::RELOAD_PENDING;
+use postrelay::managed::RELOAD_PENDING;
 
 use crate::harness::{self, CANARY, CANARY2, Cmd, Host, Run};
 use crate::require_postfix;
@@ -107,13 +107,14 @@ fn managed(host: &Host) -> Managed {
 /// the files as they are now; and whether main.cf changes.
 fn expected(host: &Host, config: &Path) -> (Managed, bool) {
     let d = postrelay::desired::load(config).unwrap();
-    let target = postrelay::plan::target(&d, Some(&host.etc)).unwrap();
-    let plan = postrelay::plan::compute(&d, &target).unwrap();
+    let dir = postrelay::state::config_dir(&d, Some(&host.etc)).unwrap();
+    let state = postrelay::state::State::read(&d, dir).unwrap();
+    let plan = postrelay::plan::plan(&d, &state).unwrap();
     assert_eq!(plan.maps.len(), 3, "the new state must change every map");
     let sources: BTreeMap<&'static str, Vec<u8>> = plan
         .maps
         .iter()
-        .map(|m| (m.kind.file_name(), m.new.clone()))
+        .map(|m| (m.kind.file_name(), m.new.expose().clone()))
         .collect();
     let dumps = sources.iter().map(|(k, v)| (*k, entries(v))).collect();
     let main_cf = match &plan.main_cf {

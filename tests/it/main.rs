@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod agreement;
 mod apply;
 mod bad_input;
 mod e2e;

@@ -1,0 +1,351 @@
+//! The field checks of each entry of the desired state: `[postfix]`, `[relayhost]` and
+//! every `[[sender]]`, one at a time. Reads password files. Problems go to the shared
+//! list with their line; entries that pass become model values, and what the rules
+//! across entries need (every key, every relay use, inline passwords) is recorded.
+
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::raw::{RawCredentials, RawFile, RawPostfix, RawRelayHost, RawSender};
+use super::{
+    Credentials, MAP_TYPES, MAX_FILE_SIZE, RelayHost, Sender, SenderKey, Source, Tls, fields,
+};
+use crate::fs::{self, Links};
+use crate::problems::Problems;
+use crate::routing::Relay;
+use crate::secret::Secret;
+
+/// A sender key as written, for the duplicate check.
+pub(super) struct KeyUse {
+    pub key: SenderKey,
+    pub line: usize,
+    /// `sender "as written"`, for messages.
+    pub subject: String,
+}
+
+/// One use of a relay, for resolving its TLS policy: the `tls` given there, with its line.
+pub(super) struct RelayUse {
+    pub relay: Relay,
+    pub tls: Option<(Tls, usize)>,
+}
+
+/// What the entries hold once each is checked on its own.
+#[derive(Default)]
+pub(super) struct Parts {
+    pub config_dir: Option<PathBuf>,
+    pub map_type: Option<String>,
+    pub relayhost: Option<RelayHost>,
+    pub senders: Vec<Sender>,
+    /// Whether the file has a `[relayhost]` table (valid or not).
+    pub has_relayhost: bool,
+    /// Whether the file has any `[[sender]]` table (valid or not).
+    pub has_senders: bool,
+    pub keys: Vec<KeyUse>,
+    pub uses: Vec<RelayUse>,
+    /// Lines of inline passwords.
+    pub inline_passwords: Vec<usize>,
+}
+
+/// Checks every entry of `raw`.
+pub(super) fn check(source: &Source, raw: RawFile, problems: &mut Problems) -> Parts {
+    let mut c = Checker { source, problems };
+    let mut parts = Parts {
+        has_relayhost: raw.relayhost.is_some(),
+        has_senders: raw.sender.as_ref().is_some_and(|s| !s.is_empty()),
+        ..Parts::default()
+    };
+    if let Some(pf) = raw.postfix {
+        c.postfix(pf.into_inner(), &mut parts);
+    }
+    if let Some(rh) = raw.relayhost {
+        c.relayhost(rh, &mut parts);
+    }
+    for s in raw.sender.unwrap_or_default() {
+        c.sender(s, &mut parts);
+    }
+    parts
+}
+
+/// A field checked: its value, or invalid (the problem is recorded).
+enum Checked<T> {
+    Valid(T),
+    Invalid,
+}
+
+struct Checker<'s, 'p> {
+    source: &'s Source<'s>,
+    problems: &'p mut Problems,
+}
+
+impl Checker<'_, '_> {
+    fn line<T>(&self, v: &Spanned<T>) -> usize {
+        self.source.line(v.span())
+    }
+
+    fn at<T>(&mut self, v: &Spanned<T>, message: String) {
+        let line = self.line(v);
+        self.problems.at(line, message);
+    }
+
+    fn postfix(&mut self, pf: RawPostfix, parts: &mut Parts) {
+        if let Some(d) = pf.config_dir {
+            if Path::new(d.get_ref()).is_absolute() {
+                parts.config_dir = Some(PathBuf::from(d.get_ref()));
+            } else {
+                let msg = format!("config_dir {:?}: not an absolute path", d.get_ref());
+                self.at(&d, msg);
+            }
+        }
+        if let Some(m) = pf.map_type {
+            if MAP_TYPES.contains(&m.get_ref().as_str()) {
+                parts.map_type = Some(m.into_inner());
+            } else {
+                let msg = format!(
+                    "map_type {:?}: expected one of {}",
+                    m.get_ref(),
+                    MAP_TYPES.join(", ")
+                );
+                self.at(&m, msg);
+            }
+        }
+    }
+
+    fn relayhost(&mut self, rh: Spanned<RawRelayHost>, parts: &mut Parts) {
+        let line = self.line(&rh);
+        let rh = rh.into_inner();
+        let subject = "relayhost";
+        let relay = match &rh.relay {
+            Some(r) => self.relay(subject, r),
+            None => {
+                self.problems.at(line, format!("{subject}: missing relay"));
+                None
+            }
+        };
+        let tls = rh.tls.as_ref().and_then(|t| self.tls(subject, t));
+        let credentials = RawCredentials {
+            username: rh.username,
+            password: rh.password,
+            password_file: rh.password_file,
+        };
+        let credentials = self.credentials(subject, line, credentials, parts);
+        if let Some(relay) = relay {
+            parts.uses.push(RelayUse {
+                relay: relay.clone(),
+                tls,
+            });
+            if let Checked::Valid(credentials) = credentials {
+                parts.relayhost = Some(RelayHost { relay, credentials });
+            }
+        }
+    }
+
+    fn sender(&mut self, s: Spanned<RawSender>, parts: &mut Parts) {
+        let line = self.line(&s);
+        let s = s.into_inner();
+        let (subject, key) = self.key(line, &s.domain, &s.address);
+        if let Some(key) = &key {
+            parts.keys.push(KeyUse {
+                key: key.clone(),
+                line,
+                subject: subject.clone(),
+            });
+        }
+        let relay = s.relay.as_ref().map(|r| self.relay(&subject, r));
+        let tls = s.tls.as_ref().and_then(|t| self.tls(&subject, t));
+        match (&relay, &s.tls) {
+            (None, Some(t)) => {
+                let why = if parts.has_relayhost {
+                    "this sender goes through the relayhost"
+                } else {
+                    "this sender has no relay"
+                };
+                self.at(t, format!("{subject}: tls belongs to a relay; {why}"));
+            }
+            (Some(Some(r)), _) => parts.uses.push(RelayUse {
+                relay: r.clone(),
+                tls,
+            }),
+            _ => {}
+        }
+        if relay.is_none() && !parts.has_relayhost {
+            let msg = format!("{subject}: no relay, and no [relayhost] to fall back to");
+            self.problems.at(line, msg);
+        }
+        let credentials = RawCredentials {
+            username: s.username,
+            password: s.password,
+            password_file: s.password_file,
+        };
+        let credentials = self.credentials(&subject, line, credentials, parts);
+        if let (Some(key), Checked::Valid(credentials)) = (key, credentials) {
+            parts.senders.push(Sender {
+                key,
+                relay: relay.flatten(),
+                credentials,
+                line,
+            });
+        }
+    }
+
+    /// The sender's subject for messages and its key, if valid.
+    fn key(
+        &mut self,
+        line: usize,
+        domain: &Option<Spanned<String>>,
+        address: &Option<Spanned<String>>,
+    ) -> (String, Option<SenderKey>) {
+        match (domain, address) {
+            (Some(d), Some(a)) => {
+                let msg = format!(
+                    "sender {:?}/{:?}: both domain and address given; use one",
+                    d.get_ref(),
+                    a.get_ref()
+                );
+                self.problems.at(line, msg);
+                ("sender".to_owned(), None)
+            }
+            (None, None) => {
+                let msg = "sender: needs a domain or an address";
+                self.problems.at(line, msg);
+                ("sender".to_owned(), None)
+            }
+            (Some(d), None) => {
+                let subject = format!("sender {:?}", d.get_ref());
+                let key = match fields::parse_domain(d.get_ref()) {
+                    Ok(d) => Some(SenderKey::Domain(d)),
+                    Err(e) => {
+                        self.at(d, format!("{subject}: invalid domain: {e}"));
+                        None
+                    }
+                };
+                (subject, key)
+            }
+            (None, Some(a)) => {
+                let subject = format!("sender {:?}", a.get_ref());
+                let key = match fields::parse_address(a.get_ref()) {
+                    Ok(a) => Some(SenderKey::Address(a)),
+                    Err(e) => {
+                        self.at(a, format!("{subject}: invalid address: {e}"));
+                        None
+                    }
+                };
+                (subject, key)
+            }
+        }
+    }
+
+    fn relay(&mut self, subject: &str, relay: &Spanned<String>) -> Option<Relay> {
+        match Relay::parse(relay.get_ref()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.at(
+                    relay,
+                    format!("{subject}: relay {:?}: {e}", relay.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    fn tls(&mut self, subject: &str, tls: &Spanned<String>) -> Option<(Tls, usize)> {
+        match fields::parse_tls(tls.get_ref()) {
+            Ok(t) => Some((t, self.line(tls))),
+            Err(e) => {
+                self.at(tls, format!("{subject}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Checks username/password/password_file of one entry.
+    fn credentials(
+        &mut self,
+        subject: &str,
+        line: usize,
+        raw: RawCredentials,
+        parts: &mut Parts,
+    ) -> Checked<Option<Credentials>> {
+        if let Some(p) = &raw.password {
+            parts.inline_passwords.push(self.line(p));
+        }
+        let mut ok = true;
+        if let Some(u) = &raw.username
+            && let Err(e) = fields::check_username(u.get_ref())
+        {
+            self.at(u, format!("{subject}: username {:?}: {e}", u.get_ref()));
+            ok = false;
+        }
+        // Secrets are only checked (and files only read) when they could be used: with
+        // a username and without the other kind of secret.
+        let secret = match (&raw.password, &raw.password_file) {
+            _ if raw.username.is_none() => None,
+            (Some(p), Some(f)) => {
+                let l = self.line(p).max(self.line(f));
+                let msg = format!("{subject}: both password and password_file given; use one");
+                self.problems.at(l, msg);
+                None
+            }
+            (Some(p), None) => match fields::check_password(&p.get_ref().0) {
+                Ok(()) => Some(Secret::new(p.get_ref().0.clone())),
+                Err(e) => {
+                    self.at(p, format!("{subject}: {e}"));
+                    None
+                }
+            },
+            (None, Some(f)) => self.password_file(subject, f),
+            (None, None) => None,
+        };
+        ok &= self.pairing(subject, line, &raw);
+        if (raw.password.is_some() || raw.password_file.is_some()) && secret.is_none() {
+            ok = false;
+        }
+        if !ok {
+            return Checked::Invalid;
+        }
+        Checked::Valid(match (raw.username, secret) {
+            (Some(u), Some(password)) => Some(Credentials {
+                username: u.into_inner(),
+                password,
+            }),
+            _ => None,
+        })
+    }
+
+    /// A username needs a secret and a secret a username.
+    fn pairing(&mut self, subject: &str, line: usize, raw: &RawCredentials) -> bool {
+        match (&raw.username, &raw.password, &raw.password_file) {
+            (Some(_), None, None) => {
+                let msg = format!("{subject}: username without password or password_file");
+                self.problems.at(line, msg);
+            }
+            (None, Some(p), _) => self.at(p, format!("{subject}: password without username")),
+            (None, None, Some(f)) => {
+                self.at(f, format!("{subject}: password_file without username"))
+            }
+            _ => return true,
+        }
+        false
+    }
+
+    /// Reads a `password_file` (relative to the desired-state file's directory).
+    fn password_file(&mut self, subject: &str, f: &Spanned<String>) -> Option<Secret<String>> {
+        let written = f.get_ref();
+        if written.is_empty() {
+            self.at(f, format!("{subject}: empty password_file"));
+            return None;
+        }
+        let path = self.source.dir().join(written);
+        let read = fs::read(&path, MAX_FILE_SIZE, Links::FollowTrusted)
+            .map_err(|e| e.to_string())
+            .and_then(|s| fields::password_from_file(s.bytes.into_inner()));
+        match read {
+            Ok(pw) => Some(pw),
+            Err(e) => {
+                let msg = format!("{subject}: password_file {:?}: {e}", path.display());
+                self.at(f, msg);
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The desired-state file (`postrelay.toml`): the model, its invariants, and loading.
+//!
+//! [`load`] is a short pipeline: read the file (the hardened reader, bounded) → parse
+//! the TOML into the raw serde model (`raw`) → check each entry's fields and read its
+//! password file (`entries`, with the pure checks in [`fields`]) → check the rules
+//! across entries (`rules`). Every problem found on the way is collected with its file
+//! and line ([`Problems`]), and all of them are reported together.
+//!
+//! Invariants of a [`Desired`] returned by [`load`]:
+//! - at least one of `relayhost` and `senders` is non-empty, and every sender has a
+//!   relay of its own or there is a relayhost;
+//! - sender keys are lowercased, syntactically valid domains/addresses whose table keys
+//!   (`@domain` / `address`) are unique; senders keep file order;
+//! - every relay is a parsed [`Relay`] and has exactly one entry in `tls`;
+//! - no address entry inherits its domain's credentials to send them to another relay;
+//! - usernames contain no `:`, whitespace or control characters; passwords are non-empty,
+//!   have no control characters other than inner tabs and no leading/trailing
+//!   whitespace, so they survive a trip through Postfix lookup tables unchanged.
+//!
+//! No message, warning or log line ever contains a password or any part of one: TOML
+//! errors are reduced to their bare message plus a line number (never the rendered
+//! source excerpt), the `password` field is deserialised by a visitor that never echoes
+//! the value it rejects, and passwords are [`Secret`]s.
+
+mod entries;
+pub mod fields;
+mod raw;
+mod rules;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::fs::{self, Links};
+use crate::managed::MapKind;
+use crate::problems::Problems;
+use crate::routing::{self, Relay, Routing, Table};
+use crate::secret::Secret;
+
+/// Default location of the desired-state file.
+pub const DEFAULT_CONFIG: &str = "/etc/postrelay/postrelay.toml";
+
+/// Largest password file accepted, in bytes.
+pub const MAX_FILE_SIZE: u64 = 10 * 1024 * 1024;
+
+/// Largest desired-state file accepted, in bytes: 100,000 senders with inline
+/// credentials take about 13 MiB, so the limit leaves room above that scale while
+/// still refusing a file that is clearly not a desired state.
+pub const MAX_DESIRED_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Lookup-table types accepted for `[postfix] map_type`.
+pub const MAP_TYPES: &[&str] = &["hash", "btree", "lmdb", "cdb", "texthash"];
+
+/// TLS policy for one relay, as written to `tls_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    Encrypt,
+    May,
+    None,
+}
+
+impl Tls {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tls::Encrypt => "encrypt",
+            Tls::May => "may",
+            Tls::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret<String>,
+}
+
+/// Who a `[[sender]]` entry matches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SenderKey {
+    /// Lowercased domain, without the `@`.
+    Domain(String),
+    /// Lowercased full address.
+    Address(String),
+}
+
+impl SenderKey {
+    /// The `[[sender]]` key of the domain an address belongs to (Postfix falls back from
+    /// an address to its `@domain` entry in every table); `None` for a domain.
+    pub fn domain_key(&self) -> Option<SenderKey> {
+        match self {
+            SenderKey::Domain(_) => None,
+            SenderKey::Address(a) => {
+                let (_, domain) = a.rsplit_once('@')?;
+                Some(SenderKey::Domain(domain.to_string()))
+            }
+        }
+    }
+
+    /// The lookup-table key: `@domain` or `address`.
+    pub fn table_key(&self) -> String {
+        match self {
+            SenderKey::Domain(d) => format!("@{d}"),
+            SenderKey::Address(a) => a.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    pub key: SenderKey,
+    pub relay: Option<Relay>,
+    pub credentials: Option<Credentials>,
+    /// 1-based line of the `[[sender]]` table in the desired-state file.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayHost {
+    pub relay: Relay,
+    pub credentials: Option<Credentials>,
+}
+
+/// A non-fatal finding: a relay whose TLS level lets credentials go out in clear text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// Line of the `tls` setting.
+    pub line: usize,
+    pub relay: Relay,
+    pub tls: Tls,
+}
+
+/// A validated desired state.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub path: PathBuf,
+    pub config_dir: Option<PathBuf>,
+    pub map_type: Option<String>,
+    pub relayhost: Option<RelayHost>,
+    pub senders: Vec<Sender>,
+    /// Every distinct relay (senders' and the relayhost's) with its resolved TLS policy.
+    pub tls: BTreeMap<Relay, Tls>,
+    pub warnings: Vec<Warning>,
+    /// The managed tables, rendered once when first asked for.
+    tables: OnceLock<[Table; 3]>,
+}
+
+impl Desired {
+    /// Postfix's lookup rule over these entries.
+    pub fn routing(&self) -> Routing<'_> {
+        Routing::new(self.relayhost.as_ref(), &self.senders)
+    }
+
+    /// What the managed table `kind` must hold.
+    pub fn table(&self, kind: MapKind) -> &Table {
+        &self.tables.get_or_init(|| routing::tables(self))[kind.index()]
+    }
+
+    /// The TLS policy of a relay of this desired state.
+    pub fn tls_of(&self, relay: &Relay) -> Tls {
+        self.tls.get(relay).copied().unwrap_or(Tls::Encrypt)
+    }
+}
+
+/// The desired-state text, with a line index for error messages.
+pub(crate) struct Source<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+    /// Byte offsets of every '\n' in `text`, for line lookups in O(log n).
+    newlines: Vec<usize>,
+}
+
+impl<'a> Source<'a> {
+    fn new(path: &'a Path, text: &'a str) -> Source<'a> {
+        Source {
+            path,
+            text,
+            newlines: text.match_indices('\n').map(|(i, _)| i).collect(),
+        }
+    }
+
+    /// 1-based line of the start of `span`.
+    pub fn line(&self, span: Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.newlines.partition_point(|&nl| nl < end) + 1
+    }
+
+    /// The directory relative `password_file`s are read from.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new(""))
+    }
+}
+
+/// Reads, parses and validates the desired-state file at `path`.
+pub fn load(path: &Path) -> Result<Desired, Problems> {
+    let snapshot = fs::read(path, MAX_DESIRED_SIZE, Links::FollowTrusted)
+        .map_err(|e| Problems::one(path, None, e.to_string()))?;
+    let text = String::from_utf8(snapshot.bytes.into_inner()).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        Problems::one(path, Some(line), "not valid UTF-8")
+    })?;
+    parse(path, &text, snapshot.meta.mode)
+}
+
+/// Parses and validates desired-state `text` read from `path` (named in messages; its
+/// directory is where relative password files are), whose permission bits are `mode`.
+pub fn parse(path: &Path, text: &str, mode: u32) -> Result<Desired, Problems> {
+    let source = Source::new(path, text);
+    let raw = raw::parse(&source)?;
+    let mut problems = Problems::new(path);
+    let parts = entries::check(&source, raw, &mut problems);
+    let (tls, warnings) = rules::check(&source, &parts, mode, &mut problems);
+    problems.into_result()?;
+    Ok(Desired {
+        path: path.to_path_buf(),
+        config_dir: parts.config_dir,
+        map_type: parts.map_type,
+        relayhost: parts.relayhost,
+        senders: parts.senders,
+        tls,
+        warnings,
+        tables: OnceLock::new(),
+    })
+}
+
+/// [`parse`] for tests: a private file `test.toml` in the current directory.
+#[cfg(test)]
+pub fn parse_str(text: &str) -> Result<Desired, Problems> {
+    parse(Path::new("test.toml"), text, 0o600)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,80 @@
+//! What postrelay owns in a Postfix config directory, and nothing else: the three lookup
+//! tables (their file names, the main.cf parameters that name them, their modes), the
+//! fixed main.cf parameters, and the reload marker. Contents are decided elsewhere
+//! (`routing` for the table entries, `plan` for the parameter values).
+
+/// One managed lookup table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MapKind {
+    SaslPasswd,
+    SenderRelay,
+    TlsPolicy,
+}
+
+impl MapKind {
+    pub const ALL: [MapKind; 3] = [
+        MapKind::SaslPasswd,
+        MapKind::SenderRelay,
+        MapKind::TlsPolicy,
+    ];
+
+    /// File name in the config directory (as in the hand procedure).
+    pub fn file_name(self) -> &'static str {
+        match self {
+            MapKind::SaslPasswd => "sasl_passwd",
+            MapKind::SenderRelay => "sender_relay",
+            MapKind::TlsPolicy => "tls_policy",
+        }
+    }
+
+    /// The main.cf parameter that points at this map.
+    pub fn parameter(self) -> &'static str {
+        match self {
+            MapKind::SaslPasswd => "smtp_sasl_password_maps",
+            MapKind::SenderRelay => "sender_dependent_relayhost_maps",
+            MapKind::TlsPolicy => "smtp_tls_policy_maps",
+        }
+    }
+
+    /// Whether the map holds passwords: root-only, redacted in diffs.
+    pub fn is_secret(self) -> bool {
+        self == MapKind::SaslPasswd
+    }
+
+    /// Mode of the source and compiled files.
+    pub fn mode(self) -> u32 {
+        if self.is_secret() { 0o600 } else { 0o644 }
+    }
+
+    /// Position in [`MapKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// main.cf parameters whose value never depends on the desired state.
+pub const FIXED_PARAMETERS: [(&str, &str); 4] = [
+    ("smtp_sasl_auth_enable", "yes"),
+    ("smtp_sasl_security_options", "noanonymous"),
+    ("smtp_sasl_tls_security_options", "noanonymous"),
+    ("smtp_sender_dependent_authentication", "yes"),
+];
+
+/// The main.cf parameter set from `[relayhost]`.
+pub const RELAYHOST: &str = "relayhost";
+
+/// main.cf's file name in the config directory.
+pub const MAIN_CF: &str = "main.cf";
+
+/// Left in the config directory while a running Postfix has not yet re-read a changed
+/// configuration; removed after the reload. If apply is killed in between, the next run
+/// finds it and reloads even though the files are already right.
+pub const RELOAD_PENDING: &str = ".postrelay-reload-pending";
+
+/// Names of every file postrelay replaces in the config directory (for cleaning up the
+/// temporaries of a crashed run).
+pub fn replaced_names() -> Vec<&'static str> {
+    let mut names: Vec<&str> = MapKind::ALL.iter().map(|k| k.file_name()).collect();
+    names.push(MAIN_CF);
+    names
+}

@@ -1,0 +1,374 @@
+//! The plan for hand-made host states, one reason at a time: no Postfix, no files.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::desired::parse_str;
+use crate::fs::{Meta, Snapshot};
+use crate::state::{Compiled, MainCfFile};
+
+const DIR: &str = "/etc/postfix";
+const ROOT: (u32, u32) = (0, 0);
+
+fn desired() -> Desired {
+    parse_str(
+        r#"
+        [relayhost]
+        relay = "[rh.example]:587"
+        username = "rh"
+        password = "rh-pw"
+        [[sender]]
+        domain = "a.example"
+        relay = "[a.example]:587"
+        username = "a"
+        password = "a-pw"
+        "#,
+    )
+    .unwrap()
+}
+
+fn meta(mode: u32, uid: u32) -> Meta {
+    Meta {
+        mode,
+        uid,
+        gid: 0,
+        dev: 1,
+        ino: 2,
+        size: 3,
+        mtime: (4, 5),
+    }
+}
+
+fn snapshot(bytes: &[u8], mode: u32) -> Snapshot {
+    Snapshot {
+        bytes: Secret::new(bytes.to_vec()),
+        meta: meta(mode, 0),
+    }
+}
+
+fn target(map_type: &str) -> Target {
+    Target {
+        config_dir: PathBuf::from(DIR),
+        map_type: map_type.into(),
+    }
+}
+
+/// main.cf holding every managed parameter as `d` wants it.
+fn synced_main_cf(d: &Desired, map_type: &str) -> String {
+    parameters(d, &target(map_type))
+        .iter()
+        .map(|(n, v)| format!("{n} = {v}\n"))
+        .collect()
+}
+
+/// A host already in sync with `d`: sources, compiled maps and main.cf all right.
+fn synced(d: &Desired, map_type: &str) -> State {
+    let maps = MapKind::ALL
+        .iter()
+        .map(|&kind| {
+            let table = d.table(kind);
+            let compiled = map_type != "texthash";
+            MapFile {
+                kind,
+                source_path: Path::new(DIR).join(kind.file_name()),
+                source: Some(snapshot(table.bytes.expose(), kind.mode())),
+                compiled_path: compiled
+                    .then(|| Path::new(DIR).join(format!("{}.db", kind.file_name()))),
+                compiled: compiled.then(|| Compiled {
+                    meta: meta(kind.mode(), 0),
+                    content: Content::Entries(table.entries.clone()),
+                }),
+            }
+        })
+        .collect();
+    State {
+        target: target(map_type),
+        owner: ROOT,
+        main_cf: MainCfFile {
+            link: Path::new(DIR).join("main.cf"),
+            path: Path::new(DIR).join("main.cf"),
+            snapshot: snapshot(synced_main_cf(d, map_type).as_bytes(), 0o644),
+        },
+        maps,
+        reload_pending: false,
+    }
+}
+
+fn map(state: &mut State, kind: MapKind) -> &mut MapFile {
+    &mut state.maps[kind.index()]
+}
+
+/// (kind, reasons, write_source, rebuild) of each map change.
+fn summary(p: &Plan) -> Vec<(MapKind, Vec<Reason>, bool, bool)> {
+    p.maps
+        .iter()
+        .map(|m| (m.kind, m.reasons.clone(), m.write_source, m.rebuild))
+        .collect()
+}
+
+#[test]
+fn a_host_in_sync_needs_nothing() {
+    let d = desired();
+    let p = plan(&d, &synced(&d, "hash")).unwrap();
+    assert!(p.is_empty());
+    assert!(p.maps.is_empty() && p.main_cf.is_none() && p.notes.is_empty());
+    assert_eq!(p.commands(), []);
+}
+
+#[test]
+fn a_fresh_host_gets_everything() {
+    let d = desired();
+    let mut s = synced(&d, "hash");
+    for m in &mut s.maps {
+        m.source = None;
+        m.compiled = None;
+    }
+    s.main_cf.snapshot = snapshot(b"myhostname = h\n", 0o644);
+    let p = plan(&d, &s).unwrap();
+    assert_eq!(
+        summary(&p),
+        MapKind::ALL.map(|k| (k, vec![Reason::New], true, true))
+    );
+    assert!(p.maps.iter().all(|m| m.old.is_none()));
+    assert_eq!(p.maps[0].new, d.table(MapKind::SaslPasswd).bytes);
+    assert_eq!(p.maps[0].entries, 2);
+    let edits = &p.main_cf.as_ref().unwrap().edits;
+    assert_eq!(edits.len(), 8);
+    assert!(edits.iter().all(|e| matches!(e, Edit::Added { .. })));
+    let postmap = |name: &str| Command::Postmap {
+        source: Path::new(DIR).join(name),
+    };
+    assert_eq!(
+        p.commands(),
+        [
+            postmap("sasl_passwd"),
+            postmap("sender_relay"),
+            postmap("tls_policy"),
+            Command::Check,
+            Command::Reload
+        ]
+    );
+}
+
+/// One kind of drift: how to make it, and what the plan must say.
+struct Drift {
+    name: &'static str,
+    kind: MapKind,
+    make: fn(&mut MapFile),
+    reasons: Vec<Reason>,
+    write_source: bool,
+    rebuild: bool,
+}
+
+fn drifts() -> Vec<Drift> {
+    use Reason::*;
+    vec![
+        Drift {
+            name: "source missing, compiled present",
+            kind: MapKind::SenderRelay,
+            make: |m| m.source = None,
+            reasons: vec![New],
+            write_source: true,
+            rebuild: true,
+        },
+        Drift {
+            name: "source differs",
+            kind: MapKind::TlsPolicy,
+            make: |m| m.source = Some(snapshot(b"[x]:25 may\n", 0o644)),
+            reasons: vec![ContentDiffers],
+            write_source: true,
+            rebuild: true,
+        },
+        Drift {
+            name: "password source readable by others",
+            kind: MapKind::SaslPasswd,
+            make: |m| m.source.as_mut().unwrap().meta.mode = 0o644,
+            reasons: vec![Mode {
+                part: Part::Source,
+                mode: 0o644,
+            }],
+            write_source: true,
+            rebuild: true,
+        },
+        Drift {
+            name: "password source owned by nobody",
+            kind: MapKind::SaslPasswd,
+            make: |m| m.source.as_mut().unwrap().meta.uid = 65534,
+            reasons: vec![Owner {
+                part: Part::Source,
+                uid: 65534,
+                want: 0,
+            }],
+            write_source: true,
+            rebuild: true,
+        },
+        Drift {
+            name: "compiled password map readable by others and owned by nobody",
+            kind: MapKind::SaslPasswd,
+            make: |m| m.compiled.as_mut().unwrap().meta = meta(0o640, 65534),
+            reasons: vec![
+                Mode {
+                    part: Part::Compiled,
+                    mode: 0o640,
+                },
+                Owner {
+                    part: Part::Compiled,
+                    uid: 65534,
+                    want: 0,
+                },
+            ],
+            write_source: false,
+            rebuild: true,
+        },
+        Drift {
+            name: "compiled map missing",
+            kind: MapKind::SenderRelay,
+            make: |m| m.compiled = None,
+            reasons: vec![CompiledMissing],
+            write_source: false,
+            rebuild: true,
+        },
+        Drift {
+            name: "compiled map unreadable",
+            kind: MapKind::SaslPasswd,
+            make: |m| m.compiled.as_mut().unwrap().content = Content::Unreadable,
+            reasons: vec![CompiledUnreadable],
+            write_source: false,
+            rebuild: true,
+        },
+        Drift {
+            name: "compiled map holds other entries",
+            kind: MapKind::TlsPolicy,
+            make: |m| {
+                m.compiled.as_mut().unwrap().content =
+                    Content::Entries(Secret::new(vec![("[x]:25".into(), "may".into())]))
+            },
+            reasons: vec![CompiledDiffers],
+            write_source: false,
+            rebuild: true,
+        },
+        Drift {
+            name: "compiled map not read",
+            kind: MapKind::TlsPolicy,
+            make: |m| m.compiled.as_mut().unwrap().content = Content::NotRead,
+            reasons: vec![CompiledDiffers],
+            write_source: false,
+            rebuild: true,
+        },
+    ]
+}
+
+#[test]
+fn every_drift_has_its_reason() {
+    let d = desired();
+    for drift in drifts() {
+        let mut s = synced(&d, "hash");
+        (drift.make)(map(&mut s, drift.kind));
+        let p = plan(&d, &s).unwrap();
+        assert_eq!(
+            summary(&p),
+            [(drift.kind, drift.reasons, drift.write_source, drift.rebuild)],
+            "{}",
+            drift.name
+        );
+        assert!(p.main_cf.is_none(), "{}", drift.name);
+        assert_eq!(
+            p.commands(),
+            [
+                Command::Postmap {
+                    source: Path::new(DIR).join(drift.kind.file_name())
+                },
+                Command::Check
+            ],
+            "{}: a map change needs no reload",
+            drift.name
+        );
+    }
+}
+
+#[test]
+fn only_password_maps_have_their_permissions_checked() {
+    let d = desired();
+    let mut s = synced(&d, "hash");
+    for kind in [MapKind::SenderRelay, MapKind::TlsPolicy] {
+        let m = map(&mut s, kind);
+        m.source.as_mut().unwrap().meta = meta(0o666, 65534);
+        m.compiled.as_mut().unwrap().meta = meta(0o600, 65534);
+    }
+    assert!(plan(&d, &s).unwrap().is_empty());
+}
+
+#[test]
+fn texthash_maps_are_written_without_postmap_and_need_a_reload() {
+    let d = desired();
+    let mut s = synced(&d, "texthash");
+    assert!(plan(&d, &s).unwrap().is_empty());
+    map(&mut s, MapKind::SenderRelay).source = None;
+    let p = plan(&d, &s).unwrap();
+    assert_eq!(
+        summary(&p),
+        [(MapKind::SenderRelay, vec![Reason::New], true, false)]
+    );
+    assert_eq!(p.commands(), [Command::Check, Command::Reload]);
+}
+
+#[test]
+fn main_cf_edits_and_relayhost_notes() {
+    let d = desired();
+    let mut s = synced(&d, "hash");
+    let text = synced_main_cf(&d, "hash").replace("[rh.example]:587", "[old.example]:25");
+    s.main_cf.snapshot = snapshot(text.as_bytes(), 0o640);
+    let p = plan(&d, &s).unwrap();
+    let m = p.main_cf.as_ref().unwrap();
+    assert_eq!(
+        m.edits,
+        [Edit::Changed {
+            name: "relayhost".into(),
+            old: "[old.example]:25".into()
+        }]
+    );
+    assert_eq!(m.old, text.as_bytes());
+    assert_eq!(m.new, synced_main_cf(&d, "hash").as_bytes());
+    assert_eq!(p.commands(), [Command::Check, Command::Reload]);
+
+    // Without [relayhost], main.cf's relayhost is kept and noted.
+    let no_rh =
+        parse_str("[[sender]]\ndomain = \"a.example\"\nrelay = \"[a.example]:587\"\n").unwrap();
+    let mut s = synced(&no_rh, "hash");
+    let with = format!(
+        "{}relayhost = [legacy.example]:25\n",
+        synced_main_cf(&no_rh, "hash")
+    );
+    s.main_cf.snapshot = snapshot(with.as_bytes(), 0o644);
+    let p = plan(&no_rh, &s).unwrap();
+    assert!(p.is_empty());
+    assert_eq!(
+        p.notes,
+        [Note::ExistingRelayhost("[legacy.example]:25".into())]
+    );
+    let p = plan(&no_rh, &synced(&no_rh, "hash")).unwrap();
+    assert_eq!(p.notes, [Note::NoRelayhost]);
+}
+
+#[test]
+fn a_main_cf_postfix_refuses_is_every_bad_line() {
+    let d = desired();
+    let mut s = synced(&d, "hash");
+    s.main_cf.snapshot = snapshot(b"a = 1\njustaword\n= value\n", 0o644);
+    let err = plan(&d, &s).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "/etc/postfix/main.cf, line 2: missing '=' after attribute name: \"justaword\"\n\
+         /etc/postfix/main.cf, line 3: missing attribute name: \"= value\""
+    );
+}
+
+#[test]
+fn an_owed_reload_is_a_change() {
+    let d = desired();
+    let mut s = synced(&d, "hash");
+    s.reload_pending = true;
+    let p = plan(&d, &s).unwrap();
+    assert!(!p.is_empty() && p.needs_reload());
+    assert_eq!(p.commands(), [Command::Check, Command::Reload]);
+}

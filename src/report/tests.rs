@@ -1,0 +1,248 @@
+//! The words, for hand-made data.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::desired::{Credentials, SenderKey, parse_str};
+use crate::managed::MapKind;
+use crate::routing::Relay;
+use crate::secret::Secret;
+use crate::state::Target;
+use crate::verify::{Check, Success, Who};
+
+#[test]
+fn redacts_passwords_everywhere() {
+    let text = format!(
+        "{}\n@a.com user@a.com:pw1\n# @old.com u:oldpw\n[h]:587\tu2:p:w with space\nmulti x:pw2\n   pw3\nnovalue\n",
+        table::HEADER
+    );
+    let got = redact_lines(&text);
+    assert_eq!(
+        got,
+        vec![
+            table::HEADER.to_string(),
+            "@a.com user@a.com:********".into(),
+            "#********".into(),
+            "[h]:587\tu2:********".into(),
+            "multi x:********".into(),
+            "   ********".into(),
+            "novalue".into(),
+        ]
+    );
+    for secret in ["pw1", "oldpw", "p:w", "pw2", "pw3"] {
+        assert!(!got.join("\n").contains(secret));
+    }
+}
+
+#[test]
+fn rotation_shows_a_changed_redacted_line() {
+    let d = diff(
+        "sasl_passwd",
+        Some(b"@a.com u:old\n"),
+        b"@a.com u:new\n",
+        true,
+    );
+    assert!(
+        d.contains("-@a.com u:********\n+@a.com u:********\n"),
+        "{d}"
+    );
+    assert!(!d.contains("old") && !d.contains("new"));
+}
+
+#[test]
+fn diff_marks_missing_final_newline_and_new_files() {
+    let d = diff("main.cf", Some(b"a = 1"), b"a = 1\nb = 2\n", false);
+    assert!(
+        d.contains("-a = 1\n\\ No newline at end of file\n+a = 1\n+b = 2\n"),
+        "{d}"
+    );
+    let d = diff("f", None, b"x\n", false);
+    assert!(
+        d.starts_with("--- /dev/null\n+++ f\n@@ -0,0 +1 @@\n+x\n"),
+        "{d}"
+    );
+}
+
+fn change(reasons: Vec<Reason>) -> MapChange {
+    MapChange {
+        kind: MapKind::SaslPasswd,
+        source_path: PathBuf::from("/etc/postfix/sasl_passwd"),
+        compiled_path: Some(PathBuf::from("/etc/postfix/sasl_passwd.db")),
+        old: Some(Secret::new(b"@a u:old\n".to_vec())),
+        new: Secret::new(b"@a u:new\n".to_vec()),
+        entries: 1,
+        write_source: true,
+        rebuild: true,
+        reasons,
+    }
+}
+
+fn a_plan(maps: Vec<MapChange>, reload_pending: bool) -> Plan {
+    Plan {
+        target: Target {
+            config_dir: PathBuf::from("/etc/postfix"),
+            map_type: "hash".into(),
+        },
+        owner: (0, 0),
+        maps,
+        main_cf: None,
+        reload_pending,
+        notes: vec![Note::NoRelayhost],
+    }
+}
+
+#[test]
+fn every_reason_in_words() {
+    let m = change(Vec::new());
+    let cases = [
+        (Reason::New, "new"),
+        (Reason::ContentDiffers, "content differs"),
+        (
+            Reason::Mode {
+                part: Part::Source,
+                mode: 0o644,
+            },
+            "sasl_passwd has mode 0644, want 0600",
+        ),
+        (
+            Reason::Owner {
+                part: Part::Compiled,
+                uid: 65534,
+                want: 0,
+            },
+            "sasl_passwd.db is owned by uid 65534, want 0",
+        ),
+        (Reason::CompiledMissing, "sasl_passwd.db missing"),
+        (
+            Reason::CompiledUnreadable,
+            "sasl_passwd.db unreadable by postmap",
+        ),
+        (
+            Reason::CompiledDiffers,
+            "sasl_passwd.db differs from its source",
+        ),
+    ];
+    for (r, words) in cases {
+        assert_eq!(reason(&m, &r), words);
+    }
+}
+
+#[test]
+fn a_plan_in_words() {
+    let p = a_plan(vec![change(vec![Reason::ContentDiffers])], false);
+    assert_eq!(
+        plan(&p, false),
+        "sasl_passwd: content differs (1 entries)\n\
+         --- /etc/postfix/sasl_passwd\n+++ /etc/postfix/sasl_passwd\n@@ -1 +1 @@\n\
+         -@a u:********\n+@a u:********\n\
+         commands:\n  postmap -c /etc/postfix hash:/etc/postfix/sasl_passwd\n  \
+         postfix -c /etc/postfix check    (if Postfix is running)\n\
+         note: no [relayhost] in the desired state and none in main.cf: senders not listed, and bounces, are delivered directly to the recipient's MX\n\
+         plan: 1 file(s) to change, 2 command(s) to run\n"
+    );
+    assert!(plan(&p, true).contains("-@a u:old\n+@a u:new\n"));
+    let owed = a_plan(Vec::new(), true);
+    assert_eq!(
+        commands(&owed),
+        [
+            "postfix -c /etc/postfix check    (if Postfix is running)",
+            "postfix -c /etc/postfix reload   (if Postfix is running)"
+        ]
+    );
+    assert!(plan(&owed, false).contains("did not reload Postfix\n"));
+    assert!(plan(&a_plan(Vec::new(), false), false).ends_with("plan: in sync, nothing to do\n"));
+}
+
+#[test]
+fn what_apply_did_in_words() {
+    let outcome = Outcome {
+        plan: a_plan(vec![change(vec![Reason::New])], true),
+        steps: vec![
+            Step::Map(0),
+            Step::Skipped(Skip::NotRunning),
+            Step::Ran(Control::Check),
+            Step::ReloadOwed,
+        ],
+    };
+    assert_eq!(
+        applied(&outcome, true),
+        "wrote /etc/postfix/sasl_passwd, rebuilt /etc/postfix/sasl_passwd.db (new)\n\
+         Postfix is not running (postfix -c /etc/postfix status): skipped check and reload\n\
+         ran postfix -c /etc/postfix check\n\
+         Postfix still has to re-read its configuration (postfix reload)\n\
+         postrelay: applied\n"
+    );
+    let none = Outcome {
+        plan: a_plan(Vec::new(), false),
+        steps: Vec::new(),
+    };
+    assert_eq!(applied(&none, false), "postrelay: no changes\n");
+    assert_eq!(applied(&none, true), "");
+}
+
+#[test]
+fn verify_in_words() {
+    let check = |who: Who, user: Option<&str>| Check {
+        who,
+        relay: Relay::parse("[r.example]:587").unwrap(),
+        tls: crate::desired::Tls::Encrypt,
+        credentials: user.map(|u| Credentials {
+            username: u.into(),
+            password: Secret::new("pw".into()),
+        }),
+    };
+    let outcomes = [
+        verify::Outcome {
+            check: check(Who::Relayhost, Some("rh")),
+            result: Ok(Success {
+                starttls: true,
+                mechanism: Some("PLAIN".into()),
+            }),
+        },
+        verify::Outcome {
+            check: check(Who::Sender(SenderKey::Domain("a.example".into())), None),
+            result: Ok(Success {
+                starttls: false,
+                mechanism: None,
+            }),
+        },
+        verify::Outcome {
+            check: check(
+                Who::Sender(SenderKey::Address("x@a.example".into())),
+                Some("x"),
+            ),
+            result: Err(Failure::NoStartTls),
+        },
+    ];
+    assert_eq!(
+        verify(&outcomes),
+        "ok      relayhost via [r.example]:587 as rh (STARTTLS, AUTH PLAIN)\n\
+         ok      @a.example via [r.example]:587 (no TLS, no credentials)\n\
+         FAILED  x@a.example via [r.example]:587 as x: TLS required (tls = \"encrypt\") but the server does not offer STARTTLS; no password was sent\n\
+         verify: 3 checked, 1 failed\n"
+    );
+}
+
+#[test]
+fn problems_are_one_error_line_each_and_warnings_name_the_line() {
+    let mut p = Problems::new(Path::new("/p.toml"));
+    p.at(3, "first");
+    p.at(9, "second");
+    let err = anyhow::Error::new(p.into_result().unwrap_err());
+    assert_eq!(
+        error(&err),
+        "postrelay: error: /p.toml, line 3: first\npostrelay: error: /p.toml, line 9: second\n"
+    );
+    let other = anyhow::anyhow!("inner").context("outer");
+    assert_eq!(error(&other), "postrelay: error: outer: inner\n");
+
+    let d = parse_str("[relayhost]\nrelay = \"[r.example]:587\"\ntls = \"none\"\n").unwrap();
+    assert_eq!(
+        warning(&d, &d.warnings[0]),
+        "test.toml, line 3: relay \"[r.example]:587\" has tls \"none\": credentials for [r.example]:587 may be sent without TLS"
+    );
+    assert_eq!(
+        validated(&d),
+        "test.toml: valid (0 sender(s), 1 relay(s), catch-all relayhost)\n"
+    );
+}

@@ -1,0 +1,564 @@
+//! Postfix's lookup rule for sender-dependent relaying, written once, and the table
+//! entries that implement it. Validation, plan and verify all ask this module.
+//!
+//! The rule (postconf(5) `sender_dependent_relayhost_maps`, `smtp_sasl_password_maps`;
+//! SASL_README): for a sender, Postfix looks up each table by the full address, then by
+//! `@domain`, then by the next hop. So an address entry inherits its domain entry's
+//! relay unless `sender_relay` stops the search with `DUNNO`, and inherits its domain
+//! entry's credentials unless it has its own; an entry without credentials of either
+//! kind authenticates with those keyed by its next hop (the relayhost's, when it goes
+//! where the relayhost goes).
+//!
+//! [`Relay`] is a relay as written in the desired state, parsed once: its Postfix
+//! spelling (`[host]:port`, host lowercased) for the tables and main.cf, and the host and
+//! port to connect to for `verify`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::desired::{Credentials, Desired, RelayHost, Sender, SenderKey, fields};
+use crate::managed::MapKind;
+use crate::secret::Secret;
+use crate::syntax::table;
+
+/// A relay: `host`, `[host]`, `host:port` or `[host]:port`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Relay {
+    /// As Postfix is given it: as written, host lowercased.
+    spelling: String,
+    /// The host to connect to: without brackets or `ipv6:`.
+    host: String,
+    /// The port to connect to: 25 when none is written, as Postfix's smtp service.
+    port: u16,
+}
+
+impl Relay {
+    /// Checks a relay and normalises it (host lowercased, otherwise as written).
+    ///
+    /// The host is a DNS name (rules of [`fields::parse_domain`]); inside brackets it may
+    /// also be an IPv4 address or `ipv6:` followed by an IPv6 address. The port is
+    /// decimal, 1-65535. The error is a terse reason.
+    pub fn parse(s: &str) -> Result<Relay, String> {
+        if s.is_empty() {
+            return Err("empty relay".into());
+        }
+        if s.chars().any(char::is_whitespace) {
+            return Err("contains whitespace".into());
+        }
+        if !s.is_ascii() {
+            return Err(
+                "non-ASCII characters; write the host in punycode (IDNA) form, \"xn--...\"".into(),
+            );
+        }
+        let (host, port) = match s.strip_prefix('[') {
+            Some(rest) => bracketed(rest)?,
+            None => bare(s)?,
+        };
+        let port = match port {
+            None => 25,
+            Some(p) => parse_port(p)?,
+        };
+        Ok(Relay {
+            spelling: s.to_ascii_lowercase(),
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// The Postfix spelling, as written to main.cf and the tables.
+    pub fn as_str(&self) -> &str {
+        &self.spelling
+    }
+
+    /// The host and port to connect to.
+    pub fn endpoint(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
+}
+
+/// `[host]` or `[host]:port` after the `[`: the host and the port text.
+fn bracketed(rest: &str) -> Result<(&str, Option<&str>), String> {
+    let Some((host, after)) = rest.split_once(']') else {
+        return Err("'[' without ']'".into());
+    };
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    let host = if let Some(v6) = host
+        .get(..5)
+        .filter(|p| p.eq_ignore_ascii_case("ipv6:"))
+        .map(|_| &host[5..])
+    {
+        v6.parse::<Ipv6Addr>()
+            .map_err(|_| format!("invalid IPv6 address {v6:?}"))?;
+        v6
+    } else {
+        if host.parse::<Ipv4Addr>().is_err() {
+            if host.contains(':') {
+                return Err("IPv6 addresses are written [ipv6:ADDRESS]".into());
+            }
+            if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+                return Err(format!("invalid IPv4 address {host:?}"));
+            }
+            fields::parse_domain(host).map_err(|e| format!("invalid host: {e}"))?;
+        }
+        host
+    };
+    let port = if after.is_empty() {
+        None
+    } else if let Some(p) = after.strip_prefix(':') {
+        Some(p)
+    } else {
+        return Err(format!("unexpected {after:?} after ']'"));
+    };
+    Ok((host, port))
+}
+
+/// `host` or `host:port`: the host and the port text.
+fn bare(s: &str) -> Result<(&str, Option<&str>), String> {
+    let (host, port) = match s.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    };
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    if port.is_some_and(|p| p.contains(':')) {
+        return Err(if host.contains('.') {
+            "more than one ':' (write host:port)".into()
+        } else {
+            "IPv6 addresses are written [ipv6:ADDRESS]".into()
+        });
+    }
+    if host.contains(']') {
+        return Err("']' without '['".into());
+    }
+    if host.parse::<Ipv4Addr>().is_ok() {
+        return Err(format!("an IP address must be in brackets: [{host}]"));
+    }
+    fields::parse_domain(host).map_err(|e| format!("invalid host: {e}"))?;
+    Ok((host, port))
+}
+
+fn parse_port(p: &str) -> Result<u16, String> {
+    if p.is_empty() {
+        return Err("empty port".into());
+    }
+    if !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("port {p:?} is not a decimal number"));
+    }
+    let n = p.trim_start_matches('0');
+    match n.parse::<u16>() {
+        Ok(port) if !n.is_empty() && n.len() <= 5 => Ok(port),
+        _ => Err("port outside 1-65535".into()),
+    }
+}
+
+impl fmt::Display for Relay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.spelling)
+    }
+}
+
+impl fmt::Debug for Relay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Relay({:?})", self.spelling)
+    }
+}
+
+/// Whose credentials Postfix authenticates a sender with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialSource<'a> {
+    /// The entry's own.
+    Own,
+    /// Its `@domain` entry's (an address without credentials of its own).
+    Domain(&'a Sender),
+    /// Those keyed by its next hop: the relayhost's.
+    Relayhost,
+}
+
+/// What `sender_relay` holds for an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderRelay<'a> {
+    Relay(&'a Relay),
+    /// Stops Postfix from falling back to the `@domain` entry's relay: the relayhost.
+    Dunno,
+}
+
+/// Where Postfix sends a sender's mail, and as whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route<'a> {
+    /// The next hop: the entry's relay, else the relayhost's; `None`: the recipient's MX.
+    pub relay: Option<&'a Relay>,
+    pub credentials: Option<(&'a Credentials, CredentialSource<'a>)>,
+    /// The entry's `sender_relay` value, if it needs one.
+    pub sender_relay: Option<SenderRelay<'a>>,
+}
+
+/// The lookup rule over one set of entries.
+pub struct Routing<'a> {
+    relayhost: Option<&'a RelayHost>,
+    by_key: HashMap<&'a SenderKey, &'a Sender>,
+}
+
+impl<'a> Routing<'a> {
+    pub fn new(relayhost: Option<&'a RelayHost>, senders: &'a [Sender]) -> Routing<'a> {
+        // With duplicate keys (an error the desired state reports), the first one counts.
+        let mut by_key = HashMap::with_capacity(senders.len());
+        for s in senders {
+            by_key.entry(&s.key).or_insert(s);
+        }
+        Routing { relayhost, by_key }
+    }
+
+    /// The `@domain` entry an address falls back to in every table.
+    pub fn domain_entry(&self, s: &Sender) -> Option<&'a Sender> {
+        self.by_key.get(&s.key.domain_key()?).copied()
+    }
+
+    /// The route of mail from `s`.
+    pub fn route(&self, s: &'a Sender) -> Route<'a> {
+        let domain = self.domain_entry(s);
+        let relay = s.relay.as_ref().or(self.relayhost.map(|rh| &rh.relay));
+        let sender_relay = match &s.relay {
+            Some(r) => Some(SenderRelay::Relay(r)),
+            None if domain.is_some_and(|d| d.relay.is_some()) => Some(SenderRelay::Dunno),
+            None => None,
+        };
+        let credentials = s
+            .credentials
+            .as_ref()
+            .map(|c| (c, CredentialSource::Own))
+            .or_else(|| {
+                let d = domain?;
+                Some((d.credentials.as_ref()?, CredentialSource::Domain(d)))
+            })
+            .or_else(|| self.next_hop_credentials(relay?));
+        Route {
+            relay,
+            credentials,
+            sender_relay,
+        }
+    }
+
+    /// The route of mail from unlisted senders and of bounces: the relayhost.
+    pub fn relayhost_route(&self) -> Option<Route<'a>> {
+        let rh = self.relayhost?;
+        Some(Route {
+            relay: Some(&rh.relay),
+            credentials: self.next_hop_credentials(&rh.relay),
+            sender_relay: None,
+        })
+    }
+
+    fn next_hop_credentials(
+        &self,
+        relay: &Relay,
+    ) -> Option<(&'a Credentials, CredentialSource<'a>)> {
+        let rh = self.relayhost.filter(|rh| rh.relay == *relay)?;
+        Some((rh.credentials.as_ref()?, CredentialSource::Relayhost))
+    }
+}
+
+/// One managed table as the desired state calls for it: entries sorted by key, and the
+/// bytes of the file postrelay writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub entries: Secret<Vec<(String, String)>>,
+    pub bytes: Secret<Vec<u8>>,
+}
+
+/// The three managed tables, in [`MapKind::ALL`] order.
+pub fn tables(desired: &Desired) -> [Table; 3] {
+    MapKind::ALL.map(|kind| {
+        let mut entries = entries(kind, desired);
+        entries.sort_unstable();
+        let bytes = table::render(&entries);
+        Table {
+            entries: Secret::new(entries),
+            bytes: Secret::new(bytes),
+        }
+    })
+}
+
+fn entries(kind: MapKind, desired: &Desired) -> Vec<(String, String)> {
+    let login = |c: &Credentials| format!("{}:{}", c.username, c.password.expose());
+    match kind {
+        MapKind::SaslPasswd => {
+            let senders = desired.senders.iter().filter_map(|s| {
+                let c = s.credentials.as_ref()?;
+                Some((s.key.table_key(), login(c)))
+            });
+            let relayhost = desired.relayhost.iter().filter_map(|rh| {
+                let c = rh.credentials.as_ref()?;
+                Some((rh.relay.as_str().to_string(), login(c)))
+            });
+            senders.chain(relayhost).collect()
+        }
+        MapKind::SenderRelay => {
+            let routing = desired.routing();
+            desired
+                .senders
+                .iter()
+                .filter_map(|s| {
+                    let value = match routing.route(s).sender_relay? {
+                        SenderRelay::Relay(r) => r.as_str().to_string(),
+                        SenderRelay::Dunno => "DUNNO".to_string(),
+                    };
+                    Some((s.key.table_key(), value))
+                })
+                .collect()
+        }
+        MapKind::TlsPolicy => desired
+            .tls
+            .iter()
+            .map(|(relay, tls)| (relay.as_str().to_string(), tls.as_str().to_string()))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::parse_str;
+
+    #[test]
+    fn relays_parse_to_a_spelling_and_an_endpoint() {
+        let good = [
+            (
+                "smtp.example.com",
+                "smtp.example.com",
+                ("smtp.example.com", 25),
+            ),
+            (
+                "SMTP.Example.com:587",
+                "smtp.example.com:587",
+                ("smtp.example.com", 587),
+            ),
+            (
+                "[smtp.mailgun.org]:587",
+                "[smtp.mailgun.org]:587",
+                ("smtp.mailgun.org", 587),
+            ),
+            (
+                "[SMTP.mailgun.org]",
+                "[smtp.mailgun.org]",
+                ("smtp.mailgun.org", 25),
+            ),
+            ("[192.0.2.1]:25", "[192.0.2.1]:25", ("192.0.2.1", 25)),
+            ("[192.0.2.1]", "[192.0.2.1]", ("192.0.2.1", 25)),
+            ("[127.0.0.1]:2525", "[127.0.0.1]:2525", ("127.0.0.1", 2525)),
+            (
+                "[ipv6:2001:DB8::1]:587",
+                "[ipv6:2001:db8::1]:587",
+                ("2001:db8::1", 587),
+            ),
+            ("[IPv6:::1]", "[ipv6:::1]", ("::1", 25)),
+            ("relay:1", "relay:1", ("relay", 1)),
+            ("relay:65535", "relay:65535", ("relay", 65535)),
+            ("relay:0587", "relay:0587", ("relay", 587)),
+        ];
+        for (input, spelling, endpoint) in good {
+            let r = Relay::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(r.as_str(), spelling, "{input}");
+            assert_eq!(r.endpoint(), endpoint, "{input}");
+        }
+        let bad = [
+            ("", "empty relay"),
+            ("smtp.example.com:0", "port outside 1-65535"),
+            ("smtp.example.com:65536", "port outside 1-65535"),
+            (
+                "smtp.example.com:99999999999999999999",
+                "port outside 1-65535",
+            ),
+            ("[smtp.example.com]:000", "port outside 1-65535"),
+            ("smtp.example.com:", "empty port"),
+            ("smtp.example.com:+25", "not a decimal number"),
+            ("smtp.example.com:smtp", "not a decimal number"),
+            ("smtp.example.com :25", "whitespace"),
+            (" smtp.example.com", "whitespace"),
+            ("smtp\t.example.com", "whitespace"),
+            ("[smtp.example.com", "'[' without ']'"),
+            ("smtp.example.com]", "']' without '['"),
+            ("[smtp.example.com]587", "after ']'"),
+            ("[smtp.example.com]:587:1", "not a decimal number"),
+            ("[]:25", "empty host"),
+            (":25", "empty host"),
+            ("192.0.2.1:25", "must be in brackets: [192.0.2.1]"),
+            ("[192.0.2.300]", "invalid IPv4 address"),
+            ("[ipv6:2001:db8::g]", "invalid IPv6 address"),
+            ("[ipv6:192.0.2.1]", "invalid IPv6 address"),
+            ("[2001:db8::1]", "[ipv6:ADDRESS]"),
+            ("2001:db8::1", "[ipv6:ADDRESS]"),
+            ("smtp_x.example.com", "invalid host: label contains '_'"),
+            ("smtp.example.com.", "invalid host: trailing dot"),
+            ("-smtp.example.com", "starts with '-'"),
+            ("smtp.exämple.com", "punycode"),
+            ("smtp.example.com/x", "label contains '/'"),
+            ("user@smtp.example.com", "label contains '@'"),
+        ];
+        for (input, e) in bad {
+            let err = Relay::parse(input).unwrap_err();
+            assert!(err.contains(e), "{input:?}: {err:?} should contain {e:?}");
+        }
+    }
+
+    /// (table key, next hop, username of the credentials used, sender_relay value).
+    type Row = (String, Option<String>, Option<String>, Option<String>);
+
+    fn routes(text: &str) -> Vec<Row> {
+        let d = parse_str(text).unwrap();
+        let routing = d.routing();
+        d.senders
+            .iter()
+            .map(|s| {
+                let r = routing.route(s);
+                (
+                    s.key.table_key(),
+                    r.relay.map(|r| r.to_string()),
+                    r.credentials.map(|(c, _)| c.username.clone()),
+                    r.sender_relay.map(|v| match v {
+                        SenderRelay::Relay(r) => r.to_string(),
+                        SenderRelay::Dunno => "DUNNO".into(),
+                    }),
+                )
+            })
+            .collect()
+    }
+
+    fn row(key: &str, relay: Option<&str>, user: Option<&str>, value: Option<&str>) -> Row {
+        let s = |v: Option<&str>| v.map(str::to_string);
+        (key.to_string(), s(relay), s(user), s(value))
+    }
+
+    #[test]
+    fn addresses_fall_back_to_their_domain_and_entries_to_the_next_hop() {
+        let got = routes(
+            r#"
+            [relayhost]
+            relay = "[rh.example]:587"
+            username = "rh"
+            password = "p"
+            [[sender]]
+            domain = "a.example"
+            relay = "[a.example]:587"
+            username = "a"
+            password = "p"
+            [[sender]]
+            address = "same@a.example"
+            relay = "[a.example]:587"
+            [[sender]]
+            address = "own@a.example"
+            username = "own"
+            password = "p"
+            [[sender]]
+            domain = "b.example"
+            relay = "[rh.example]:587"
+            [[sender]]
+            domain = "c.example"
+            relay = "[c.example]:25"
+            [[sender]]
+            address = "x@c.example"
+            [[sender]]
+            domain = "d.example"
+            "#,
+        );
+        assert_eq!(
+            got,
+            [
+                row(
+                    "@a.example",
+                    Some("[a.example]:587"),
+                    Some("a"),
+                    Some("[a.example]:587")
+                ),
+                row(
+                    "same@a.example",
+                    Some("[a.example]:587"),
+                    Some("a"),
+                    Some("[a.example]:587")
+                ),
+                row(
+                    "own@a.example",
+                    Some("[rh.example]:587"),
+                    Some("own"),
+                    Some("DUNNO")
+                ),
+                row(
+                    "@b.example",
+                    Some("[rh.example]:587"),
+                    Some("rh"),
+                    Some("[rh.example]:587")
+                ),
+                row(
+                    "@c.example",
+                    Some("[c.example]:25"),
+                    None,
+                    Some("[c.example]:25")
+                ),
+                row(
+                    "x@c.example",
+                    Some("[rh.example]:587"),
+                    Some("rh"),
+                    Some("DUNNO")
+                ),
+                row("@d.example", Some("[rh.example]:587"), Some("rh"), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn tables_hold_what_the_routes_need() {
+        let d = parse_str(
+            r#"
+            [relayhost]
+            relay = "[rh.example]:587"
+            username = "rh"
+            password = "rh-pw"
+            tls = "may"
+            [[sender]]
+            domain = "a.example"
+            relay = "[a.example]:587"
+            username = "a"
+            password = "a-pw"
+            [[sender]]
+            address = "x@a.example"
+            username = "x"
+            password = "x-pw"
+            "#,
+        )
+        .unwrap();
+        let [sasl, relay, tls] = tables(&d);
+        let pairs = |t: &Table| -> Vec<String> {
+            t.entries
+                .expose()
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect()
+        };
+        assert_eq!(
+            pairs(&sasl),
+            [
+                "@a.example a:a-pw",
+                "[rh.example]:587 rh:rh-pw",
+                "x@a.example x:x-pw"
+            ]
+        );
+        assert_eq!(
+            pairs(&relay),
+            ["@a.example [a.example]:587", "x@a.example DUNNO"]
+        );
+        assert_eq!(
+            pairs(&tls),
+            ["[a.example]:587 encrypt", "[rh.example]:587 may"]
+        );
+        assert_eq!(
+            String::from_utf8(relay.bytes.expose().clone()).unwrap(),
+            format!(
+                "{}\n@a.example [a.example]:587\nx@a.example DUNNO\n",
+                table::HEADER
+            )
+        );
+    }
+}

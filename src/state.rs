@@ -1,0 +1,253 @@
+//! Everything postrelay reads from the host before planning, as one value: the config
+//! directory and map type of the instance, main.cf, each managed map's source, its
+//! compiled form (metadata, and what `postmap -s` dumps of it), the reload marker and
+//! who the files should belong to. All the I/O of planning happens here, so
+//! [`crate::plan::plan`] is a pure function of the desired state and a [`State`].
+//!
+//! Only what planning can use is read: a compiled map is dumped only when its source
+//! already holds what the desired state calls for (otherwise it is rebuilt anyway),
+//! and the dumps run in parallel (a freshly written main.cf makes each Postfix tool wait
+//! up to 2 s for it to "cool down", and these waits overlap).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use nix::unistd::{Gid, Uid};
+
+use crate::desired::Desired;
+use crate::fs::{self, Links, Meta, ReadError, Snapshot};
+use crate::managed::{MAIN_CF, MapKind, RELOAD_PENDING};
+use crate::postfix::{self, Entries};
+use crate::secret::Secret;
+use crate::syntax::maincf::MainCf;
+
+/// The Postfix instance a run acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Absolute, canonical config directory.
+    pub config_dir: PathBuf,
+    pub map_type: String,
+}
+
+/// main.cf as read.
+#[derive(Debug, Clone)]
+pub struct MainCfFile {
+    /// `DIR/main.cf`, as named in messages.
+    pub link: PathBuf,
+    /// The file itself (a symlinked main.cf's target), which apply replaces.
+    pub path: PathBuf,
+    pub snapshot: Snapshot,
+}
+
+/// What a compiled map holds, as far as it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// `postmap -s`'s entries, sorted.
+    Entries(Secret<Entries>),
+    /// postmap cannot read it (corrupt, truncated): drift to repair.
+    Unreadable,
+    /// Not dumped: its source differs from the desired one, so it is rebuilt anyway.
+    NotRead,
+}
+
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub meta: Meta,
+    pub content: Content,
+}
+
+/// One managed map as read.
+#[derive(Debug, Clone)]
+pub struct MapFile {
+    pub kind: MapKind,
+    pub source_path: PathBuf,
+    /// `None`: missing.
+    pub source: Option<Snapshot>,
+    /// `None` for map types without a compiled form (texthash).
+    pub compiled_path: Option<PathBuf>,
+    /// `None`: missing (or no compiled form).
+    pub compiled: Option<Compiled>,
+}
+
+/// Everything planning needs to know about the host.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub target: Target,
+    /// Owner the files postrelay writes should have: root, or the invoking user when not root.
+    pub owner: (u32, u32),
+    pub main_cf: MainCfFile,
+    /// In [`MapKind::ALL`] order.
+    pub maps: Vec<MapFile>,
+    /// An earlier apply changed the configuration but did not get to reload Postfix.
+    pub reload_pending: bool,
+}
+
+/// The config directory a run acts on: `--postfix-dir`, else `[postfix] config_dir`,
+/// else `/etc/postfix`; canonical.
+pub fn config_dir(desired: &Desired, postfix_dir: Option<&Path>) -> Result<PathBuf> {
+    let dir = postfix_dir
+        .map(Path::to_path_buf)
+        .or_else(|| desired.config_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("/etc/postfix"));
+    let meta =
+        std::fs::metadata(&dir).map_err(|e| fs::explain(e, &dir, "access config directory"))?;
+    if !meta.is_dir() {
+        bail!("{}: not a directory", dir.display());
+    }
+    std::fs::canonicalize(&dir).map_err(|e| fs::explain(e, &dir, "resolve"))
+}
+
+impl State {
+    /// Reads the instance using `config_dir` (see [`config_dir`]) as far as `desired`
+    /// needs it.
+    pub fn read(desired: &Desired, config_dir: PathBuf) -> Result<State> {
+        let main_cf = read_main_cf(&config_dir)?;
+        let map_type = map_type(desired, &config_dir, &main_cf.snapshot)?;
+        let suffix = postfix::compiled_suffix(&map_type)?;
+        let mut maps = Vec::new();
+        for kind in MapKind::ALL {
+            let wanted = desired.table(kind).bytes.expose();
+            let source_path = config_dir.join(kind.file_name());
+            let limit = fs::MAX_CONFIG_SIZE + wanted.len() as u64;
+            let source = fs::read_if_exists(&source_path, limit, Links::Refuse)?;
+            let compiled_path = suffix.map(|s| config_dir.join(format!("{}{s}", kind.file_name())));
+            let compiled = match &compiled_path {
+                Some(p) => fs::stat(p)?.map(|meta| Compiled {
+                    meta,
+                    content: Content::NotRead,
+                }),
+                None => None,
+            };
+            maps.push(MapFile {
+                kind,
+                source_path,
+                source,
+                compiled_path,
+                compiled,
+            });
+        }
+        let target = Target {
+            config_dir,
+            map_type,
+        };
+        dump_compiled(desired, &target, &mut maps)?;
+        let reload_pending =
+            std::fs::symlink_metadata(target.config_dir.join(RELOAD_PENDING)).is_ok();
+        Ok(State {
+            target,
+            owner: (Uid::effective().as_raw(), Gid::effective().as_raw()),
+            main_cf,
+            maps,
+            reload_pending,
+        })
+    }
+
+    /// Fails unless every file this state was read from still holds what it held (same
+    /// bytes, mode and owner; compiled maps: the same file, unmodified): apply calls it
+    /// just before replacing anything, so it never overwrites a change made meanwhile.
+    pub fn still_holds(&self) -> Result<()> {
+        let main_cf = Some(self.main_cf.snapshot.clone());
+        let mut files: Vec<(&Path, bool)> =
+            vec![(&self.main_cf.path, unchanged(&self.main_cf.path, &main_cf)?)];
+        for m in &self.maps {
+            files.push((&m.source_path, unchanged(&m.source_path, &m.source)?));
+            if let Some(path) = &m.compiled_path {
+                let now = fs::stat(path)?;
+                files.push((path, now == m.compiled.as_ref().map(|c| c.meta)));
+            }
+        }
+        match files.into_iter().find(|(_, same)| !same) {
+            Some((path, _)) => bail!(
+                "{}: changed while postrelay was planning; run it again",
+                path.display()
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether `path` still holds `before` (`None`: still missing).
+fn unchanged(path: &Path, before: &Option<Snapshot>) -> Result<bool> {
+    let limit = before.as_ref().map_or(0, |s| s.meta.size);
+    match fs::read(path, limit, Links::Refuse) {
+        Ok(now) => Ok(before.as_ref().is_some_and(|b| b.same_content(&now))),
+        Err(e) if e.is_not_found() => Ok(before.is_none()),
+        Err(ReadError::TooLarge { .. }) => Ok(false),
+        Err(e) => bail!("{}: {e}", path.display()),
+    }
+}
+
+fn read_main_cf(dir: &Path) -> Result<MainCfFile> {
+    let link = dir.join(MAIN_CF);
+    let path = std::fs::canonicalize(&link).map_err(|e| fs::explain(e, &link, "open"))?;
+    let snapshot = fs::read_if_exists(&path, fs::MAX_CONFIG_SIZE, Links::Refuse)?
+        .with_context(|| format!("{}: no such file", link.display()))?;
+    Ok(MainCfFile {
+        link,
+        path,
+        snapshot,
+    })
+}
+
+/// The map type: the desired state's, else `default_database_type` as Postfix reads it
+/// (main.cf's plain value if it sets one, else the compiled-in default). It must be one
+/// postrelay supports and this Postfix has.
+fn map_type(desired: &Desired, dir: &Path, main_cf: &Snapshot) -> Result<String> {
+    let map_type = match &desired.map_type {
+        Some(t) => t.clone(),
+        None => match MainCf::parse(main_cf.bytes.expose()).get("default_database_type") {
+            Some(v) if !v.is_empty() && !v.contains('$') => v,
+            _ => postfix::default_database_type(dir)?,
+        },
+    };
+    postfix::compiled_suffix(&map_type)?;
+    // hash, btree and texthash are built in; lmdb and cdb are Debian plugin packages.
+    if !matches!(map_type.as_str(), "hash" | "btree" | "texthash") {
+        let available = postfix::map_types(dir)?;
+        if !available.contains(&map_type) {
+            bail!(
+                "map type {map_type:?} is not available in this Postfix (postconf -m lists: {}); install the postfix-{map_type} package",
+                available.join(" ")
+            );
+        }
+    }
+    Ok(map_type)
+}
+
+/// Dumps, in parallel, each compiled map whose source already holds the desired bytes.
+fn dump_compiled(desired: &Desired, target: &Target, maps: &mut [MapFile]) -> Result<()> {
+    let wanted: Vec<bool> = maps
+        .iter()
+        .map(|m| {
+            m.compiled.is_some()
+                && m.source
+                    .as_ref()
+                    .is_some_and(|s| s.bytes.expose() == desired.table(m.kind).bytes.expose())
+        })
+        .collect();
+    let dumps: Vec<Option<Result<Option<Entries>>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = maps
+            .iter()
+            .zip(&wanted)
+            .map(|(m, &dump)| {
+                dump.then(|| {
+                    let source = &m.source_path;
+                    scope.spawn(move || postfix::dump(&target.config_dir, &target.map_type, source))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.map(|h| h.join().expect("postmap -s thread panicked")))
+            .collect()
+    });
+    for (m, dump) in maps.iter_mut().zip(dumps) {
+        if let (Some(compiled), Some(dump)) = (&mut m.compiled, dump) {
+            compiled.content = match dump? {
+                Some(entries) => Content::Entries(Secret::new(entries)),
+                None => Content::Unreadable,
+            };
+        }
+    }
+    Ok(())
+}
