@@ -211,26 +211,28 @@ impl Checker<'_, '_> {
                 ("sender".to_owned(), None)
             }
             (Some(d), None) => {
-                let subject = format!("sender {:?}", d.get_ref());
-                let key = match fields::parse_domain(d.get_ref()) {
-                    Ok(d) => Some(SenderKey::Domain(d)),
-                    Err(e) => {
-                        self.at(d, format!("{subject}: invalid domain: {e}"));
-                        None
-                    }
-                };
-                (subject, key)
+                self.parsed_key(d, "domain", fields::parse_domain, SenderKey::Domain)
             }
             (None, Some(a)) => {
-                let subject = format!("sender {:?}", a.get_ref());
-                let key = match fields::parse_address(a.get_ref()) {
-                    Ok(a) => Some(SenderKey::Address(a)),
-                    Err(e) => {
-                        self.at(a, format!("{subject}: invalid address: {e}"));
-                        None
-                    }
-                };
-                (subject, key)
+                self.parsed_key(a, "address", fields::parse_address, SenderKey::Address)
+            }
+        }
+    }
+
+    /// A domain or address key: its subject for messages, and the key if valid.
+    fn parsed_key(
+        &mut self,
+        written: &Spanned<String>,
+        what: &str,
+        parse: fn(&str) -> Result<String, String>,
+        key: fn(String) -> SenderKey,
+    ) -> (String, Option<SenderKey>) {
+        let subject = format!("sender {:?}", written.get_ref());
+        match parse(written.get_ref()) {
+            Ok(k) => (subject, Some(key(k))),
+            Err(e) => {
+                self.at(written, format!("{subject}: invalid {what}: {e}"));
+                (subject, None)
             }
         }
     }
