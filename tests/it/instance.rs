@@ -13,10 +13,8 @@
 //! directory (zombies don't count) before the temp dir goes. It never runs `postfix
 //! set-permissions` or `upgrade-configuration`, which would touch the system instance.
 //!
-//! Needs root (the master daemon does). Outside CI a test without root or Postfix is
-//! skipped with a printed reason; under `CI=true` it fails ([`require_live!`]).
-
-#![allow(dead_code)]
+//! Tests using it need `require!(Need::Live)`: root (the master daemon runs as
+//! root), `sendmail`, `postqueue` and the SASL PLAIN client module.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -29,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::harness::{self, Host, Run, backdate};
+use crate::harness::postfix;
+use crate::harness::{Host, Run, backdate};
 use crate::relay::{Accepted, FakeRelay};
 
 /// How long a test waits for a delivery or a deferral. Generous for slow CI machines;
@@ -37,72 +36,6 @@ use crate::relay::{Accepted, FakeRelay};
 pub const WAIT: Duration = Duration::from_secs(30);
 /// With nothing delivered for this long, ask Postfix to flush its queue.
 const FLUSH_AFTER: Duration = Duration::from_secs(5);
-
-/// Whether a live instance can run here: Postfix (with `sendmail` and `postqueue`),
-/// root, and the Cyrus SASL PLAIN/LOGIN client modules. Under `CI=true` anything
-/// missing fails the calling test; otherwise it is skipped with a printed reason.
-pub fn live_available() -> bool {
-    if !harness::postfix_available() {
-        return false;
-    }
-    let mut missing = Vec::new();
-    if !harness::is_root() {
-        missing.push("root (the Postfix master daemon needs it)".to_string());
-    }
-    for tool in ["sendmail", "postqueue"] {
-        if postrelay::postfix::tool(tool).is_err() {
-            missing.push(format!("{tool} (package postfix)"));
-        }
-    }
-    if !sasl_plain_module_installed() {
-        missing.push(
-            "the Cyrus SASL PLAIN module (package libsasl2-modules; without it the SMTP client finds \"no worthy mechs\")"
-                .to_string(),
-        );
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "a live Postfix instance cannot run under CI=true; missing: {}",
-        missing.join(", ")
-    );
-    eprintln!(
-        "SKIPPED: a live Postfix instance needs {}",
-        missing.join(", ")
-    );
-    false
-}
-
-/// Skips the calling test (returns) when a live instance cannot run outside CI; fails
-/// under CI=true.
-#[macro_export]
-macro_rules! require_live {
-    () => {
-        $crate::require_postfix!();
-        if !$crate::instance::live_available() {
-            return;
-        }
-    };
-}
-
-fn sasl_plain_module_installed() -> bool {
-    let mut dirs = vec![
-        PathBuf::from("/usr/lib/sasl2"),
-        PathBuf::from("/usr/lib64/sasl2"),
-    ];
-    if let Ok(entries) = fs::read_dir("/usr/lib") {
-        dirs.extend(entries.flatten().map(|e| e.path().join("sasl2")));
-    }
-    dirs.iter().any(|d| {
-        fs::read_dir(d).is_ok_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("libplain.so"))
-        })
-    })
-}
 
 /// A message in the queue, as `postqueue -j` reports it (one JSON object per line;
 /// fields the tests do not use are ignored).
@@ -163,13 +96,9 @@ impl Instance {
             root,
             started: false,
         };
-        instance.write_etc("main.cf", &instance.main_cf_text());
+        instance.write_etc("main.cf", instance.main_cf_text());
         instance.write_etc("master.cf", MASTER_CF);
         instance
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     pub fn queue_dir(&self) -> PathBuf {
@@ -204,13 +133,6 @@ smtp_tls_loglevel = 1
         )
     }
 
-    /// Writes a file in the config directory and backdates it.
-    pub fn write_etc(&self, name: &str, content: &str) {
-        let path = self.path(name);
-        fs::write(&path, content).unwrap();
-        backdate(&path);
-    }
-
     /// `postrelay apply`, which must succeed (main.cf is backdated afterwards, so the
     /// daemons a reload restarts don't pause on a fresh main.cf).
     pub fn apply_ok(&self) -> Run {
@@ -219,23 +141,23 @@ smtp_tls_loglevel = 1
         run
     }
 
-    /// Runs a Postfix program on this instance (`-c`/`-C ETC` is up to the caller).
-    fn tool(&self, name: &str) -> Command {
-        let mut cmd = Command::new(postrelay::postfix::tool(name).unwrap());
-        cmd.stdin(Stdio::null());
+    /// `NAME -c ETC ARG`: a Postfix program (postfix, postqueue) on this instance.
+    fn tool(&self, name: &str, arg: &str) -> Command {
+        let mut cmd = postfix::command(name);
+        cmd.arg("-c").arg(&self.etc).arg(arg);
         cmd
+    }
+
+    /// `NAME -c ETC ARG`, which must succeed (failures quote the mail log); its output.
+    fn run_ok(&self, name: &str, arg: &str) -> Output {
+        let out = self.tool(name, arg).output().unwrap();
+        self.check(&format!("{name} -c ETC {arg}"), &out);
+        out
     }
 
     /// `postfix -c ETC ARG`; panics with the mail log when it fails.
     pub fn postfix(&self, arg: &str) {
-        let out = self
-            .tool("postfix")
-            .arg("-c")
-            .arg(&self.etc)
-            .arg(arg)
-            .output()
-            .unwrap();
-        self.check(&format!("postfix -c ETC {arg}"), &out);
+        self.run_ok("postfix", arg);
     }
 
     fn check(&self, what: &str, out: &Output) {
@@ -271,18 +193,6 @@ smtp_tls_loglevel = 1
         self.postfix("reload");
     }
 
-    /// Whether `postfix -c ETC status` says the instance runs.
-    pub fn is_running(&self) -> bool {
-        self.tool("postfix")
-            .arg("-c")
-            .arg(&self.etc)
-            .arg("status")
-            .output()
-            .unwrap()
-            .status
-            .success()
-    }
-
     fn master_pid_opt(&self) -> Option<u32> {
         let text = fs::read_to_string(self.queue_dir().join("pid/master.pid")).ok()?;
         text.trim()
@@ -312,8 +222,7 @@ smtp_tls_loglevel = 1
 
     /// Submits `message` as is (`from` may be `<>` for the null sender).
     pub fn sendmail(&self, from: &str, to: &[&str], message: &str) {
-        let mut child = self
-            .tool("sendmail")
+        let mut child = postfix::command("sendmail")
             .arg("-C")
             .arg(&self.etc)
             .args(["-i", "-f", from, "--"])
@@ -335,26 +244,12 @@ smtp_tls_loglevel = 1
 
     /// `postqueue -c ETC -f`: attempt delivery of everything queued now.
     pub fn flush(&self) {
-        let out = self
-            .tool("postqueue")
-            .arg("-c")
-            .arg(&self.etc)
-            .arg("-f")
-            .output()
-            .unwrap();
-        self.check("postqueue -f", &out);
+        self.run_ok("postqueue", "-f");
     }
 
     /// The queue, from `postqueue -c ETC -j` (one JSON object per message).
     pub fn queue(&self) -> Vec<Queued> {
-        let out = self
-            .tool("postqueue")
-            .arg("-c")
-            .arg(&self.etc)
-            .arg("-j")
-            .output()
-            .unwrap();
-        self.check("postqueue -j", &out);
+        let out = self.run_ok("postqueue", "-j");
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -455,12 +350,7 @@ smtp_tls_loglevel = 1
     pub fn diagnostics(&self) -> String {
         let mut s = String::new();
         if self.queue_dir().join("pid/master.pid").exists() {
-            let out = self
-                .tool("postqueue")
-                .arg("-c")
-                .arg(&self.etc)
-                .arg("-j")
-                .output();
+            let out = self.tool("postqueue", "-j").output();
             if let Ok(out) = out {
                 let _ = writeln!(
                     s,
@@ -500,12 +390,7 @@ impl Drop for Instance {
         if !self.started {
             return;
         }
-        let _ = self
-            .tool("postfix")
-            .arg("-c")
-            .arg(&self.etc)
-            .arg("stop")
-            .output();
+        let _ = self.tool("postfix", "stop").output();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let left = self.queue_processes();
