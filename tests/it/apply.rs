@@ -6,13 +6,16 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
-use crate::harness::{self, CANARY, CANARY_FILE, CANARY2, Cmd, Host};
-use crate::require_postfix;
+use crate::harness::{
+    self, CANARY, CANARY_FILE, CANARY2, DEBIAN_MAIN_CF, Host, NOBODY, Need, assert_restored, holds,
+    managed_parameters,
+};
+use crate::require;
 
 /// The guide's multi-relay setup: a catch-all relayhost (password from a file), two
 /// domains on two relays, and one address with its own credentials via the relayhost.
 fn desired_multi(host: &Host) -> String {
-    host.secret_file("relayhost.pw", &format!("{CANARY_FILE}\n"));
+    host.secret_file("relayhost.pw", format!("{CANARY_FILE}\n"));
     format!(
         r#"
 [relayhost]
@@ -42,7 +45,7 @@ password = "{CANARY}-wes"
 }
 
 fn multi_host() -> Host {
-    let host = Host::new(harness::DEBIAN_MAIN_CF);
+    let host = Host::new(DEBIAN_MAIN_CF);
     let d = desired_multi(&host);
     host.desired(&d);
     host
@@ -50,7 +53,8 @@ fn multi_host() -> Host {
 
 #[test]
 fn apply_configures_postfix_and_second_apply_changes_nothing() {
-    require_postfix!();
+    // Root: postrelay asks whether Postfix runs only as root.
+    require!(Need::Postfix, Need::Root);
     let host = multi_host();
     let etc = host.etc.display().to_string();
 
@@ -69,22 +73,9 @@ fn apply_configures_postfix_and_second_apply_changes_nothing() {
         .stdout_has("Postfix is not running");
 
     // What Postfix itself reads.
-    let conf = host.postconf_n();
-    let want = [
-        ("smtp_sasl_auth_enable", "yes".to_string()),
-        ("smtp_sasl_security_options", "noanonymous".into()),
-        ("smtp_sasl_tls_security_options", "noanonymous".into()),
-        ("smtp_sender_dependent_authentication", "yes".into()),
-        ("smtp_sasl_password_maps", format!("hash:{etc}/sasl_passwd")),
-        (
-            "sender_dependent_relayhost_maps",
-            format!("hash:{etc}/sender_relay"),
-        ),
-        ("smtp_tls_policy_maps", format!("hash:{etc}/tls_policy")),
-        ("relayhost", "[smtp.mailgun.org]:587".into()),
-    ];
-    for (name, value) in &want {
-        assert_eq!(conf.get(*name), Some(value), "{name}");
+    let conf = host.postconf().n();
+    for (name, value) in managed_parameters(&host.etc, "[smtp.mailgun.org]:587") {
+        assert_eq!(conf.get(name), Some(&value), "{name}");
     }
     // Untouched settings keep their values.
     assert_eq!(conf["myhostname"], "mail.example.org");
@@ -127,24 +118,9 @@ fn apply_configures_postfix_and_second_apply_changes_nothing() {
         Some("encrypt".into())
     );
 
-    // Secrets: root (the invoking user) and 0600, source and compiled form.
-    for name in ["sasl_passwd", "sasl_passwd.db"] {
-        let meta = fs::metadata(host.path(name)).unwrap();
-        assert_eq!(meta.mode() & 0o777, 0o600, "{name}");
-        assert_eq!(meta.uid(), nix::unistd::Uid::effective().as_raw(), "{name}");
-    }
-    for name in [
-        "sender_relay",
-        "sender_relay.db",
-        "tls_policy",
-        "tls_policy.db",
-    ] {
-        assert_eq!(
-            fs::metadata(host.path(name)).unwrap().mode() & 0o777,
-            0o644,
-            "{name}"
-        );
-    }
+    // Secrets: the invoking user's (root) and 0600, source and compiled form; the
+    // other maps 0644.
+    host.assert_map_permissions("after apply");
     // Nothing but the maps and main.cf: no temporary files left behind.
     let names: Vec<String> = host.files().into_keys().collect();
     assert_eq!(
@@ -161,17 +137,17 @@ fn apply_configures_postfix_and_second_apply_changes_nothing() {
     );
     // The password appears in no file but sasl_passwd and its compiled map.
     for (name, state) in host.files() {
-        let has = state
-            .bytes
-            .windows(CANARY.len())
-            .any(|w| w == CANARY.as_bytes());
-        assert_eq!(has, name.starts_with("sasl_passwd"), "{name}");
+        assert_eq!(
+            holds(&state.bytes, CANARY),
+            name.starts_with("sasl_passwd"),
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn quiet_apply_prints_nothing_when_in_sync() {
-    require_postfix!();
+    require!(Need::Postfix);
     let host = multi_host();
     host.apply().success();
     let run = host.cmd("apply").args(&["--quiet"]).run();
@@ -182,7 +158,7 @@ fn quiet_apply_prints_nothing_when_in_sync() {
 
 #[test]
 fn main_cf_edits_are_minimal_and_lossless() {
-    require_postfix!();
+    require!(Need::Postfix);
     // CRLF, tabs, a continued value that already reads right, a duplicate, no final newline.
     let main_cf = "# header\r\nsmtp_sasl_security_options =\r\n\tnoanonymous\r\nsmtp_sasl_auth_enable = no\r\nmyhostname\t=\tcrlf.example\r\nsmtp_sasl_auth_enable = maybe\r\n# last line is a comment";
     let host = Host::new(main_cf);
@@ -203,20 +179,23 @@ fn main_cf_edits_are_minimal_and_lossless() {
          relayhost = [smtp.mailgun.org]:587\n"
     );
     assert_eq!(text, want);
-    assert_eq!(host.postconf("smtp_sasl_auth_enable"), "yes");
-    assert_eq!(host.postconf("myhostname"), "crlf.example");
+    assert_eq!(
+        host.postconf().h(&["smtp_sasl_auth_enable", "myhostname"]),
+        ["yes", "crlf.example"]
+    );
 }
 
 #[test]
 fn symlinked_main_cf_stays_a_symlink_with_its_mode_and_owner() {
-    require_postfix!();
+    require!(Need::Postfix);
     let host = multi_host();
     let real = host.tmp.path().join("real-main.cf");
     fs::rename(host.main_cf(), &real).unwrap();
     symlink(&real, host.main_cf()).unwrap();
     fs::set_permissions(&real, fs::Permissions::from_mode(0o640)).unwrap();
-    if harness::is_root() {
-        nix::unistd::chown(&real, None, Some(nix::unistd::Gid::from_raw(65534))).unwrap();
+    // Another group shows that the owner is kept (only root may set it).
+    if harness::require(&[Need::Root]) {
+        nix::unistd::chown(&real, None, Some(nix::unistd::Gid::from_raw(NOBODY))).unwrap();
     }
     let before = fs::metadata(&real).unwrap();
     host.apply_twice();
@@ -238,7 +217,7 @@ fn symlinked_main_cf_stays_a_symlink_with_its_mode_and_owner() {
 
 #[test]
 fn rotation_shows_a_redacted_change_and_takes_effect() {
-    require_postfix!();
+    require!(Need::Postfix);
     let host = multi_host();
     host.apply().success();
     let rotated = desired_multi(&host).replace(&format!("\"{CANARY}\""), &format!("\"{CANARY2}\""));
@@ -261,8 +240,8 @@ fn rotation_shows_a_redacted_change_and_takes_effect() {
 
 #[test]
 fn show_secrets_reveals_the_password_only_when_asked() {
-    require_postfix!();
-    let host = Host::new(harness::DEBIAN_MAIN_CF);
+    require!(Need::Postfix);
+    let host = Host::new(DEBIAN_MAIN_CF);
     host.desired(
         "[relayhost]\nrelay = \"[relay.example]:587\"\nusername = \"u\"\npassword = \"visible-pw\"\n",
     );
@@ -278,11 +257,11 @@ fn show_secrets_reveals_the_password_only_when_asked() {
 
 #[test]
 fn removed_senders_leave_no_stale_entries() {
-    require_postfix!();
+    require!(Need::Postfix);
     let host = multi_host();
     host.apply().success();
     // Drop example.com and wes@: only example.org and the relayhost remain.
-    host.secret_file("relayhost.pw", &format!("{CANARY_FILE}\n"));
+    host.secret_file("relayhost.pw", format!("{CANARY_FILE}\n"));
     host.desired(&format!(
         "[relayhost]\nrelay = \"[smtp.mailgun.org]:587\"\nusername = \"postmaster@example.net\"\npassword_file = \"@TMP@/relayhost.pw\"\n\n[[sender]]\ndomain = \"example.org\"\nrelay = \"[email-smtp.eu-west-1.amazonaws.com]:587\"\nusername = \"AKIAEXAMPLE\"\npassword = \"{CANARY}-org\"\n"
     ));
@@ -311,19 +290,20 @@ struct Drift {
     plan_says: &'static [&'static str],
 }
 
-fn edit_main_cf(host: &Host, f: impl FnOnce(String) -> String) {
-    let text = fs::read_to_string(host.main_cf()).unwrap();
-    fs::write(host.main_cf(), f(text)).unwrap();
-    harness::backdate(&host.main_cf());
+/// Appends `text` to a file in the config dir, as a hand edit would.
+fn append(host: &Host, name: &str, text: &str) {
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(host.path(name))
+        .unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
 }
 
 const DRIFTS: &[Drift] = &[
     Drift {
         name: "managed parameter deleted",
         breaks: |h| {
-            edit_main_cf(h, |t| {
-                t.replace("smtp_sender_dependent_authentication = yes\n", "")
-            })
+            h.edit_main_cf(|t| t.replace("smtp_sender_dependent_authentication = yes\n", ""))
         },
         plan_says: &[
             "smtp_sender_dependent_authentication (added)",
@@ -333,7 +313,7 @@ const DRIFTS: &[Drift] = &[
     Drift {
         name: "managed parameter changed",
         breaks: |h| {
-            edit_main_cf(h, |t| {
+            h.edit_main_cf(|t| {
                 t.replace("smtp_sasl_auth_enable = yes", "smtp_sasl_auth_enable = no")
             })
         },
@@ -346,7 +326,7 @@ const DRIFTS: &[Drift] = &[
     Drift {
         name: "managed parameter commented out by hand, relayhost changed",
         breaks: |h| {
-            edit_main_cf(h, |t| {
+            h.edit_main_cf(|t| {
                 t.replace("smtp_tls_policy_maps =", "#smtp_tls_policy_maps =")
                     .replace(
                         "relayhost = [smtp.mailgun.org]:587",
@@ -361,11 +341,7 @@ const DRIFTS: &[Drift] = &[
     },
     Drift {
         name: "map source edited by hand",
-        breaks: |h| {
-            let mut t = fs::read_to_string(h.path("sender_relay")).unwrap();
-            t.push_str("@stale.example [old.relay]:25\n");
-            fs::write(h.path("sender_relay"), t).unwrap();
-        },
+        breaks: |h| append(h, "sender_relay", "@stale.example [old.relay]:25\n"),
         plan_says: &[
             "sender_relay: content differs",
             "-@stale.example [old.relay]:25",
@@ -374,9 +350,11 @@ const DRIFTS: &[Drift] = &[
     Drift {
         name: "password map edited by hand",
         breaks: |h| {
-            let mut t = fs::read_to_string(h.path("sasl_passwd")).unwrap();
-            t.push_str("@stale.example olduser:CANARY-s3cret-9d1f-stale\n# @x.example u:CANARY-s3cret-9d1f\n");
-            fs::write(h.path("sasl_passwd"), t).unwrap();
+            append(
+                h,
+                "sasl_passwd",
+                "@stale.example olduser:CANARY-s3cret-9d1f-stale\n# @x.example u:CANARY-s3cret-9d1f\n",
+            )
         },
         plan_says: &[
             "sasl_passwd: content differs",
@@ -395,13 +373,7 @@ const DRIFTS: &[Drift] = &[
             // Build the .db from other content, then put the right source back.
             let good = fs::read(h.path("tls_policy")).unwrap();
             fs::write(h.path("tls_policy"), "[smtp.mailgun.org]:587 may\n").unwrap();
-            let status = std::process::Command::new(postrelay::postfix::tool("postmap").unwrap())
-                .arg("-c")
-                .arg(&h.etc)
-                .arg(format!("hash:{}", h.path("tls_policy").display()))
-                .status()
-                .unwrap();
-            assert!(status.success());
+            h.postmap_build("tls_policy");
             fs::write(h.path("tls_policy"), good).unwrap();
         },
         plan_says: &["tls_policy: tls_policy.db differs from its source"],
@@ -430,7 +402,7 @@ const DRIFTS: &[Drift] = &[
 
 #[test]
 fn every_drift_is_reported_by_plan_and_repaired_by_apply() {
-    require_postfix!();
+    require!(Need::Postfix);
     for drift in DRIFTS {
         let host = multi_host();
         host.apply().success();
@@ -453,7 +425,7 @@ fn every_drift_is_reported_by_plan_and_repaired_by_apply() {
         assert_eq!(host.files(), before, "{}: plan wrote something", drift.name);
         host.apply_twice();
         assert_eq!(
-            host.postconf("smtp_sender_dependent_authentication"),
+            host.postconf().get("smtp_sender_dependent_authentication"),
             "yes",
             "{}",
             drift.name
@@ -485,14 +457,10 @@ fn every_drift_is_reported_by_plan_and_repaired_by_apply() {
 
 #[test]
 fn password_map_owned_by_another_user_is_drift() {
-    require_postfix!();
-    if !harness::is_root() {
-        eprintln!("SKIPPED: needs root to chown");
-        return;
-    }
+    require!(Need::Postfix, Need::Root);
     let host = multi_host();
     host.apply().success();
-    let nobody = Some(nix::unistd::Uid::from_raw(65534));
+    let nobody = Some(nix::unistd::Uid::from_raw(NOBODY));
     nix::unistd::chown(&host.path("sasl_passwd"), nobody, None).unwrap();
     nix::unistd::chown(&host.path("sasl_passwd.db"), nobody, None).unwrap();
     host.plan()
@@ -506,7 +474,7 @@ fn password_map_owned_by_another_user_is_drift() {
 
 #[test]
 fn existing_relayhost_without_catch_all_is_left_alone_and_noted() {
-    require_postfix!();
+    require!(Need::Postfix);
     let host = Host::new("relayhost = [legacy.example]:25\n");
     host.desired(&format!(
         "[[sender]]\ndomain = \"example.com\"\nrelay = \"[smtp.mailgun.org]:587\"\nusername = \"u@example.com\"\npassword = \"{CANARY}\"\n"
@@ -515,52 +483,55 @@ fn existing_relayhost_without_catch_all_is_left_alone_and_noted() {
         "note: no [relayhost] in the desired state: senders not listed, and bounces, will use the existing relayhost \"[legacy.example]:25\" without credentials",
     );
     host.apply_twice();
-    assert_eq!(host.postconf("relayhost"), "[legacy.example]:25");
+    assert_eq!(host.postconf().get("relayhost"), "[legacy.example]:25");
+}
+
+/// After apply: the password map parameter names `map_type:ETC/sasl_passwd`, and the
+/// relayhost's credentials are what postmap finds under `relay` in a map of that type.
+fn assert_password_map(host: &Host, map_type: &str, relay: &str) {
+    assert_eq!(
+        host.postconf().get("smtp_sasl_password_maps"),
+        format!("{map_type}:{}/sasl_passwd", host.etc.display())
+    );
+    assert_eq!(
+        host.postmap_q(map_type, "sasl_passwd", relay),
+        Some(format!("u:{CANARY}"))
+    );
+}
+
+/// A desired state with only a relayhost on `relay`, user "u", password [`CANARY`].
+fn relayhost_only(prefix: &str, relay: &str) -> String {
+    format!("{prefix}[relayhost]\nrelay = \"{relay}\"\nusername = \"u\"\npassword = \"{CANARY}\"\n")
 }
 
 #[test]
 fn texthash_maps_need_no_postmap() {
-    require_postfix!();
+    require!(Need::Postfix);
     let host = Host::new("");
-    host.desired(&format!(
-        "[postfix]\nmap_type = \"texthash\"\n\n[relayhost]\nrelay = \"[relay.example]:587\"\nusername = \"u\"\npassword = \"{CANARY}\"\n"
+    host.desired(&relayhost_only(
+        "[postfix]\nmap_type = \"texthash\"\n\n",
+        "[relay.example]:587",
     ));
     let plan = host.plan();
     plan.code(1);
     assert!(!plan.stdout.contains("postmap"), "{}", plan.stdout);
     host.apply_twice();
     assert!(!host.path("sasl_passwd.db").exists());
-    assert_eq!(
-        host.postconf("smtp_sasl_password_maps"),
-        format!("texthash:{}/sasl_passwd", host.etc.display())
-    );
-    assert_eq!(
-        host.postmap_q("texthash", "sasl_passwd", "[relay.example]:587"),
-        Some(format!("u:{CANARY}"))
-    );
+    assert_password_map(&host, "texthash", "[relay.example]:587");
 }
 
 #[test]
 fn map_type_defaults_to_postfix_default_database_type() {
-    require_postfix!();
+    require!(Need::Postfix);
     let host = Host::new("default_database_type = btree\n");
-    host.desired(&format!(
-        "[relayhost]\nrelay = \"relay.example:2525\"\nusername = \"u\"\npassword = \"{CANARY}\"\n"
-    ));
+    host.desired(&relayhost_only("", "relay.example:2525"));
     host.apply_twice();
-    assert_eq!(
-        host.postconf("smtp_sasl_password_maps"),
-        format!("btree:{}/sasl_passwd", host.etc.display())
-    );
-    assert_eq!(
-        host.postmap_q("btree", "sasl_passwd", "relay.example:2525"),
-        Some(format!("u:{CANARY}"))
-    );
+    assert_password_map(&host, "btree", "relay.example:2525");
 }
 
 #[test]
 fn second_apply_waits_for_the_lock_then_gives_up() {
-    require_postfix!();
+    require!(Need::Postfix);
     let host = multi_host();
     let dir = fs::File::open(&host.etc).unwrap();
     let lock = nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
@@ -579,15 +550,11 @@ fn second_apply_waits_for_the_lock_then_gives_up() {
 
 #[test]
 fn no_password_in_any_output_at_the_highest_verbosity() {
-    require_postfix!();
+    require!(Need::Postfix);
     let host = multi_host();
     // Every run goes through Run::assert_no_secret; here at -vvv and RUST_LOG=trace.
     for sub in ["validate", "plan", "apply", "plan", "apply"] {
-        let mut c = Cmd::new(&["-vvv", sub, "--config", &host.config.display().to_string()]);
-        if sub != "validate" {
-            c.args(&["--postfix-dir", &host.etc.display().to_string()]);
-        }
-        let run = c.env("RUST_LOG", "trace").run();
+        let run = host.cmd(sub).loud().run();
         assert!(
             run.code == 0 || (sub == "plan" && run.code == 1),
             "{sub}: {}",
@@ -602,7 +569,8 @@ fn no_password_in_any_output_at_the_highest_verbosity() {
 
 #[test]
 fn failed_postfix_check_restores_every_file() {
-    require_postfix!();
+    // Root: postrelay asks whether Postfix runs only as root.
+    require!(Need::Postfix, Need::Root);
     // Fault injection: a stub `postfix` first on PATH says the instance runs, then fails
     // `check`. postconf and postmap stay the real ones.
     let host = multi_host();
@@ -620,16 +588,8 @@ fn failed_postfix_check_restores_every_file() {
     run.code(2)
         .stderr_has("injected check failure")
         .stderr_has("restored the previous files");
-    // Restored: same bytes and modes; files that did not exist are gone again.
-    let after = host.files();
-    assert_eq!(
-        after.keys().collect::<Vec<_>>(),
-        before.keys().collect::<Vec<_>>()
-    );
-    for (name, state) in &before {
-        assert_eq!(after[name].bytes, state.bytes, "{name}");
-        assert_eq!(after[name].mode, state.mode, "{name}");
-    }
+    // Restored: same bytes, modes and owners; files that did not exist are gone again.
+    assert_restored(&before, &host.files());
     let calls = fs::read_to_string(&log).unwrap();
     assert!(
         calls.contains("status") && calls.contains("check") && !calls.contains("reload"),

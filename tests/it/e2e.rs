@@ -8,10 +8,10 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::harness::{CANARY, CANARY2};
+use crate::harness::{CANARY, CANARY2, Need};
 use crate::instance::{Instance, WAIT};
 use crate::relay::{Accepted, FakeRelay, RelayConfig};
-use crate::require_live;
+use crate::require;
 
 /// Prints the scenario's wall time when dropped (declare it first: it drops last, after
 /// the instance has stopped).
@@ -45,13 +45,7 @@ fn message_id(tag: &str) -> String {
 
 /// A relay with STARTTLS accepting the given users.
 fn relay(users: &[(&str, &str)]) -> FakeRelay {
-    FakeRelay::start(RelayConfig {
-        users: users
-            .iter()
-            .map(|(u, p)| (u.to_string(), p.to_string()))
-            .collect(),
-        ..RelayConfig::default()
-    })
+    FakeRelay::start(RelayConfig::users(users))
 }
 
 /// Asserts that `m` reached `relay` from `from` to `to`, authenticated as `user` with
@@ -78,9 +72,14 @@ fn assert_sent_as(
     assert!(m.tls_at_auth, "credentials sent without TLS: {m:#?}");
 }
 
+/// A password for this scenario: the canary with a tag.
+fn pw(tag: &str) -> String {
+    format!("{CANARY}-{tag}")
+}
+
 /// Sends one message and returns what the relay it reached (one of `relays`) recorded.
-fn deliver(inst: &Instance, relays: &[&FakeRelay], from: &str, to: &str, tag: &str) -> Accepted {
-    let id = message_id(tag);
+fn deliver(inst: &Instance, relays: &[&FakeRelay], from: &str, to: &str) -> Accepted {
+    let id = message_id(&from.replace('@', "-at-"));
     inst.send(from, &[to], &id);
     let m = inst.expect_on(
         relays,
@@ -95,6 +94,35 @@ fn deliver(inst: &Instance, relays: &[&FakeRelay], from: &str, to: &str, tag: &s
         );
     }
     m
+}
+
+/// Sends a message `from` → `to` and asserts that it reached `via` (and no other of
+/// `relays`), authenticated as `user` with `password` under TLS.
+#[track_caller]
+fn assert_routed(
+    inst: &Instance,
+    relays: &[&FakeRelay],
+    (from, to): (&str, &str),
+    (via, user, password): (&FakeRelay, &str, &str),
+) {
+    let m = deliver(inst, relays, from, to);
+    assert_sent_as(&m, via, from, &[to], user, password);
+}
+
+/// Sends a message from `from` and waits until Postfix defers it; the delay reason.
+fn deferral_reason(inst: &Instance, from: &str) -> String {
+    inst.send(from, &["x@remote.example"], &message_id("deferred"));
+    let q = inst.wait_deferred(from, WAIT);
+    q.recipients[0].delay_reason.clone().unwrap()
+}
+
+/// An instance configured by `postrelay apply` from `toml`, then started.
+fn running(toml: &str) -> Instance {
+    let mut inst = Instance::new();
+    inst.desired(toml);
+    inst.apply_ok();
+    inst.start();
+    inst
 }
 
 /// Every AUTH the relay saw succeeded and was protected by TLS.
@@ -168,20 +196,16 @@ fn address<'a>(
 /// instance (so apply's `postfix check` and `reload` are exercised).
 #[test]
 fn e2e_guide_multi_relay_routes_each_domain_through_its_relay() {
-    require_live!();
+    require!(Need::Live);
     let _t = Timer::start("guide_multi_relay");
-    let (pa, pb, pc) = (
-        format!("{CANARY}-alpha"),
-        format!("{CANARY}-beta"),
-        format!("{CANARY}-catchall"),
-    );
+    let (pa, pb, pc) = (pw("alpha"), pw("beta"), pw("catchall"));
     let a = relay(&[("alpha-user", &pa)]);
     let b = relay(&[("beta-user", &pb)]);
     let c = relay(&[("catchall-user", &pc)]);
     let all = [&a, &b, &c];
     let mut inst = Instance::new();
     // The relayhost's password from a file, as the guide keeps it.
-    inst.secret_file("catchall.pw", &format!("{pc}\n"));
+    inst.secret_file("catchall.pw", format!("{pc}\n"));
     let toml = desired(
         Some((&c, "catchall-user", &pc)),
         &[
@@ -202,45 +226,22 @@ fn e2e_guide_multi_relay_routes_each_domain_through_its_relay() {
         .stdout_has(&format!("ran postfix -c {etc} check"))
         .stdout_has(&format!("ran postfix -c {etc} reload"));
 
-    let m = deliver(
-        &inst,
-        &all,
-        "alice@alpha.test",
-        "r1@remote.example",
-        "guide-a",
-    );
-    assert_sent_as(
-        &m,
-        &a,
-        "alice@alpha.test",
-        &["r1@remote.example"],
-        "alpha-user",
-        &pa,
-    );
-    let m = deliver(&inst, &all, "bob@beta.test", "r2@remote.example", "guide-b");
-    assert_sent_as(
-        &m,
-        &b,
-        "bob@beta.test",
-        &["r2@remote.example"],
-        "beta-user",
-        &pb,
-    );
-    let m = deliver(
-        &inst,
-        &all,
-        "carol@unlisted.test",
-        "r3@remote.example",
-        "guide-c",
-    );
-    assert_sent_as(
-        &m,
-        &c,
-        "carol@unlisted.test",
-        &["r3@remote.example"],
-        "catchall-user",
-        &pc,
-    );
+    let routes: [(&str, &str, (&FakeRelay, &str, &str)); 3] = [
+        (
+            "alice@alpha.test",
+            "r1@remote.example",
+            (&a, "alpha-user", &pa),
+        ),
+        ("bob@beta.test", "r2@remote.example", (&b, "beta-user", &pb)),
+        (
+            "carol@unlisted.test",
+            "r3@remote.example",
+            (&c, "catchall-user", &pc),
+        ),
+    ];
+    for (from, to, via) in routes {
+        assert_routed(&inst, &all, (from, to), via);
+    }
     for r in all {
         assert_eq!(r.messages().len(), 1, "relay {}", r.port());
         assert_all_auth_ok_under_tls(r);
@@ -251,51 +252,33 @@ fn e2e_guide_multi_relay_routes_each_domain_through_its_relay() {
 /// credentials; an unlisted domain uses the relayhost's.
 #[test]
 fn e2e_single_relay_uses_each_domains_credentials() {
-    require_live!();
+    require!(Need::Live);
     let _t = Timer::start("single_relay_per_domain_credentials");
     let names = ["one.test", "two.test", "three.test"];
-    let creds: Vec<(String, String)> = names
+    let creds: Vec<(String, String)> = names.iter().map(|d| (format!("user@{d}"), pw(d))).collect();
+    let prh = pw("rh");
+    let users: Vec<(&str, &str)> = creds
         .iter()
-        .map(|d| (format!("user@{d}"), format!("{CANARY}-{d}")))
+        .map(|(u, p)| (u.as_str(), p.as_str()))
+        .chain([("relayhost-user", prh.as_str())])
         .collect();
-    let prh = format!("{CANARY}-rh");
-    let r = FakeRelay::start(RelayConfig {
-        users: creds
-            .iter()
-            .cloned()
-            .chain([("relayhost-user".to_string(), prh.clone())])
-            .collect(),
-        ..RelayConfig::default()
-    });
+    let r = relay(&users);
     let senders: Vec<Sender> = names
         .iter()
         .zip(&creds)
         .map(|(d, (u, p))| domain(d, None, u, p))
         .collect();
-    let mut inst = Instance::new();
-    inst.desired(&desired(Some((&r, "relayhost-user", &prh)), &senders));
-    inst.apply_ok();
-    inst.start();
+    let inst = running(&desired(Some((&r, "relayhost-user", &prh)), &senders));
 
     for (d, (user, password)) in names.iter().zip(&creds) {
         let (from, to) = (format!("sender@{d}"), format!("to-{d}@remote.example"));
-        let m = deliver(&inst, &[&r], &from, &to, d);
-        assert_sent_as(&m, &r, &from, &[&to], user, password);
+        assert_routed(&inst, &[&r], (&from, &to), (&r, user, password));
     }
-    let m = deliver(
+    assert_routed(
         &inst,
         &[&r],
-        "someone@unlisted.test",
-        "x@remote.example",
-        "unlisted",
-    );
-    assert_sent_as(
-        &m,
-        &r,
-        "someone@unlisted.test",
-        &["x@remote.example"],
-        "relayhost-user",
-        &prh,
+        ("someone@unlisted.test", "x@remote.example"),
+        (&r, "relayhost-user", &prh),
     );
     assert_eq!(r.messages().len(), 4);
     assert_all_auth_ok_under_tls(&r);
@@ -307,10 +290,10 @@ fn e2e_single_relay_uses_each_domains_credentials() {
 /// keep the domain's relay and credentials.
 #[test]
 fn e2e_address_entry_overrides_its_domain() {
-    require_live!();
+    require!(Need::Live);
     let _t = Timer::start("address_overrides_domain");
-    let p = |tag: &str| format!("{CANARY}-{tag}");
-    let (p_dom, p_vip, p_dom2, p_boss, p_rh) = (p("dom"), p("vip"), p("dom2"), p("boss"), p("rh"));
+    let (p_dom, p_vip, p_dom2, p_boss, p_rh) =
+        (pw("dom"), pw("vip"), pw("dom2"), pw("boss"), pw("rh"));
     let dom = relay(&[("dom-user", &p_dom)]);
     let vip = relay(&[("vip-user", &p_vip)]);
     let rh = relay(&[
@@ -319,8 +302,7 @@ fn e2e_address_entry_overrides_its_domain() {
         ("boss-user", &p_boss),
     ]);
     let all = [&dom, &vip, &rh];
-    let mut inst = Instance::new();
-    inst.desired(&desired(
+    let inst = running(&desired(
         Some((&rh, "rh-user", &p_rh)),
         &[
             domain("corp.test", Some(&dom), "dom-user", &p_dom),
@@ -329,51 +311,32 @@ fn e2e_address_entry_overrides_its_domain() {
             address("boss@corp2.test", None, Some(("boss-user", &p_boss))),
         ],
     ));
-    inst.apply_ok();
-    inst.start();
 
-    let m = deliver(&inst, &all, "vip@corp.test", "v@remote.example", "vip");
-    assert_sent_as(
-        &m,
-        &vip,
-        "vip@corp.test",
-        &["v@remote.example"],
-        "vip-user",
-        &p_vip,
-    );
-    let m = deliver(&inst, &all, "staff@corp.test", "s@remote.example", "staff");
-    assert_sent_as(
-        &m,
-        &dom,
-        "staff@corp.test",
-        &["s@remote.example"],
-        "dom-user",
-        &p_dom,
-    );
-    let m = deliver(&inst, &all, "boss@corp2.test", "b@remote.example", "boss");
-    assert_sent_as(
-        &m,
-        &rh,
-        "boss@corp2.test",
-        &["b@remote.example"],
-        "boss-user",
-        &p_boss,
-    );
-    let m = deliver(
-        &inst,
-        &all,
-        "worker@corp2.test",
-        "w@remote.example",
-        "worker",
-    );
-    assert_sent_as(
-        &m,
-        &rh,
-        "worker@corp2.test",
-        &["w@remote.example"],
-        "dom2-user",
-        &p_dom2,
-    );
+    let routes: [(&str, &str, (&FakeRelay, &str, &str)); 4] = [
+        (
+            "vip@corp.test",
+            "v@remote.example",
+            (&vip, "vip-user", &p_vip),
+        ),
+        (
+            "staff@corp.test",
+            "s@remote.example",
+            (&dom, "dom-user", &p_dom),
+        ),
+        (
+            "boss@corp2.test",
+            "b@remote.example",
+            (&rh, "boss-user", &p_boss),
+        ),
+        (
+            "worker@corp2.test",
+            "w@remote.example",
+            (&rh, "dom2-user", &p_dom2),
+        ),
+    ];
+    for (from, to, via) in routes {
+        assert_routed(&inst, &all, (from, to), via);
+    }
     for r in all {
         assert_all_auth_ok_under_tls(r);
     }
@@ -385,40 +348,24 @@ fn e2e_address_entry_overrides_its_domain() {
 /// a relay of its own.
 #[test]
 fn e2e_address_with_credentials_only_goes_through_relayhost() {
-    require_live!();
+    require!(Need::Live);
     let _t = Timer::start("address_credentials_only");
-    let (p_dom, p_cred, p_rh) = (
-        format!("{CANARY}-dom"),
-        format!("{CANARY}-cred"),
-        format!("{CANARY}-rh"),
-    );
+    let (p_dom, p_cred, p_rh) = (pw("dom"), pw("cred"), pw("rh"));
     let dom = relay(&[("dom-user", &p_dom)]);
     let rh = relay(&[("rh-user", &p_rh), ("cred-user", &p_cred)]);
-    let mut inst = Instance::new();
-    inst.desired(&desired(
+    let inst = running(&desired(
         Some((&rh, "rh-user", &p_rh)),
         &[
             domain("corp.test", Some(&dom), "dom-user", &p_dom),
             address("cred@corp.test", None, Some(("cred-user", &p_cred))),
         ],
     ));
-    inst.apply_ok();
-    inst.start();
 
-    let m = deliver(
+    assert_routed(
         &inst,
         &[&dom, &rh],
-        "cred@corp.test",
-        "c@remote.example",
-        "cred",
-    );
-    assert_sent_as(
-        &m,
-        &rh,
-        "cred@corp.test",
-        &["c@remote.example"],
-        "cred-user",
-        &p_cred,
+        ("cred@corp.test", "c@remote.example"),
+        (&rh, "cred-user", &p_cred),
     );
     assert!(
         dom.auth_attempts().is_empty(),
@@ -433,9 +380,9 @@ fn e2e_address_with_credentials_only_goes_through_relayhost() {
 /// the address authenticates as itself and the domain's password stays with its relay.
 #[test]
 fn e2e_domain_password_never_reaches_an_address_relay() {
-    require_live!();
+    require!(Need::Live);
     let _t = Timer::start("address_relay_without_credentials");
-    let (p_dom, p_own) = (format!("{CANARY}-dom"), format!("{CANARY}-own"));
+    let (p_dom, p_own) = (pw("dom"), pw("own"));
     let dom = relay(&[("dom-user", &p_dom)]);
     let other = relay(&[("own-user", &p_own)]);
     let mut inst = Instance::new();
@@ -463,20 +410,11 @@ fn e2e_domain_password_never_reaches_an_address_relay() {
     ));
     inst.apply_ok();
     inst.start();
-    let m = deliver(
+    assert_routed(
         &inst,
         &[&dom, &other],
-        "noauth@corp.test",
-        "n@remote.example",
-        "noauth",
-    );
-    assert_sent_as(
-        &m,
-        &other,
-        "noauth@corp.test",
-        &["n@remote.example"],
-        "own-user",
-        &p_own,
+        ("noauth@corp.test", "n@remote.example"),
+        (&other, "own-user", &p_own),
     );
     assert!(
         !other.auth_attempts().iter().any(|a| a.password == p_dom),
@@ -489,21 +427,18 @@ fn e2e_domain_password_never_reaches_an_address_relay() {
 /// credentials, not through the sender domain's relay.
 #[test]
 fn e2e_bounce_goes_through_relayhost_with_its_credentials() {
-    require_live!();
+    require!(Need::Live);
     let _t = Timer::start("bounce_through_relayhost");
-    let (pa, pc) = (format!("{CANARY}-alpha"), format!("{CANARY}-catchall"));
+    let (pa, pc) = (pw("alpha"), pw("catchall"));
     let a = FakeRelay::start(RelayConfig {
         reject_rcpt: vec!["nobody@remote.example".into()],
         ..RelayConfig::user("alpha-user", &pa)
     });
     let c = relay(&[("catchall-user", &pc)]);
-    let mut inst = Instance::new();
-    inst.desired(&desired(
+    let inst = running(&desired(
         Some((&c, "catchall-user", &pc)),
         &[domain("alpha.test", Some(&a), "alpha-user", &pa)],
     ));
-    inst.apply_ok();
-    inst.start();
 
     let id = message_id("bounce");
     inst.send(
@@ -537,28 +472,19 @@ fn e2e_bounce_goes_through_relayhost_with_its_credentials() {
 /// password: the message stays deferred.
 #[test]
 fn e2e_relay_without_starttls_never_sees_the_password() {
-    require_live!();
+    require!(Need::Live);
     let _t = Timer::start("tls_enforced");
-    let password = format!("{CANARY}-plain");
+    let password = pw("plain");
     let plain = FakeRelay::start(RelayConfig {
         starttls: false,
         ..RelayConfig::user("plain-user", &password)
     });
-    let mut inst = Instance::new();
-    inst.desired(&desired(
+    let inst = running(&desired(
         None,
         &[domain("plain.test", Some(&plain), "plain-user", &password)],
     ));
-    inst.apply_ok();
-    inst.start();
 
-    inst.send(
-        "alice@plain.test",
-        &["x@remote.example"],
-        &message_id("notls"),
-    );
-    let q = inst.wait_deferred("alice@plain.test", WAIT);
-    let reason = q.recipients[0].delay_reason.as_deref().unwrap();
+    let reason = deferral_reason(&inst, "alice@plain.test");
     assert!(reason.contains("TLS is required"), "delay_reason: {reason}");
     assert!(
         plain.auth_attempts().is_empty(),
@@ -572,58 +498,32 @@ fn e2e_relay_without_starttls_never_sees_the_password() {
 /// with no restart (the master keeps its PID) and no reload (only the map changed).
 #[test]
 fn e2e_rotated_password_is_used_without_restart() {
-    require_live!();
+    require!(Need::Live);
     let _t = Timer::start("rotation");
     let r = relay(&[("rot-user", CANARY), ("rot-user", CANARY2)]);
-    let mut inst = Instance::new();
-    inst.desired(&desired(
-        None,
-        &[domain("rot.test", Some(&r), "rot-user", CANARY)],
-    ));
-    inst.apply_ok();
-    inst.start();
+    let rot = |password: &str| desired(None, &[domain("rot.test", Some(&r), "rot-user", password)]);
+    let inst = running(&rot(CANARY));
     let master = inst.master_pid();
 
-    let m = deliver(
+    assert_routed(
         &inst,
         &[&r],
-        "first@rot.test",
-        "a@remote.example",
-        "rot-old",
-    );
-    assert_sent_as(
-        &m,
-        &r,
-        "first@rot.test",
-        &["a@remote.example"],
-        "rot-user",
-        CANARY,
+        ("first@rot.test", "a@remote.example"),
+        (&r, "rot-user", CANARY),
     );
 
-    inst.desired(&desired(
-        None,
-        &[domain("rot.test", Some(&r), "rot-user", CANARY2)],
-    ));
+    inst.desired(&rot(CANARY2));
     let run = inst.apply_ok();
     assert!(
         !run.stdout.contains("reload"),
         "a password change needs no reload:\n{}",
         run.stdout
     );
-    let m = deliver(
+    assert_routed(
         &inst,
         &[&r],
-        "second@rot.test",
-        "b@remote.example",
-        "rot-new",
-    );
-    assert_sent_as(
-        &m,
-        &r,
-        "second@rot.test",
-        &["b@remote.example"],
-        "rot-user",
-        CANARY2,
+        ("second@rot.test", "b@remote.example"),
+        (&r, "rot-user", CANARY2),
     );
     assert_eq!(inst.master_pid(), master, "Postfix was restarted");
     let used: Vec<String> = r.auth_attempts().into_iter().map(|a| a.password).collect();
@@ -635,33 +535,21 @@ fn e2e_rotated_password_is_used_without_restart() {
 /// through the right relays as the right users again.
 #[test]
 fn e2e_drift_on_running_instance_is_repaired() {
-    require_live!();
+    require!(Need::Live);
     let _t = Timer::start("drift_repair");
-    let (pa, pc) = (format!("{CANARY}-alpha"), format!("{CANARY}-catchall"));
+    let (pa, pc) = (pw("alpha"), pw("catchall"));
     let a = relay(&[("alpha-user", &pa)]);
     let c = relay(&[("catchall-user", &pc)]);
     let all = [&a, &c];
-    let mut inst = Instance::new();
-    inst.desired(&desired(
+    let inst = running(&desired(
         Some((&c, "catchall-user", &pc)),
         &[domain("alpha.test", Some(&a), "alpha-user", &pa)],
     ));
-    inst.apply_ok();
-    inst.start();
-    let m = deliver(
+    assert_routed(
         &inst,
         &all,
-        "before@alpha.test",
-        "b1@remote.example",
-        "drift-before",
-    );
-    assert_sent_as(
-        &m,
-        &a,
-        "before@alpha.test",
-        &["b1@remote.example"],
-        "alpha-user",
-        &pa,
+        ("before@alpha.test", "b1@remote.example"),
+        (&a, "alpha-user", &pa),
     );
 
     // Break it by hand.
@@ -686,35 +574,17 @@ fn e2e_drift_on_running_instance_is_repaired() {
     inst.plan().code(0);
 
     // New senders and recipients: trivial-rewrite's 30 s resolve cache can't answer.
-    let m = deliver(
+    assert_routed(
         &inst,
         &all,
-        "after@alpha.test",
-        "a1@remote.example",
-        "drift-after-a",
+        ("after@alpha.test", "a1@remote.example"),
+        (&a, "alpha-user", &pa),
     );
-    assert_sent_as(
-        &m,
-        &a,
-        "after@alpha.test",
-        &["a1@remote.example"],
-        "alpha-user",
-        &pa,
-    );
-    let m = deliver(
+    assert_routed(
         &inst,
         &all,
-        "after@other.test",
-        "a2@remote.example",
-        "drift-after-c",
-    );
-    assert_sent_as(
-        &m,
-        &c,
-        "after@other.test",
-        &["a2@remote.example"],
-        "catchall-user",
-        &pc,
+        ("after@other.test", "a2@remote.example"),
+        (&c, "catchall-user", &pc),
     );
     assert_all_auth_ok_under_tls(&a);
     assert_all_auth_ok_under_tls(&c);
@@ -724,24 +594,15 @@ fn e2e_drift_on_running_instance_is_repaired() {
 /// 535, and the relay saw the desired password, under TLS.
 #[test]
 fn e2e_wrong_password_defers_with_535() {
-    require_live!();
+    require!(Need::Live);
     let _t = Timer::start("wrong_password");
     let r = relay(&[("user@bad.test", "the-right-one")]);
-    let mut inst = Instance::new();
-    inst.desired(&desired(
+    let inst = running(&desired(
         None,
         &[domain("bad.test", Some(&r), "user@bad.test", CANARY)],
     ));
-    inst.apply_ok();
-    inst.start();
 
-    inst.send(
-        "alice@bad.test",
-        &["x@remote.example"],
-        &message_id("badpw"),
-    );
-    let q = inst.wait_deferred("alice@bad.test", WAIT);
-    let reason = q.recipients[0].delay_reason.as_deref().unwrap();
+    let reason = deferral_reason(&inst, "alice@bad.test");
     assert!(reason.contains("535"), "delay_reason: {reason}");
     let attempts = r.auth_attempts();
     assert!(!attempts.is_empty());

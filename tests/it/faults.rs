@@ -15,12 +15,13 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use assert_cmd::cargo::CommandCargoExt;
-use postrelay::fs::TEMP_MARK;
-use postrelay::managed::RELOAD_PENDING;
-
-use crate::harness::{self, CANARY, CANARY2, Cmd, Host, Run};
-use crate::require_postfix;
+use crate::harness::api::{self, RELOAD_PENDING, TEMP_MARK};
+use crate::harness::host::write_with_mode;
+use crate::harness::{
+    CANARY, CANARY2, Cmd, DEBIAN_MAIN_CF, Host, Need, Run, assert_restored, holds, in_parallel,
+    output_ok, skip_or_fail,
+};
+use crate::require;
 
 /// Part of every password used here.
 const PW_MARK: &str = "CANARY-";
@@ -106,28 +107,20 @@ fn managed(host: &Host) -> Managed {
 /// What the files should hold after applying `config`, computed by the library against
 /// the files as they are now; and whether main.cf changes.
 fn expected(host: &Host, config: &Path) -> (Managed, bool) {
-    let d = postrelay::desired::load(config).unwrap();
-    let dir = postrelay::state::config_dir(&d, Some(&host.etc)).unwrap();
-    let state = postrelay::state::State::read(&d, dir).unwrap();
-    let plan = postrelay::plan::plan(&d, &state).unwrap();
+    let plan = api::planned(config, &host.etc);
     assert_eq!(plan.maps.len(), 3, "the new state must change every map");
-    let sources: BTreeMap<&'static str, Vec<u8>> = plan
-        .maps
-        .iter()
-        .map(|m| (m.kind.file_name(), m.new.expose().clone()))
-        .collect();
-    let dumps = sources.iter().map(|(k, v)| (*k, entries(v))).collect();
-    let main_cf = match &plan.main_cf {
-        Some(m) => m.new.clone(),
-        None => fs::read(host.main_cf()).unwrap(),
-    };
+    let dumps = plan.maps.iter().map(|(k, v)| (*k, entries(v))).collect();
+    let main_changed = plan.main_cf.is_some();
+    let main_cf = plan
+        .main_cf
+        .unwrap_or_else(|| fs::read(host.main_cf()).unwrap());
     (
         Managed {
             main_cf,
-            sources,
+            sources: plan.maps,
             dumps,
         },
-        plan.main_cf.is_some(),
+        main_changed,
     )
 }
 
@@ -151,13 +144,6 @@ fn assert_each_old_or_new(now: &Managed, old: &Managed, new: &Managed, ctx: &str
     }
 }
 
-fn temps(host: &Host) -> Vec<String> {
-    host.files()
-        .into_keys()
-        .filter(|n| n.contains(TEMP_MARK))
-        .collect()
-}
-
 /// No password in any file but sasl_passwd, its compiled map and its temporaries, and
 /// all of those are 0600.
 fn assert_passwords_confined(host: &Host, ctx: &str) {
@@ -165,10 +151,7 @@ fn assert_passwords_confined(host: &Host, ctx: &str) {
     for (name, state) in host.files() {
         let secret =
             name == "sasl_passwd" || name == "sasl_passwd.db" || name.starts_with(&temp_prefix);
-        let has_pw = state
-            .bytes
-            .windows(PW_MARK.len())
-            .any(|w| w == PW_MARK.as_bytes());
+        let has_pw = holds(&state.bytes, PW_MARK);
         assert!(!has_pw || secret, "{ctx}: a password is in {name}");
         if secret {
             assert_eq!(state.mode & 0o7777, 0o600, "{ctx}: {name} mode");
@@ -177,7 +160,11 @@ fn assert_passwords_confined(host: &Host, ctx: &str) {
 }
 
 fn assert_converged(host: &Host, new: &Managed, ctx: &str) {
-    assert_eq!(temps(host), Vec::<String>::new(), "{ctx}: temporaries left");
+    assert_eq!(
+        host.temporaries(),
+        Vec::<String>::new(),
+        "{ctx}: temporaries left"
+    );
     assert!(
         !host.path(RELOAD_PENDING).exists(),
         "{ctx}: {RELOAD_PENDING} left"
@@ -206,6 +193,27 @@ fn stub_postfix(host: &Host, fail: Option<&str>) -> String {
     )
 }
 
+/// `postrelay apply` with `path` as PATH (a stub Postfix first) and, if given, the
+/// fail point `failpoint`; then [`Host::settle`].
+fn apply_with(host: &Host, path: &str, failpoint: Option<&str>) -> Run {
+    let mut cmd = host.cmd("apply");
+    cmd.env("PATH", path);
+    if let Some(point) = failpoint {
+        cmd.env("POSTRELAY_FAILPOINT", point);
+    }
+    let run = cmd.run();
+    host.settle();
+    run
+}
+
+/// With a working (stub) Postfix again, an apply that must succeed; the actions it
+/// ran on Postfix.
+fn apply_with_working_postfix(host: &Host, path: &str) -> Vec<String> {
+    stub_postfix(host, None);
+    apply_with(host, path, None).success();
+    calls(host)
+}
+
 /// The actions the stub ran since the last call, and clears the log.
 fn calls(host: &Host) -> Vec<String> {
     let log = host.tmp.path().join("postfix-calls");
@@ -215,13 +223,14 @@ fn calls(host: &Host) -> Vec<String> {
 }
 
 /// A host with [`state_a`] applied to a running (stub) Postfix and [`state_b`] as its
-/// desired state; returns the PATH with the stub, the old files and the expected new ones.
+/// desired state; returns the PATH with the stub, the old files and the expected new
+/// ones. Tests using it need root: without it postrelay cannot ask whether Postfix
+/// runs, so it never calls the stub.
 fn host_a_to_b() -> (Host, String, Managed, Managed) {
-    let host = Host::new(harness::DEBIAN_MAIN_CF);
+    let host = Host::new(DEBIAN_MAIN_CF);
     let path = stub_postfix(&host, None);
     host.desired(&state_a());
-    host.cmd("apply").env("PATH", &path).run().success();
-    host.settle();
+    apply_with(&host, &path, None).success();
     calls(&host);
     let old = managed(&host);
     host.desired(&state_b());
@@ -236,13 +245,6 @@ fn host_a_to_b() -> (Host, String, Managed, Managed) {
 }
 
 // --- 1. crash at every step ------------------------------------------------------------
-
-fn failpoints_compiled() -> bool {
-    if !cfg!(debug_assertions) {
-        eprintln!("SKIPPED: fail points exist only in debug builds");
-    }
-    cfg!(debug_assertions)
-}
 
 /// A fail point: a name, or `rolled-back:` the canonical path of a file in the case's
 /// own config dir.
@@ -270,12 +272,7 @@ fn crash_at(point: Point) -> (usize, Vec<String>) {
         }
     };
     let ctx = name.as_str();
-    let crashed = host
-        .cmd("apply")
-        .env("PATH", &path)
-        .env("POSTRELAY_FAILPOINT", ctx)
-        .run();
-    host.settle();
+    let crashed = apply_with(&host, &path, Some(ctx));
     assert_eq!(
         crashed.signal,
         Some(9),
@@ -295,7 +292,7 @@ fn crash_at(point: Point) -> (usize, Vec<String>) {
                     + usize::from(now.dumps[m] == new.dumps[m])
             })
             .sum::<usize>();
-    let left = temps(&host);
+    let left = host.temporaries();
     let crashed_calls = calls(&host);
     match (ctx, restored) {
         ("check", _) => assert_eq!(crashed_calls, ["status", "check"], "{ctx}"),
@@ -313,10 +310,7 @@ fn crash_at(point: Point) -> (usize, Vec<String>) {
         _ => assert_eq!(crashed_calls, ["status"], "{ctx}"),
     }
 
-    stub_postfix(&host, None);
-    host.cmd("apply").env("PATH", &path).run().success();
-    host.settle();
-    let next_calls = calls(&host);
+    let next_calls = apply_with_working_postfix(&host, &path);
     assert!(
         next_calls.iter().any(|c| c == "reload"),
         "{ctx}: the next apply did not reload Postfix, which still runs the old main.cf: {next_calls:?}"
@@ -328,16 +322,7 @@ fn crash_at(point: Point) -> (usize, Vec<String>) {
 /// Runs the cases side by side (each on its own host) and prints what each crash left.
 fn crash_points(points: &[Point], what: &str) {
     let t0 = Instant::now();
-    let results: Vec<(usize, Vec<String>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = points
-            .iter()
-            .map(|point| s.spawn(move || crash_at(*point)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
+    let results = in_parallel(points, points.len(), |point| crash_at(*point));
     for (point, (new_files, left)) in points.iter().zip(results) {
         let name = match point {
             Point::Named(n) => n.to_string(),
@@ -370,66 +355,51 @@ fn crash_map(map: &str) {
 
 #[test]
 fn crash_at_each_step_of_sasl_passwd() {
-    require_postfix!();
-    if failpoints_compiled() {
-        crash_map("sasl_passwd");
-    }
+    require!(Need::Postfix, Need::Root, Need::DebugBuild);
+    crash_map("sasl_passwd");
 }
 
 #[test]
 fn crash_at_each_step_of_sender_relay() {
-    require_postfix!();
-    if failpoints_compiled() {
-        crash_map("sender_relay");
-    }
+    require!(Need::Postfix, Need::Root, Need::DebugBuild);
+    crash_map("sender_relay");
 }
 
 #[test]
 fn crash_at_each_step_of_tls_policy() {
-    require_postfix!();
-    if failpoints_compiled() {
-        crash_map("tls_policy");
-    }
+    require!(Need::Postfix, Need::Root, Need::DebugBuild);
+    crash_map("tls_policy");
 }
 
 #[test]
 fn crash_after_main_cf_check_and_reload() {
-    require_postfix!();
-    if failpoints_compiled() {
-        let points = ["main.cf", "check", "reload"].map(Point::Named);
-        crash_points(&points, "main.cf/check/reload");
-    }
+    require!(Need::Postfix, Need::Root, Need::DebugBuild);
+    let points = ["main.cf", "check", "reload"].map(Point::Named);
+    crash_points(&points, "main.cf/check/reload");
 }
 
 /// Every file a rollback restores, in the order it restores them (newest first).
 #[test]
 fn crash_during_rollback_after_each_restored_file() {
-    require_postfix!();
-    if failpoints_compiled() {
-        let points = [
-            "main.cf",
-            "tls_policy",
-            "tls_policy.db",
-            "sender_relay",
-            "sender_relay.db",
-            "sasl_passwd",
-            "sasl_passwd.db",
-        ]
-        .map(Point::RolledBack);
-        crash_points(&points, "rollback");
-    }
+    require!(Need::Postfix, Need::Root, Need::DebugBuild);
+    let points = [
+        "main.cf",
+        "tls_policy",
+        "tls_policy.db",
+        "sender_relay",
+        "sender_relay.db",
+        "sasl_passwd",
+        "sasl_passwd.db",
+    ]
+    .map(Point::RolledBack);
+    crash_points(&points, "rollback");
 }
 
 #[test]
 fn unknown_fail_point_changes_nothing_about_apply() {
-    require_postfix!();
+    require!(Need::Postfix, Need::Root);
     let (host, path, _, new) = host_a_to_b();
-    let run = host
-        .cmd("apply")
-        .env("PATH", &path)
-        .env("POSTRELAY_FAILPOINT", "no-such-point")
-        .run();
-    host.settle();
+    let run = apply_with(&host, &path, Some("no-such-point"));
     run.success().stdout_has("postrelay: applied");
     assert_eq!(run.signal, None);
     assert_eq!(calls(&host), ["status", "check", "reload"]);
@@ -441,34 +411,20 @@ fn unknown_fail_point_changes_nothing_about_apply() {
 /// re-read main.cf), so a later apply still reloads instead of saying "no changes".
 #[test]
 fn owed_reload_survives_a_failed_apply_and_happens_later() {
-    require_postfix!();
-    if !failpoints_compiled() {
-        return;
-    }
+    require!(Need::Postfix, Need::Root, Need::DebugBuild);
     let (host, path, _, new) = host_a_to_b();
-    let crashed = host
-        .cmd("apply")
-        .env("PATH", &path)
-        .env("POSTRELAY_FAILPOINT", "main.cf")
-        .run();
-    host.settle();
+    let crashed = apply_with(&host, &path, Some("main.cf"));
     assert_eq!(crashed.signal, Some(9));
     assert!(host.path(RELOAD_PENDING).exists());
     assert_eq!(calls(&host), ["status"], "Postfix still runs state A");
 
     stub_postfix(&host, Some("check"));
-    host.cmd("apply")
-        .env("PATH", &path)
-        .run()
+    apply_with(&host, &path, None)
         .code(2)
         .stderr_has("injected check failure");
-    host.settle();
     assert_eq!(calls(&host), ["status", "check"], "still no reload");
 
-    stub_postfix(&host, None);
-    host.cmd("apply").env("PATH", &path).run().success();
-    host.settle();
-    let last = calls(&host);
+    let last = apply_with_working_postfix(&host, &path);
     assert!(
         last.iter().any(|c| c == "reload"),
         "Postfix was never reloaded after main.cf changed: the pending reload was dropped \
@@ -481,100 +437,78 @@ fn owed_reload_survives_a_failed_apply_and_happens_later() {
 
 #[test]
 fn failed_postfix_reload_restores_every_file() {
-    require_postfix!();
+    require!(Need::Postfix, Need::Root);
     let (host, path, old, new) = host_a_to_b();
     stub_postfix(&host, Some("reload"));
     let before = host.files();
-    let run = host.cmd("apply").env("PATH", &path).run();
-    host.settle();
-    run.code(2)
+    apply_with(&host, &path, None)
+        .code(2)
         .stderr_has("postfix: fatal: injected reload failure")
         .stderr_has("restored the previous files");
     assert_eq!(calls(&host), ["status", "check", "reload"]);
-    let after = host.files();
-    assert_eq!(
-        after.keys().collect::<Vec<_>>(),
-        before.keys().collect::<Vec<_>>(),
-        "files added or removed"
-    );
-    for (name, was) in &before {
-        let now = &after[name];
-        assert_eq!(now.bytes, was.bytes, "{name} bytes");
-        assert_eq!(
-            (now.mode, now.uid, now.gid),
-            (was.mode, was.uid, was.gid),
-            "{name} mode/owner"
-        );
-    }
+    assert_restored(&before, &host.files());
     assert!(!host.path(RELOAD_PENDING).exists());
     assert_eq!(managed(&host), old);
     assert_passwords_confined(&host, "reload failure");
 
-    stub_postfix(&host, None);
-    host.cmd("apply").env("PATH", &path).run().success();
-    host.settle();
-    assert_eq!(calls(&host), ["status", "check", "reload"]);
+    assert_eq!(
+        apply_with_working_postfix(&host, &path),
+        ["status", "check", "reload"]
+    );
     assert_converged(&host, &new, "after reload failure");
 }
 
 // --- 3. full and read-only file systems ------------------------------------------------
 
-/// Whether we may mount; under CI=true, not being root fails.
-fn require_root() -> bool {
-    if harness::is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "the file-system fault tests need root (mount) and CI runs as root"
-    );
-    eprintln!("SKIPPED: needs root to mount a tmpfs");
-    false
-}
-
-/// A small tmpfs mounted over a host's config dir (main.cf copied in), unmounted on drop,
-/// even when the test panics.
+/// A host whose config dir is a small (256 KiB) tmpfs (main.cf copied in), unmounted on
+/// drop, even when the test panics, before the host's temp dir goes.
 struct Tmpfs {
+    host: Host,
     dir: PathBuf,
 }
 
+impl std::ops::Deref for Tmpfs {
+    type Target = Host;
+    fn deref(&self) -> &Host {
+        &self.host
+    }
+}
+
 impl Tmpfs {
-    /// `None` (skip) when mounting is impossible here, outside CI.
-    fn over(host: &Host, size: &str) -> Option<Tmpfs> {
+    /// A host with the Debian main.cf and [`state_a`] applied on a tmpfs, and `next` as
+    /// its desired state. None (after [`skip_or_fail`]) when mounting fails here.
+    fn with_state_a_then(next: &str) -> Option<Tmpfs> {
+        let host = Host::new(DEBIAN_MAIN_CF);
         let main_cf = fs::read(host.main_cf()).unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755")])
+            .args(["-t", "tmpfs", "-o", "size=256k,mode=0755"])
             .arg("tmpfs")
             .arg(&host.etc)
             .output()
             .unwrap();
         if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "cannot mount a tmpfs under CI=true: {err}"
-            );
-            eprintln!("SKIPPED: cannot mount a tmpfs: {err}");
+            skip_or_fail(&format!(
+                "cannot mount a tmpfs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
             return None;
         }
-        let guard = Tmpfs {
+        let fs = Tmpfs {
             dir: host.etc.clone(),
+            host,
         };
-        fs::write(host.main_cf(), main_cf).unwrap();
-        harness::backdate(&host.main_cf());
-        Some(guard)
+        fs.write_etc("main.cf", main_cf);
+        fs.desired(&state_a());
+        fs.apply().success();
+        fs.desired(next);
+        Some(fs)
     }
 
     fn remount_ro(&self) {
-        let out = Command::new("mount")
-            .args(["-o", "remount,ro"])
-            .arg(&self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "remount,ro: {}",
-            String::from_utf8_lossy(&out.stderr)
+        output_ok(
+            Command::new("mount")
+                .args(["-o", "remount,ro"])
+                .arg(&self.dir),
         );
     }
 
@@ -614,34 +548,26 @@ impl Drop for Tmpfs {
 
 #[test]
 fn full_file_system_changes_nothing_then_apply_succeeds_once_space_is_freed() {
-    require_postfix!();
-    if !require_root() {
-        return;
-    }
+    require!(Need::Postfix, Need::Root);
     let t0 = Instant::now();
-    let host = Host::new(harness::DEBIAN_MAIN_CF);
-    let Some(tmpfs) = Tmpfs::over(&host, "256k") else {
+    // sasl_passwd alone is ~12 KiB of source: more than what is left.
+    let Some(host) = Tmpfs::with_state_a_then(&state_big(120)) else {
         return;
     };
-    host.desired(&state_a());
-    host.apply().success();
-    // sasl_passwd alone is ~12 KiB of source: more than what is left.
-    host.desired(&state_big(120));
-    let filler = tmpfs.fill(8192);
+    let filler = host.fill(8192);
     let before = host.files();
-    let run = host.cmd("apply").run();
-    run.code(2)
-        .stderr_has("postrelay: error: ")
+    host.cmd("apply")
+        .run()
+        .error()
         .stderr_has("sasl_passwd")
         .stderr_has("No space left on device");
-    assert_eq!(run.stdout, "");
     assert_eq!(host.files(), before, "a full disk changed files");
-    assert_eq!(temps(&host), Vec::<String>::new(), "temporaries left");
+    assert_eq!(host.temporaries(), Vec::<String>::new(), "temporaries left");
     host.plan().code(1);
 
     fs::remove_file(filler).unwrap();
     host.apply_twice();
-    assert_eq!(temps(&host), Vec::<String>::new());
+    assert_eq!(host.temporaries(), Vec::<String>::new());
     assert_passwords_confined(&host, "full disk");
     assert_eq!(
         host.postmap_q("hash", "sasl_passwd", "@sender119.example.com"),
@@ -660,28 +586,22 @@ fn full_file_system_changes_nothing_then_apply_succeeds_once_space_is_freed() {
 /// stay behind taking the space that was short.
 #[test]
 fn failed_postmap_leaves_no_compiled_temporary() {
-    require_postfix!();
-    if !require_root() {
-        return;
-    }
-    let host = Host::new(harness::DEBIAN_MAIN_CF);
-    let Some(tmpfs) = Tmpfs::over(&host, "256k") else {
+    require!(Need::Postfix, Need::Root);
+    // Room for the sources (12 + 8 + 8 KiB) but not for sasl_passwd.db (24 KiB) too.
+    let Some(host) = Tmpfs::with_state_a_then(&state_big(120)) else {
         return;
     };
-    host.desired(&state_a());
-    host.apply().success();
-    // Room for the sources (12 + 8 + 8 KiB) but not for sasl_passwd.db (24 KiB) too.
-    host.desired(&state_big(120));
-    let _filler = tmpfs.fill(28 * 1024);
+    let _filler = host.fill(28 * 1024);
     let before = host.files();
-    let run = host.cmd("apply").run();
-    run.code(2)
+    host.cmd("apply")
+        .run()
+        .code(2)
         .stderr_has("cannot build")
         .stderr_has("No space left on device");
     assert_eq!(host.files().get("main.cf"), before.get("main.cf"));
     assert_passwords_confined(&host, "failed postmap");
     assert_eq!(
-        temps(&host),
+        host.temporaries(),
         Vec::<String>::new(),
         "a failed postmap left its temporary compiled map"
     );
@@ -689,26 +609,18 @@ fn failed_postmap_leaves_no_compiled_temporary() {
 
 #[test]
 fn read_only_file_system_changes_nothing_and_plan_still_works() {
-    require_postfix!();
-    if !require_root() {
-        return;
-    }
-    let host = Host::new(harness::DEBIAN_MAIN_CF);
-    let Some(tmpfs) = Tmpfs::over(&host, "256k") else {
+    require!(Need::Postfix, Need::Root);
+    let Some(host) = Tmpfs::with_state_a_then(&state_b()) else {
         return;
     };
-    host.desired(&state_a());
-    host.apply().success();
-    host.desired(&state_b());
-    tmpfs.remount_ro();
+    host.remount_ro();
     let before = host.files();
     // Not Host::apply: settle() cannot backdate on a read-only file system.
-    let run = host.cmd("apply").run();
-    run.code(2)
-        .stderr_has("postrelay: error: ")
+    host.cmd("apply")
+        .run()
+        .error()
         .stderr_has("sasl_passwd")
         .stderr_has("Read-only file system");
-    assert_eq!(run.stdout, "");
     assert_eq!(
         host.files(),
         before,
@@ -733,22 +645,22 @@ struct Race {
 }
 
 fn race_once(round: usize) -> Race {
-    let host = Host::new(harness::DEBIAN_MAIN_CF);
+    let host = Host::new(DEBIAN_MAIN_CF);
     host.desired(&state_race(0));
     host.apply().success();
     let etc = host.etc.display().to_string();
-    let configs: Vec<PathBuf> = (1..=8)
+    let configs: Vec<String> = (1..=8)
         .map(|n| {
             let p = host.tmp.path().join(format!("state-{n}.toml"));
-            fs::write(&p, state_race(n)).unwrap();
-            fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-            p
+            write_with_mode(&p, state_race(n), 0o600);
+            p.display().to_string()
         })
         .collect();
+    let cmd = |sub: &str, config: &str| Cmd::new(&[sub, "--config", config, "--postfix-dir", &etc]);
     let expect: Vec<Managed> = configs
         .iter()
         .map(|c| {
-            let (m, main_changed) = expected(&host, c);
+            let (m, main_changed) = expected(&host, Path::new(c));
             assert!(!main_changed, "race states must not change main.cf");
             m
         })
@@ -760,12 +672,7 @@ fn race_once(round: usize) -> Race {
         let planner = s.spawn(|| {
             let mut runs = Vec::new();
             loop {
-                let c = &configs[runs.len() % configs.len()];
-                runs.push(
-                    Cmd::new(&["plan"])
-                        .args(&["--config", &c.display().to_string(), "--postfix-dir", &etc])
-                        .run(),
-                );
+                runs.push(cmd("plan", &configs[runs.len() % configs.len()]).run());
                 if done.load(Ordering::SeqCst) {
                     return runs;
                 }
@@ -775,24 +682,9 @@ fn race_once(round: usize) -> Race {
         });
         let children: Vec<_> = configs
             .iter()
-            .map(|c| {
-                Command::cargo_bin("postrelay")
-                    .unwrap()
-                    .args(["apply", "-v", "--config"])
-                    .arg(c)
-                    .args(["--postfix-dir", &etc])
-                    .env_remove("RUST_LOG")
-                    .env_remove("POSTRELAY_FAILPOINT")
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
+            .map(|c| cmd("apply", c).args(&["-v"]).spawn())
             .collect();
-        let applies: Vec<Run> = children
-            .into_iter()
-            .map(|c| Run::from_output(c.wait_with_output().unwrap()))
-            .collect();
+        let applies: Vec<Run> = children.into_iter().map(Run::wait).collect();
         done.store(true, Ordering::SeqCst);
         (applies, planner.join().unwrap())
     });
@@ -804,10 +696,8 @@ fn race_once(round: usize) -> Race {
         .filter(|r| r.stderr.contains("waiting for another postrelay apply"))
         .count();
     for (i, run) in applies.iter().enumerate() {
-        assert!(
-            !run.stdout.contains(PW_MARK) && !run.stderr.contains(PW_MARK),
-            "{ctx}: apply -v printed a password"
-        );
+        // apply -v prints no password.
+        run.assert_hides(PW_MARK);
         if run.code == 2
             && run
                 .stderr
@@ -833,10 +723,7 @@ fn race_once(round: usize) -> Race {
             run.stdout,
             run.stderr
         );
-        assert!(
-            !run.stdout.contains(PW_MARK) && !run.stderr.contains(PW_MARK),
-            "{ctx}: plan printed a password"
-        );
+        run.assert_hides(PW_MARK);
     }
 
     let now = managed(&host);
@@ -858,20 +745,13 @@ fn race_once(round: usize) -> Race {
     assert_eq!(now.main_cf, main_cf, "{ctx}: main.cf changed");
     assert_eq!(applies[winner].code, 0, "{ctx}: the winner did not succeed");
     assert_eq!(
-        temps(&host),
+        host.temporaries(),
         Vec::<String>::new(),
         "{ctx}: temporaries left"
     );
     assert!(!host.path(RELOAD_PENDING).exists());
     assert_passwords_confined(&host, &ctx);
-    let plan = Cmd::new(&["plan"])
-        .args(&[
-            "--config",
-            &configs[winner].display().to_string(),
-            "--postfix-dir",
-            &etc,
-        ])
-        .run();
+    let plan = cmd("plan", &configs[winner]).run();
     assert_eq!(plan.code, 0, "{ctx}: not in sync with the winner");
     Race {
         winner: winner + 1,
@@ -883,17 +763,12 @@ fn race_once(round: usize) -> Race {
 
 #[test]
 fn eight_concurrent_applies_leave_exactly_one_state() {
-    require_postfix!();
+    require!(Need::Postfix);
     let t0 = Instant::now();
-    let rounds = 5;
     // Rounds on separate hosts run side by side: inside a round the applies serialise
     // on the lock anyway.
-    let races: Vec<Race> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..rounds)
-            .map(|round| s.spawn(move || race_once(round)))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let rounds: Vec<usize> = (0..5).collect();
+    let races = in_parallel(&rounds, rounds.len(), |&round| race_once(round));
     for (round, race) in races.iter().enumerate() {
         eprintln!(
             "faults: race {round}: state {} won, {} of 8 waited for the lock, {} lock timeout(s), plans during the race: {} in sync, {} pending",
@@ -905,7 +780,8 @@ fn eight_concurrent_applies_leave_exactly_one_state() {
         "no apply ever waited for the lock: the applies did not overlap"
     );
     eprintln!(
-        "faults: race: {rounds} round(s) of 8 applies in {:.2} s",
+        "faults: race: {} round(s) of 8 applies in {:.2} s",
+        rounds.len(),
         t0.elapsed().as_secs_f64()
     );
 }

@@ -7,18 +7,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Read;
-use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::time::Duration;
 
-use assert_cmd::cargo::CommandCargoExt;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-use crate::harness::{self, CANARY, CANARY_FILE, DEBIAN_MAIN_CF, Host, Run};
-use crate::require_postfix;
+use crate::harness::{
+    self, CANARY, CANARY_FILE, DEBIAN_MAIN_CF, Host, NOBODY, Need, api, in_parallel,
+    managed_parameters,
+};
+use crate::require;
 
 // --- shared helpers ------------------------------------------------------------------
 
@@ -41,71 +41,6 @@ pub fn toml_str(s: &str) -> String {
     }
     out.push('"');
     out
-}
-
-/// Writes the desired-state file verbatim (no `@TMP@` expansion: random passwords may
-/// hold anything), mode 0600.
-fn write_desired(host: &Host, text: &str) {
-    fs::write(&host.config, text).unwrap();
-    fs::set_permissions(&host.config, fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-/// Writes a password file (bytes as given), mode 0600.
-fn write_secret(path: &Path, bytes: &[u8]) {
-    fs::write(path, bytes).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-/// The config dir as postrelay names it (canonical).
-fn etc(host: &Host) -> PathBuf {
-    fs::canonicalize(&host.etc).unwrap()
-}
-
-/// `postconf -c ETC -h NAME...`: the values, in order.
-fn postconf_h(host: &Host, names: &[&str]) -> Vec<String> {
-    let out = Command::new(postrelay::postfix::tool("postconf").unwrap())
-        .arg("-c")
-        .arg(&host.etc)
-        .arg("-h")
-        .args(names)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "postconf -h failed");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// The four fixed managed parameters, then the three map parameters, then relayhost.
-fn managed_names() -> Vec<&'static str> {
-    vec![
-        "smtp_sasl_auth_enable",
-        "smtp_sasl_security_options",
-        "smtp_sasl_tls_security_options",
-        "smtp_sender_dependent_authentication",
-        "smtp_sasl_password_maps",
-        "sender_dependent_relayhost_maps",
-        "smtp_tls_policy_maps",
-        "relayhost",
-    ]
-}
-
-/// What the managed parameters must read as, in [`managed_names`] order.
-fn managed_values(host: &Host, relayhost: &str) -> Vec<String> {
-    let etc = etc(host);
-    let etc = etc.display();
-    vec![
-        "yes".into(),
-        "noanonymous".into(),
-        "noanonymous".into(),
-        "yes".into(),
-        format!("hash:{etc}/sasl_passwd"),
-        format!("hash:{etc}/sender_relay"),
-        format!("hash:{etc}/tls_policy"),
-        relayhost.into(),
-    ]
 }
 
 /// Sorted `key\tvalue` lines.
@@ -231,8 +166,7 @@ fn render_state(host: &Host, state: &State) -> String {
         let mut s = format!("username = {}\n", toml_str(&c.username));
         if c.from_file {
             n += 1;
-            let p = host.tmp.path().join(format!("pw-{n}"));
-            write_secret(&p, format!("{}\n", c.password).as_bytes());
+            let p = host.secret_file(&format!("pw-{n}"), format!("{}\n", c.password));
             let _ = writeln!(s, "password_file = {}", toml_str(&p.display().to_string()));
         } else {
             let _ = writeln!(s, "password = {}", toml_str(&c.password));
@@ -303,7 +237,8 @@ fn expected_maps(state: &State) -> [(&'static str, Vec<String>); 3] {
 fn check_state(state: &State) -> Result<(), TestCaseError> {
     let host = Host::new(DEBIAN_MAIN_CF);
     let text = render_state(&host, state);
-    write_desired(&host, &text);
+    // Verbatim, without `@TMP@` expansion: random passwords may hold anything.
+    host.desired_bytes(text.as_bytes());
     let run = host.apply();
     prop_assert_eq!(
         run.code,
@@ -318,12 +253,11 @@ fn check_state(state: &State) -> Result<(), TestCaseError> {
         .as_ref()
         .map(|(r, _)| r.to_ascii_lowercase())
         .unwrap_or_default();
-    prop_assert_eq!(
-        postconf_h(&host, &managed_names()),
-        managed_values(&host, &relayhost),
-        "main.cf for\n{}",
-        text
-    );
+    let (names, want): (Vec<&str>, Vec<String>) =
+        managed_parameters(&host.etc_canonical(), &relayhost)
+            .into_iter()
+            .unzip();
+    prop_assert_eq!(host.postconf().h(&names), want, "main.cf for\n{}", text);
     for (map, want) in expected_maps(state) {
         prop_assert_eq!(host.dump(map), want, "{} for\n{}", map, text);
     }
@@ -362,7 +296,7 @@ fn toml_escaper_round_trips_any_string() {
 /// state, and a second apply changes nothing.
 #[test]
 fn random_valid_states_reach_postfix_exactly() {
-    require_postfix!();
+    require!(Need::Postfix);
     let mut runner = TestRunner::new(Config {
         cases: 24,
         failure_persistence: None,
@@ -532,8 +466,7 @@ impl Injection {
         let pw_line = match &self.password {
             Ok(p) => format!("password = {}", toml_str(p)),
             Err(bytes) => {
-                let p = host.tmp.path().join("pw");
-                write_secret(&p, bytes);
+                let p = host.secret_file("pw", bytes);
                 format!("password_file = {}", toml_str(&p.display().to_string()))
             }
         };
@@ -547,7 +480,8 @@ impl Injection {
             toml_str(&self.username),
             toml_str(&self.address),
         );
-        write_desired(host, &text);
+        // Verbatim, without `@TMP@` expansion: hostile values may hold anything.
+        host.desired_bytes(text.as_bytes());
     }
 
     /// The password Postfix must read: inline as written, from a file its first line.
@@ -634,15 +568,19 @@ fn show(v: &str) -> String {
 /// the one the validation rules call for.
 #[test]
 fn injected_values_are_refused_or_round_trip_exactly() {
-    require_postfix!();
+    require!(Need::Postfix);
     // One host in the baseline state; every row starts from it and an accepted row
     // restores it afterwards.
     let host = Host::new(DEBIAN_MAIN_CF);
-    let base_names: BTreeSet<String> = host.postconf_n().into_keys().collect();
+    let base_names: BTreeSet<String> = host.postconf().n().into_keys().collect();
     let want_names: BTreeSet<String> = base_names
         .iter()
         .cloned()
-        .chain(managed_names().into_iter().map(String::from))
+        .chain(
+            managed_parameters(&host.etc, "")
+                .into_iter()
+                .map(|(n, _)| n.to_string()),
+        )
         .collect();
     let baseline = || {
         Injection::base().write(&host);
@@ -684,11 +622,11 @@ fn injected_values_are_refused_or_round_trip_exactly() {
                     for (map, want) in inj.maps() {
                         assert_eq!(host.dump(map), want, "{row}: {map} entries");
                     }
-                    let names: BTreeSet<String> = host.postconf_n().into_keys().collect();
+                    let names: BTreeSet<String> = host.postconf().n().into_keys().collect();
                     assert_eq!(names, want_names, "{row}: main.cf parameters");
                     assert_eq!(
-                        postconf_h(&host, &["relayhost"]),
-                        [inj.relay.to_ascii_lowercase()],
+                        host.postconf().get("relayhost"),
+                        inj.relay.to_ascii_lowercase(),
                         "{row}: relayhost"
                     );
                     baseline();
@@ -708,46 +646,6 @@ fn injected_values_are_refused_or_round_trip_exactly() {
 }
 
 // --- 3. hostile files ------------------------------------------------------------------
-
-/// Runs postrelay with `args`, killing it (and failing) if it has not exited within
-/// `limit`: reading a FIFO must not hang.
-fn run_bounded(args: &[&str], limit: Duration) -> Run {
-    let mut child = Command::cargo_bin("postrelay")
-        .unwrap()
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("postrelay {args:?} still running after {limit:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Run::from_output(std::process::Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    })
-}
 
 #[derive(Debug, Clone, Copy)]
 enum Where {
@@ -775,8 +673,6 @@ impl What {
         }
     }
 }
-
-const NOBODY: u32 = 65534;
 
 /// Replaces the regular file at `path` with the hostile object. `limit` is the size
 /// limit a huge file must exceed.
@@ -815,7 +711,7 @@ fn make_hostile(host: &Host, path: &Path, what: What, limit: u64) {
 /// within 10 s with a message naming the file, and change nothing.
 #[test]
 fn hostile_files_are_refused_without_hanging() {
-    require_postfix!();
+    require!(Need::Postfix);
     let mut cells = Vec::new();
     for place in [Where::DesiredState, Where::PasswordFile, Where::MapSource] {
         for what in [
@@ -824,33 +720,17 @@ fn hostile_files_are_refused_without_hanging() {
             What::Directory,
             What::Huge,
         ] {
-            if matches!(what, What::SymlinkOwnedByNobody) && !harness::is_root() {
-                eprintln!("SKIPPED {place:?} × {what:?}: lchown to nobody needs root");
+            // lchown to nobody needs root.
+            if matches!(what, What::SymlinkOwnedByNobody) && !harness::require(&[Need::Root]) {
                 continue;
             }
             cells.push((place, what));
         }
     }
     // Cells are independent hosts: run them two at a time.
-    let results: Vec<(String, Option<String>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = cells
-            .chunks(cells.len().div_ceil(2))
-            .map(|chunk| {
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|&(place, what)| {
-                            let name = format!("{place:?} × {what:?}");
-                            (name, hostile_file_cell(place, what).err())
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
+    let results = in_parallel(&cells, 2, |&(place, what)| {
+        let name = format!("{place:?} × {what:?}");
+        (name, hostile_file_cell(place, what).err())
     });
     let failed: Vec<String> = results
         .iter()
@@ -875,7 +755,7 @@ fn clip(s: &str) -> String {
 /// One cell; `Err(why)` when postrelay did not refuse it as required.
 fn hostile_file_cell(place: Where, what: What) -> Result<(), String> {
     let host = Host::new(DEBIAN_MAIN_CF);
-    let pw = host.secret_file("pw", &format!("{CANARY_FILE}\n"));
+    let pw = host.secret_file("pw", format!("{CANARY_FILE}\n"));
     host.desired(&format!(
         "[relayhost]\nrelay = \"[smtp.example.net]:587\"\nusername = \"rh\"\npassword_file = \"@TMP@/pw\"\n\n\
          [[sender]]\ndomain = \"example.com\"\nrelay = \"[smtp.mailgun.org]:587\"\nusername = \"u\"\npassword = \"{CANARY}\"\n"
@@ -886,27 +766,22 @@ fn hostile_file_cell(place: Where, what: What) -> Result<(), String> {
         Where::DesiredState => (
             host.config.clone(),
             host.config.clone(),
-            postrelay::desired::MAX_DESIRED_SIZE,
+            api::MAX_DESIRED_SIZE,
         ),
-        Where::PasswordFile => (pw.clone(), pw, postrelay::desired::MAX_FILE_SIZE),
+        Where::PasswordFile => (pw.clone(), pw, api::MAX_FILE_SIZE),
         // A map source may exceed 10 MiB by what postrelay itself would write there
         // (src/plan.rs): 1 MiB more is beyond that for this small desired state.
         Where::MapSource => (
             host.path("sasl_passwd"),
-            etc(&host).join("sasl_passwd"),
-            postrelay::fs::MAX_CONFIG_SIZE + 1024 * 1024,
+            host.etc_canonical().join("sasl_passwd"),
+            api::MAX_CONFIG_SIZE + 1024 * 1024,
         ),
     };
     make_hostile(&host, &path, what, limit);
     let before = host.files();
-    let config = host.config.display().to_string();
-    let etc_arg = host.etc.display().to_string();
     let mut problems = Vec::new();
     for sub in ["plan", "apply"] {
-        let run = run_bounded(
-            &[sub, "--config", &config, "--postfix-dir", &etc_arg],
-            Duration::from_secs(10),
-        );
+        let run = host.cmd(sub).run_within(Duration::from_secs(10));
         host.settle();
         let named = named.display().to_string();
         let ok = run.code == 2

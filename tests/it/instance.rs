@@ -13,10 +13,8 @@
 //! directory (zombies don't count) before the temp dir goes. It never runs `postfix
 //! set-permissions` or `upgrade-configuration`, which would touch the system instance.
 //!
-//! Needs root (the master daemon does). Outside CI a test without root or Postfix is
-//! skipped with a printed reason; under `CI=true` it fails ([`require_live!`]).
-
-#![allow(dead_code)]
+//! Tests using it need `require!(Need::Live)`: root (the master daemon runs as
+//! root), `sendmail`, `postqueue` and the SASL PLAIN client module.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -27,7 +25,10 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{self, Host, Run, backdate};
+use serde::Deserialize;
+
+use crate::harness::postfix;
+use crate::harness::{Host, Run, backdate};
 use crate::relay::{Accepted, FakeRelay};
 
 /// How long a test waits for a delivery or a deferral. Generous for slow CI machines;
@@ -36,74 +37,9 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// With nothing delivered for this long, ask Postfix to flush its queue.
 const FLUSH_AFTER: Duration = Duration::from_secs(5);
 
-/// Whether a live instance can run here: Postfix (with `sendmail` and `postqueue`),
-/// root, and the Cyrus SASL PLAIN/LOGIN client modules. Under `CI=true` anything
-/// missing fails the calling test; otherwise it is skipped with a printed reason.
-pub fn live_available() -> bool {
-    if !harness::postfix_available() {
-        return false;
-    }
-    let mut missing = Vec::new();
-    if !harness::is_root() {
-        missing.push("root (the Postfix master daemon needs it)".to_string());
-    }
-    for tool in ["sendmail", "postqueue"] {
-        if postrelay::postfix::tool(tool).is_err() {
-            missing.push(format!("{tool} (package postfix)"));
-        }
-    }
-    if !sasl_plain_module_installed() {
-        missing.push(
-            "the Cyrus SASL PLAIN module (package libsasl2-modules; without it the SMTP client finds \"no worthy mechs\")"
-                .to_string(),
-        );
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "a live Postfix instance cannot run under CI=true; missing: {}",
-        missing.join(", ")
-    );
-    eprintln!(
-        "SKIPPED: a live Postfix instance needs {}",
-        missing.join(", ")
-    );
-    false
-}
-
-/// Skips the calling test (returns) when a live instance cannot run outside CI; fails
-/// under CI=true.
-#[macro_export]
-macro_rules! require_live {
-    () => {
-        $crate::require_postfix!();
-        if !$crate::instance::live_available() {
-            return;
-        }
-    };
-}
-
-fn sasl_plain_module_installed() -> bool {
-    let mut dirs = vec![
-        PathBuf::from("/usr/lib/sasl2"),
-        PathBuf::from("/usr/lib64/sasl2"),
-    ];
-    if let Ok(entries) = fs::read_dir("/usr/lib") {
-        dirs.extend(entries.flatten().map(|e| e.path().join("sasl2")));
-    }
-    dirs.iter().any(|d| {
-        fs::read_dir(d).is_ok_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("libplain.so"))
-        })
-    })
-}
-
-/// A message in the queue, as `postqueue -j` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A message in the queue, as `postqueue -j` reports it (one JSON object per line;
+/// fields the tests do not use are ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Queued {
     /// `maildrop`, `incoming`, `active`, `deferred` or `hold`.
     pub queue_name: String,
@@ -113,10 +49,10 @@ pub struct Queued {
     pub recipients: Vec<QueuedRecipient>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct QueuedRecipient {
     pub address: String,
-    /// Why delivery was deferred; None before the first attempt ended.
+    /// Why delivery was deferred; absent before the first attempt ended.
     pub delay_reason: Option<String>,
 }
 
@@ -160,13 +96,9 @@ impl Instance {
             root,
             started: false,
         };
-        instance.write_etc("main.cf", &instance.main_cf_text());
+        instance.write_etc("main.cf", instance.main_cf_text());
         instance.write_etc("master.cf", MASTER_CF);
         instance
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     pub fn queue_dir(&self) -> PathBuf {
@@ -201,13 +133,6 @@ smtp_tls_loglevel = 1
         )
     }
 
-    /// Writes a file in the config directory and backdates it.
-    pub fn write_etc(&self, name: &str, content: &str) {
-        let path = self.path(name);
-        fs::write(&path, content).unwrap();
-        backdate(&path);
-    }
-
     /// `postrelay apply`, which must succeed (main.cf is backdated afterwards, so the
     /// daemons a reload restarts don't pause on a fresh main.cf).
     pub fn apply_ok(&self) -> Run {
@@ -216,23 +141,23 @@ smtp_tls_loglevel = 1
         run
     }
 
-    /// Runs a Postfix program on this instance (`-c`/`-C ETC` is up to the caller).
-    fn tool(&self, name: &str) -> Command {
-        let mut cmd = Command::new(postrelay::postfix::tool(name).unwrap());
-        cmd.stdin(Stdio::null());
+    /// `NAME -c ETC ARG`: a Postfix program (postfix, postqueue) on this instance.
+    fn tool(&self, name: &str, arg: &str) -> Command {
+        let mut cmd = postfix::command(name);
+        cmd.arg("-c").arg(&self.etc).arg(arg);
         cmd
+    }
+
+    /// `NAME -c ETC ARG`, which must succeed (failures quote the mail log); its output.
+    fn run_ok(&self, name: &str, arg: &str) -> Output {
+        let out = self.tool(name, arg).output().unwrap();
+        self.check(&format!("{name} -c ETC {arg}"), &out);
+        out
     }
 
     /// `postfix -c ETC ARG`; panics with the mail log when it fails.
     pub fn postfix(&self, arg: &str) {
-        let out = self
-            .tool("postfix")
-            .arg("-c")
-            .arg(&self.etc)
-            .arg(arg)
-            .output()
-            .unwrap();
-        self.check(&format!("postfix -c ETC {arg}"), &out);
+        self.run_ok("postfix", arg);
     }
 
     fn check(&self, what: &str, out: &Output) {
@@ -268,18 +193,6 @@ smtp_tls_loglevel = 1
         self.postfix("reload");
     }
 
-    /// Whether `postfix -c ETC status` says the instance runs.
-    pub fn is_running(&self) -> bool {
-        self.tool("postfix")
-            .arg("-c")
-            .arg(&self.etc)
-            .arg("status")
-            .output()
-            .unwrap()
-            .status
-            .success()
-    }
-
     fn master_pid_opt(&self) -> Option<u32> {
         let text = fs::read_to_string(self.queue_dir().join("pid/master.pid")).ok()?;
         text.trim()
@@ -309,8 +222,7 @@ smtp_tls_loglevel = 1
 
     /// Submits `message` as is (`from` may be `<>` for the null sender).
     pub fn sendmail(&self, from: &str, to: &[&str], message: &str) {
-        let mut child = self
-            .tool("sendmail")
+        let mut child = postfix::command("sendmail")
             .arg("-C")
             .arg(&self.etc)
             .args(["-i", "-f", from, "--"])
@@ -332,33 +244,16 @@ smtp_tls_loglevel = 1
 
     /// `postqueue -c ETC -f`: attempt delivery of everything queued now.
     pub fn flush(&self) {
-        let out = self
-            .tool("postqueue")
-            .arg("-c")
-            .arg(&self.etc)
-            .arg("-f")
-            .output()
-            .unwrap();
-        self.check("postqueue -f", &out);
+        self.run_ok("postqueue", "-f");
     }
 
     /// The queue, from `postqueue -c ETC -j` (one JSON object per message).
     pub fn queue(&self) -> Vec<Queued> {
-        let out = self
-            .tool("postqueue")
-            .arg("-c")
-            .arg(&self.etc)
-            .arg("-j")
-            .output()
-            .unwrap();
-        self.check("postqueue -j", &out);
+        let out = self.run_ok("postqueue", "-j");
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let json = Json::parse(l).unwrap_or_else(|e| panic!("postqueue -j: {e}: {l}"));
-                Queued::from_json(&json).unwrap_or_else(|| panic!("postqueue -j: {l}"))
-            })
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("postqueue -j: {e}: {l}")))
             .collect()
     }
 
@@ -455,12 +350,7 @@ smtp_tls_loglevel = 1
     pub fn diagnostics(&self) -> String {
         let mut s = String::new();
         if self.queue_dir().join("pid/master.pid").exists() {
-            let out = self
-                .tool("postqueue")
-                .arg("-c")
-                .arg(&self.etc)
-                .arg("-j")
-                .output();
+            let out = self.tool("postqueue", "-j").output();
             if let Ok(out) = out {
                 let _ = writeln!(
                     s,
@@ -500,12 +390,7 @@ impl Drop for Instance {
         if !self.started {
             return;
         }
-        let _ = self
-            .tool("postfix")
-            .arg("-c")
-            .arg(&self.etc)
-            .arg("stop")
-            .output();
+        let _ = self.tool("postfix", "stop").output();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let left = self.queue_processes();
@@ -560,230 +445,6 @@ scache     unix  -       -       n       -       1       scache
 postlog    unix-dgram n  -       n       -       1       postlogd
 ";
 
-/// Just enough JSON for `postqueue -j`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Number(f64),
-    String(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
-}
-
-impl Json {
-    pub fn parse(text: &str) -> Result<Json, String> {
-        let mut p = JsonParser {
-            s: text.as_bytes(),
-            i: 0,
-        };
-        let v = p.value()?;
-        p.ws();
-        if p.i != p.s.len() {
-            return Err(format!("trailing characters at {}", p.i));
-        }
-        Ok(v)
-    }
-
-    pub fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Object(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Json::String(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-struct JsonParser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl JsonParser<'_> {
-    fn ws(&mut self) {
-        while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> Result<(), String> {
-        self.ws();
-        if self.s.get(self.i) == Some(&c) {
-            self.i += 1;
-            Ok(())
-        } else {
-            Err(format!("expected {:?} at {}", c as char, self.i))
-        }
-    }
-
-    fn literal(&mut self, word: &str, v: Json) -> Result<Json, String> {
-        if self.s[self.i..].starts_with(word.as_bytes()) {
-            self.i += word.len();
-            Ok(v)
-        } else {
-            Err(format!("bad literal at {}", self.i))
-        }
-    }
-
-    fn value(&mut self) -> Result<Json, String> {
-        self.ws();
-        match self.s.get(self.i) {
-            Some(b'{') => {
-                self.i += 1;
-                let mut fields = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Ok(Json::Object(fields));
-                }
-                loop {
-                    self.ws();
-                    let key = self.string()?;
-                    self.eat(b':')?;
-                    fields.push((key, self.value()?));
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(Json::Object(fields));
-                        }
-                        _ => return Err(format!("expected , or }} at {}", self.i)),
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Ok(Json::Array(items));
-                }
-                loop {
-                    items.push(self.value()?);
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(Json::Array(items));
-                        }
-                        _ => return Err(format!("expected , or ] at {}", self.i)),
-                    }
-                }
-            }
-            Some(b'"') => Ok(Json::String(self.string()?)),
-            Some(b't') => self.literal("true", Json::Bool(true)),
-            Some(b'f') => self.literal("false", Json::Bool(false)),
-            Some(b'n') => self.literal("null", Json::Null),
-            Some(_) => {
-                let start = self.i;
-                while self
-                    .s
-                    .get(self.i)
-                    .is_some_and(|c| c.is_ascii_digit() || b"+-.eE".contains(c))
-                {
-                    self.i += 1;
-                }
-                std::str::from_utf8(&self.s[start..self.i])
-                    .ok()
-                    .and_then(|n| n.parse().ok())
-                    .map(Json::Number)
-                    .ok_or_else(|| format!("bad value at {start}"))
-            }
-            None => Err("unexpected end".to_string()),
-        }
-    }
-
-    fn hex4(&mut self) -> Result<u32, String> {
-        let digits = self
-            .s
-            .get(self.i..self.i + 4)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u32::from_str_radix(h, 16).ok())
-            .ok_or_else(|| format!("bad \\u escape at {}", self.i))?;
-        self.i += 4;
-        Ok(digits)
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        self.eat(b'"')?;
-        let mut out = Vec::new();
-        loop {
-            let Some(&c) = self.s.get(self.i) else {
-                return Err("unterminated string".to_string());
-            };
-            self.i += 1;
-            match c {
-                b'"' => return String::from_utf8(out).map_err(|e| e.to_string()),
-                b'\\' => {
-                    let Some(&e) = self.s.get(self.i) else {
-                        return Err("unterminated escape".to_string());
-                    };
-                    self.i += 1;
-                    let ch = match e {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            let mut code = self.hex4()?;
-                            if (0xd800..0xdc00).contains(&code)
-                                && self.s[self.i..].starts_with(b"\\u")
-                            {
-                                self.i += 2;
-                                let low = self.hex4()?;
-                                code = 0x10000
-                                    + ((code - 0xd800) << 10)
-                                    + (low.wrapping_sub(0xdc00) & 0x3ff);
-                            }
-                            char::from_u32(code).unwrap_or('\u{fffd}')
-                        }
-                        _ => return Err(format!("bad escape at {}", self.i)),
-                    };
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                }
-                _ => out.push(c),
-            }
-        }
-    }
-}
-
-impl Queued {
-    fn from_json(v: &Json) -> Option<Queued> {
-        let text = |j: &Json, key: &str| j.get(key).and_then(Json::as_str).map(str::to_string);
-        let Json::Array(rcpts) = v.get("recipients")? else {
-            return None;
-        };
-        Some(Queued {
-            queue_name: text(v, "queue_name")?,
-            queue_id: text(v, "queue_id")?,
-            sender: text(v, "sender")?,
-            recipients: rcpts
-                .iter()
-                .map(|r| {
-                    Some(QueuedRecipient {
-                        address: text(r, "address")?,
-                        delay_reason: text(r, "delay_reason"),
-                    })
-                })
-                .collect::<Option<_>>()?,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -791,7 +452,7 @@ mod tests {
     #[test]
     fn postqueue_json_lines_parse() {
         let line = r#"{"queue_name": "deferred", "queue_id": "4Xb1Z2", "arrival_time": 1732550000, "message_size": 123, "forced_expire": false, "sender": "a@x.test", "recipients": [{"address": "b@y.test", "delay_reason": "SASL authentication failed; server 127.0.0.1[127.0.0.1] said: 535 5.7.8 \"no\"\u00e9\ud83d\ude00"}, {"address": "c@y.test"}]}"#;
-        let q = Queued::from_json(&Json::parse(line).unwrap()).unwrap();
+        let q: Queued = serde_json::from_str(line).unwrap();
         assert_eq!(q.queue_name, "deferred");
         assert_eq!(q.queue_id, "4Xb1Z2");
         assert_eq!(q.sender, "a@x.test");
@@ -804,8 +465,5 @@ mod tests {
         );
         assert_eq!(q.recipients[1].address, "c@y.test");
         assert_eq!(q.recipients[1].delay_reason, None);
-        assert!(Json::parse(r#"{"a": [1, -2.5e3, true, null], "b": {}}"#).is_ok());
-        assert!(Json::parse(r#"{"a": 1"#).is_err());
-        assert!(Json::parse(r#"{"a": 1} x"#).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! The integration suite: one test binary, the real postrelay binary and the real
-//! Postfix tools on temporary config directories (never /etc/postfix).
+//! Postfix tools on temporary config directories (never /etc/postfix). What each test
+//! needs (Postfix, root) and what happens when it is missing: see [`harness`].
 
 mod harness;
 

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Stdio;
 use std::sync::OnceLock;
 
 use postrelay::syntax::lines::{self, Line};
@@ -18,8 +18,8 @@ use postrelay::syntax::table::{self, Table};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 
-use crate::harness::backdate;
-use crate::require_postfix;
+use crate::harness::{Host, Need, output_ok};
+use crate::require;
 
 /// Debian's full commented main.cf, read at test time (never copied into the repo).
 const DIST: &str = "/usr/share/postfix/main.cf.dist";
@@ -117,85 +117,11 @@ fn values(doc: &MainCf) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A throw-away Postfix config directory holding only a main.cf.
-struct Conf {
-    dir: tempfile::TempDir,
-}
-
-impl Conf {
-    fn new(main_cf: &[u8]) -> Conf {
-        let conf = Conf {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        conf.write(main_cf);
-        conf
-    }
-
-    fn main_cf(&self) -> PathBuf {
-        self.dir.path().join("main.cf")
-    }
-
-    /// Writes main.cf and backdates it so postconf does not wait for it to cool down.
-    fn write(&self, main_cf: &[u8]) {
-        fs::write(self.main_cf(), main_cf).unwrap();
-        backdate(&self.main_cf());
-    }
-
-    fn postconf(&self, args: &[&str]) -> Output {
-        Command::new(postrelay::postfix::tool("postconf").unwrap())
-            .arg("-c")
-            .arg(self.dir.path())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// `postconf -c DIR -n` as name -> value, without the `config_directory` that `-c` adds.
-    /// (postconf prints an empty value as `name =`, without a trailing space.)
-    fn n(&self) -> BTreeMap<String, String> {
-        let out = self.postconf(&["-n"]);
-        assert!(
-            out.status.success(),
-            "postconf -n failed on\n{}\n{}",
-            lossy(&fs::read(self.main_cf()).unwrap()),
-            lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        text.lines()
-            .map(|l| {
-                let (k, v) = l
-                    .split_once(" =")
-                    .unwrap_or_else(|| panic!("odd postconf line {l:?}"));
-                (k.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string())
-            })
-            .filter(|(k, _)| k != "config_directory")
-            .collect()
-    }
-
-    /// `postconf -c DIR -h NAME...`: one value per name.
-    fn h(&self, names: &[&str]) -> Vec<String> {
-        let mut args = vec!["-h"];
-        args.extend_from_slice(names);
-        let out = self.postconf(&args);
-        assert!(out.status.success(), "{}", lossy(&out.stderr));
-        let text = String::from_utf8(out.stdout).unwrap();
-        let got: Vec<String> = text.lines().map(str::to_string).collect();
-        assert_eq!(
-            got.len(),
-            names.len(),
-            "postconf -h {names:?} gave {text:?}"
-        );
-        got
-    }
-}
-
 /// Names of every built-in Postfix parameter (`postconf -dH`).
 fn known_parameters() -> &'static BTreeSet<String> {
     static KNOWN: OnceLock<BTreeSet<String>> = OnceLock::new();
     KNOWN.get_or_init(|| {
-        let conf = Conf::new(b"");
-        let out = conf.postconf(&["-d", "-H"]);
-        assert!(out.status.success(), "{}", lossy(&out.stderr));
+        let out = output_ok(&mut Host::raw(b"").postconf().command(&["-d", "-H"]));
         let known: BTreeSet<String> = String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -206,11 +132,11 @@ fn known_parameters() -> &'static BTreeSet<String> {
     })
 }
 
-/// `MainCf::get` agrees with what postconf reports for the document in `conf`:
-/// every name `postconf -n` shows is defined with the same value, and every defined
-/// built-in parameter is shown.
-fn assert_agrees_with_postconf(label: &str, doc: &MainCf, conf: &Conf) {
-    let shown = conf.n();
+/// `MainCf::get` agrees with what postconf reports for the main.cf in `conf`: every
+/// name `postconf -n` shows is defined with the same value, and every defined built-in
+/// parameter is shown.
+fn assert_agrees_with_postconf(label: &str, doc: &MainCf, conf: &Host) {
+    let shown = conf.postconf().n();
     for (name, value) in &shown {
         let got = doc.get(name);
         assert!(
@@ -440,22 +366,22 @@ fn check_set_all(before: &[u8], params: &[(&str, &str)]) -> Result<Vec<u8>, Stri
 /// Writes `before`, then the result of `set_all(params)`, and asks postconf: every wanted
 /// value reads back, every other parameter reads as before.
 fn check_set_all_with_postconf(label: &str, before: &[u8], params: &[(&str, &str)]) {
-    let conf = Conf::new(before);
+    let conf = Host::raw(before);
     let doc = MainCf::parse(before);
     assert!(doc.errors().is_empty(), "{label}: {:?}", doc.errors());
     assert_agrees_with_postconf(label, &doc, &conf);
-    let shown_before = conf.n();
+    let shown_before = conf.postconf().n();
     let (after, _) = set_all(before, params);
-    conf.write(&after);
+    conf.write_etc("main.cf", &after);
     let names: Vec<&str> = params.iter().map(|p| p.0).collect();
-    for (got, (name, want)) in conf.h(&names).iter().zip(params) {
+    for (got, (name, want)) in conf.postconf().h(&names).iter().zip(params) {
         assert!(
             same_value(got, want),
             "{label}: postconf -h {name} reads {got:?} after set_all, want {want:?}\n{}",
             lossy(&after)
         );
     }
-    let mut shown_after = conf.n();
+    let mut shown_after = conf.postconf().n();
     let mut shown_before = shown_before;
     for name in &names {
         shown_after.remove(*name);
@@ -498,7 +424,7 @@ fn fixtures_round_trip_byte_for_byte() {
 
 #[test]
 fn main_cf_dist_round_trips_and_reads_like_postconf() {
-    require_postfix!();
+    require!(Need::Postfix);
     let bytes = dist();
     assert_eq!(MainCf::parse(&bytes).render(), bytes, "MainCf round trip");
     assert_eq!(Table::parse(&bytes).render(), bytes, "Table round trip");
@@ -515,10 +441,10 @@ fn main_cf_dist_round_trips_and_reads_like_postconf() {
         "{debugger:?}"
     );
 
-    let conf = Conf::new(&bytes);
+    let conf = Host::raw(&bytes);
     assert_agrees_with_postconf("main.cf.dist", &doc, &conf);
     // A handful through `postconf -h`, only those the file defines.
-    let shown = conf.n();
+    let shown = conf.postconf().n();
     let names: Vec<&str> = [
         "compatibility_level",
         "mynetworks",
@@ -535,7 +461,7 @@ fn main_cf_dist_round_trips_and_reads_like_postconf() {
         names.len() >= 4,
         "main.cf.dist defines too little: {shown:?}"
     );
-    for (got, name) in conf.h(&names).iter().zip(&names) {
+    for (got, name) in conf.postconf().h(&names).iter().zip(&names) {
         let mine = doc.get(name).unwrap();
         assert!(
             same_value(got, &mine),
@@ -550,12 +476,12 @@ fn main_cf_dist_round_trips_and_reads_like_postconf() {
 
 #[test]
 fn get_agrees_with_postconf_on_every_fixture_and_main_cf_dist() {
-    require_postfix!();
+    require!(Need::Postfix);
     let mut all = fixtures();
     all.push(("main.cf.dist".into(), dist()));
     for (name, bytes) in all {
         let doc = MainCf::parse(&bytes);
-        let conf = Conf::new(&bytes);
+        let conf = Host::raw(&bytes);
         assert_agrees_with_postconf(&name, &doc, &conf);
     }
 }
@@ -594,7 +520,7 @@ fn golden_edits_of_every_fixture() {
 
 #[test]
 fn golden_edits_read_as_wanted_by_postconf() {
-    require_postfix!();
+    require!(Need::Postfix);
     let mut all = fixtures();
     all.push(("main.cf.dist".into(), dist()));
     for (name, input) in all {
@@ -732,7 +658,7 @@ fn edge_cases_edit_exactly_as_specified() {
 
 #[test]
 fn edge_cases_read_as_wanted_by_postconf() {
-    require_postfix!();
+    require!(Need::Postfix);
     for (label, input, _) in EDGE_CASES {
         let input = input.replace("@M@", MARKER);
         check_set_all_with_postconf(label, input.as_bytes(), EDGE_PARAMS);
@@ -769,9 +695,9 @@ fn edge_cases_read_like_postconf() {
         assert!(doc.errors().is_empty(), "{input:?}: {:?}", doc.errors());
         assert_eq!(doc.get("relayhost").as_deref(), *want, "{input:?}");
     }
-    require_postfix!();
+    require!(Need::Postfix);
     for (input, _) in cases {
-        let conf = Conf::new(input.as_bytes());
+        let conf = Host::raw(input.as_bytes());
         assert_agrees_with_postconf(
             &format!("{input:?}"),
             &MainCf::parse(input.as_bytes()),
@@ -802,18 +728,17 @@ fn errors_match_postconf_fatal_lines() {
             "{input:?}: {errors:?}"
         );
     }
-    require_postfix!();
+    require!(Need::Postfix);
     // postconf sleeps 1 s before a fatal exit: run all cases at once.
-    let runs: Vec<(Conf, std::process::Child)> = cases
+    let runs: Vec<(Host, std::process::Child)> = cases
         .iter()
         .map(|(input, _)| {
-            let conf = Conf::new(input.as_bytes());
-            let child = Command::new(postrelay::postfix::tool("postconf").unwrap())
-                .arg("-c")
-                .arg(conf.dir.path())
-                .arg("-n")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
+            let conf = Host::raw(input.as_bytes());
+            let child = conf
+                .postconf()
+                .command(&["-n"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
             (conf, child)
@@ -1036,22 +961,22 @@ proptest! {
 /// generated documents themselves. Each case runs postconf three times.
 #[test]
 fn prop_set_all_is_what_postconf_reads() {
-    require_postfix!();
-    let conf = Conf::new(b"");
+    require!(Need::Postfix);
+    let conf = Host::raw(b"");
     let mut runner = TestRunner::new(config(48));
     let result = runner.run(
         &(document(false, false), name(), set_value()),
         |(input, name, value)| {
             let mut doc = MainCf::parse(input.as_bytes());
             prop_assume!(doc.errors().is_empty());
-            conf.write(input.as_bytes());
+            conf.write_etc("main.cf", input.as_bytes());
             assert_agrees_with_postconf("generated document", &doc, &conf);
-            let mut before = conf.n();
+            let mut before = conf.postconf().n();
 
             doc.set_all(&[(name, &value)]);
             let after_bytes = doc.render();
-            conf.write(&after_bytes);
-            let got = conf.h(&[name]).remove(0);
+            conf.write_etc("main.cf", &after_bytes);
+            let got = conf.postconf().h(&[name]).remove(0);
             prop_assert!(
                 same_value(&got, &value),
                 "postconf -h {} = {:?}, want {:?}\n{:?}",
@@ -1060,7 +985,7 @@ fn prop_set_all_is_what_postconf_reads() {
                 value,
                 lossy(&after_bytes)
             );
-            let mut after = conf.n();
+            let mut after = conf.postconf().n();
             before.remove(name);
             after.remove(name);
             prop_assert_eq!(before, after, "{:?}", lossy(&after_bytes));
@@ -1110,7 +1035,7 @@ fn bug_same_value_treats_vertical_tab_and_form_feed_as_separators() {
         &[("mynetworks", want)],
     );
     assert_eq!(edits.len(), 1, "no edit made: {:?}", lossy(&out));
-    require_postfix!();
-    let conf = Conf::new(&out);
-    assert_eq!(conf.h(&["mynetworks"]), [want]);
+    require!(Need::Postfix);
+    let conf = Host::raw(&out);
+    assert_eq!(conf.postconf().h(&["mynetworks"]), [want]);
 }

@@ -12,8 +12,6 @@
 //! before STARTTLS is discarded (as a real server must), and the session restarts after
 //! the handshake: the client must EHLO again and any earlier AUTH is forgotten.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -52,12 +50,20 @@ impl Default for RelayConfig {
 }
 
 impl RelayConfig {
-    /// The default relay (STARTTLS) accepting one user.
-    pub fn user(user: &str, password: &str) -> RelayConfig {
+    /// The default relay (STARTTLS) accepting these `(user, password)` pairs.
+    pub fn users(users: &[(&str, &str)]) -> RelayConfig {
         RelayConfig {
-            users: vec![(user.to_string(), password.to_string())],
+            users: users
+                .iter()
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .collect(),
             ..RelayConfig::default()
         }
+    }
+
+    /// The default relay (STARTTLS) accepting one user.
+    pub fn user(user: &str, password: &str) -> RelayConfig {
+        RelayConfig::users(&[(user, password)])
     }
 }
 

@@ -8,37 +8,23 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::harness::{self, CANARY, CANARY_FILE, CANARY2, Cmd, DEBIAN_MAIN_CF, Host, Run};
-use crate::require_postfix;
+use crate::harness::{
+    self, CANARY, CANARY_FILE, CANARY2, DEBIAN_MAIN_CF, Host, NOBODY, Need, Run, closed_port, holds,
+};
+use crate::require;
 
 const CANARIES: [&str; 3] = [CANARY, CANARY2, CANARY_FILE];
 
-fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
-/// A port on 127.0.0.1 nothing listens on (connections are refused).
-fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// `postrelay -vvv SUB --config FILE [--postfix-dir DIR] EXTRA...` with RUST_LOG=trace.
-/// Every run checks (through [`Run`]) that no canary is printed.
+/// `postrelay -vvv SUB` on the host with RUST_LOG=trace and `extra` arguments, then
+/// [`Host::settle`]. Every run checks (through [`Run`]) that no canary is printed.
 fn loud(host: &Host, sub: &str, extra: &[&str]) -> Run {
-    let mut c = Cmd::new(&["-vvv", sub, "--config", &host.config.display().to_string()]);
-    if matches!(sub, "plan" | "apply") {
-        c.args(&["--postfix-dir", &host.etc.display().to_string()]);
-    }
-    c.args(extra);
-    let run = c.env("RUST_LOG", "trace").run();
+    let run = host.cmd(sub).loud().args(extra).run();
     host.settle();
     run
 }
@@ -62,11 +48,11 @@ fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// desired-state and password files the test wrote.
 #[test]
 fn no_password_in_any_output_or_stray_file_at_the_highest_verbosity() {
-    require_postfix!();
+    require!(Need::Postfix);
     let host = Host::new(DEBIAN_MAIN_CF);
     let port = closed_port();
     let relay = format!("[127.0.0.1]:{port}");
-    let pw_file = host.secret_file("relayhost.pw", &format!("{CANARY_FILE}\n"));
+    let pw_file = host.secret_file("relayhost.pw", format!("{CANARY_FILE}\n"));
     let desired = |pw: &str, extra: &str| {
         format!(
             "[relayhost]\nrelay = \"{relay}\"\nusername = \"postmaster@example.net\"\n\
@@ -189,7 +175,7 @@ fn no_password_in_any_output_or_stray_file_at_the_highest_verbosity() {
         (
             "password_file with trailing whitespace",
             format!("{rh}password_file = \"{}\"\n", {
-                let p = host.secret_file("bad.pw", &format!("{CANARY_FILE} \n"));
+                let p = host.secret_file("bad.pw", format!("{CANARY_FILE} \n"));
                 p.display().to_string()
             }),
             0o600,
@@ -233,7 +219,7 @@ fn no_password_in_any_output_or_stray_file_at_the_highest_verbosity() {
             let bytes = fs::read(p).unwrap();
             CANARIES
                 .iter()
-                .find(|c| contains(&bytes, c))
+                .find(|c| holds(&bytes, c))
                 .map(|c| format!("{} holds {c}", p.display()))
         })
         .collect();
@@ -323,7 +309,7 @@ const APPLIES_PER_HOST: usize = 10;
 /// (or its symlink target) keeps its mode 0640 and owner, and stays a symlink.
 #[test]
 fn password_maps_are_never_readable_by_others_under_any_umask() {
-    require_postfix!();
+    require!(Need::Postfix);
     // The wrapper really sets the umask.
     let out = Command::new("sh")
         .args(["-c", "umask 000; exec \"$0\" \"$@\"", "sh", "-c", "umask"])
@@ -353,8 +339,12 @@ fn password_maps_are_never_readable_by_others_under_any_umask() {
         "the watcher missed a 0644 .sasl_passwd temporary"
     );
 
-    // Another group on main.cf, when we may set one, shows that the owner is kept.
-    let main_gid = if harness::is_root() { 65534 } else { gid };
+    // Another group on main.cf shows that the owner is kept (only root may set it).
+    let main_gid = if harness::require(&[Need::Root]) {
+        NOBODY
+    } else {
+        gid
+    };
     let mut report = Vec::new();
     for umask in ["000", "077"] {
         for symlinked in [false, true] {
@@ -414,21 +404,7 @@ fn password_maps_are_never_readable_by_others_under_any_umask() {
                 seen.scans
             ));
 
-            for name in ["sasl_passwd", "sasl_passwd.db"] {
-                let m = fs::symlink_metadata(host.path(name)).unwrap();
-                assert!(m.is_file(), "{what}: {name}");
-                assert_eq!(m.mode() & 0o7777, 0o600, "{what}: {name}");
-                assert_eq!((m.uid(), m.gid()), (uid, gid), "{what}: {name}");
-            }
-            for name in [
-                "sender_relay",
-                "sender_relay.db",
-                "tls_policy",
-                "tls_policy.db",
-            ] {
-                let m = fs::metadata(host.path(name)).unwrap();
-                assert_eq!(m.mode() & 0o7777, 0o644, "{what}: {name}");
-            }
+            host.assert_map_permissions(&what);
             let link = fs::symlink_metadata(host.main_cf()).unwrap();
             assert_eq!(
                 link.file_type().is_symlink(),

@@ -4,28 +4,19 @@
 
 use std::net::TcpListener;
 
-use crate::harness::{CANARY, CANARY2, Cmd, Host};
+use crate::harness::{CANARY, CANARY2, Host, Need, Run, closed_port};
 use crate::relay::{FakeRelay, RelayConfig};
-use crate::require_postfix;
+use crate::require;
 
 fn relay(starttls: bool, user: &str, password: &str) -> FakeRelay {
     FakeRelay::start(RelayConfig {
         starttls,
-        users: vec![(user.to_string(), password.to_string())],
-        ..RelayConfig::default()
+        ..RelayConfig::user(user, password)
     })
 }
 
-/// A port on 127.0.0.1 nothing listens on.
-fn dead_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn verify(host: &Host, extra: &[&str]) -> crate::harness::Run {
-    let mut c = Cmd::new(&["verify", "--config", &host.config.display().to_string()]);
-    c.args(extra);
-    c.run()
+fn verify(host: &Host, extra: &[&str]) -> Run {
+    host.cmd("verify").args(extra).run()
 }
 
 #[test]
@@ -34,7 +25,7 @@ fn verify_reports_each_sender_relay_pair() {
     let wrong = relay(true, "wrong@example.org", "another-password");
     let plain = relay(false, "plain@example.net", CANARY);
     let catch_all = relay(true, "catchall", CANARY2);
-    let down = dead_port();
+    let down = closed_port();
     let host = Host::new("");
     host.desired(&format!(
         r#"
@@ -171,7 +162,7 @@ fn verify_times_out_instead_of_hanging() {
 
 #[test]
 fn apply_with_verify_changes_nothing_when_a_credential_fails() {
-    require_postfix!();
+    require!(Need::Postfix);
     let r = relay(true, "u@example.com", CANARY);
     let host = Host::new("");
     let desired = |password: &str| {
@@ -214,14 +205,7 @@ fn verify_at_the_highest_verbosity_shows_no_password_even_encoded() {
     ));
     // Run checks the plain canary; AUTH PLAIN sends it base64-encoded, so look for that too.
     let plain = crate::relay::encode(format!("\0u@example.com\0{CANARY}").as_bytes());
-    let run = Cmd::new(&[
-        "-vvv",
-        "verify",
-        "--config",
-        &host.config.display().to_string(),
-    ])
-    .env("RUST_LOG", "trace")
-    .run();
+    let run = host.cmd("verify").loud().run();
     run.success().stdout_has("ok      relayhost");
     assert!(!run.stderr.is_empty(), "expected trace logs");
     for out in [&run.stdout, &run.stderr] {
