@@ -998,17 +998,17 @@ fn prop_set_all_is_what_postconf_reads() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Known bugs in src/syntax (ignored until fixed; run with `--ignored`)
+// Two past bugs of src/syntax, kept as regression tests
 // ---------------------------------------------------------------------------------------
 
-/// BUG in src/syntax/maincf.rs `split_nameval`: Postfix parses each logical line as a C
-/// string, so a NUL byte ends it. `errors()` misses lines Postfix dies on, and `get`
-/// returns text Postfix never sees. postconf on these inputs:
+/// Postfix parses each logical line as a C string, so a NUL byte ends it: `errors()`
+/// names the lines Postfix dies on, and `get` returns only the text Postfix sees.
+/// postconf on these inputs:
 ///   "relayhost\0x = 1\n"          -> fatal: line 1: missing '=' after attribute name: "relayhost"
 ///   "relayhost = x\n\0\n"          -> fatal: line 2: missing attribute name: ""
 ///   "relayhost = [a]:25\0junk\n"   -> relayhost = [a]:25
 #[test]
-fn bug_nul_byte_ends_a_logical_line_for_postfix() {
+fn a_nul_byte_ends_a_logical_line_as_for_postfix() {
     let errors = MainCf::parse(b"relayhost\0x = 1\n").errors();
     assert_eq!(errors.first().map(|e| e.line), Some(1), "{errors:?}");
     let errors = MainCf::parse(b"relayhost = x\n\0\n").errors();
@@ -1017,13 +1017,11 @@ fn bug_nul_byte_ends_a_logical_line_for_postfix() {
     assert_eq!(doc.get("relayhost").as_deref(), Some("[a]:25"));
 }
 
-/// BUG in src/syntax/maincf.rs `same_value`: it splits on every ASCII whitespace byte
-/// including vertical tab and form feed, but Postfix splits lists on ", \t\r\n" only
-/// (`CHARS_COMMA_SP`) and postconf displays `\v`/`\f` verbatim. So `set_all` believes
-/// `a\vb` already reads as `a b` and makes no edit, while Postfix reads one element
-/// `a\vb` (here an invalid network).
+/// Postfix splits lists on ", \t\r\n" only (`CHARS_COMMA_SP`) and postconf displays
+/// `\v`/`\f` verbatim, so `same_value` does not take vertical tab or form feed for a
+/// separator: `a\vb` is one element (here an invalid network), and `set_all` rewrites it.
 #[test]
-fn bug_same_value_treats_vertical_tab_and_form_feed_as_separators() {
+fn vertical_tab_and_form_feed_are_not_list_separators() {
     assert!(!same_value(
         "10.0.0.0/8\x0b192.168.0.0/16",
         "10.0.0.0/8 192.168.0.0/16"

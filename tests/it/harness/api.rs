@@ -1,6 +1,7 @@
-//! Everything the integration tests take from the postrelay library (parser.rs aside:
-//! it tests `postrelay::syntax` itself). The tests otherwise treat postrelay as a
-//! binary; when the library's API changes, this file is the one to adapt.
+//! Everything the integration tests take from the postrelay library, except in
+//! parser.rs and agreement.rs, which test `postrelay::syntax` and the shared routing
+//! rule themselves. The tests otherwise treat postrelay as a binary; when the
+//! library's API changes, this file is the one to adapt.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
