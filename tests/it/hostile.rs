@@ -657,6 +657,8 @@ enum Where {
 #[derive(Debug, Clone, Copy)]
 enum What {
     SymlinkOwnedByNobody,
+    /// A root-owned link to a link owned by nobody: every hop must be trusted.
+    SymlinkChainThroughNobody,
     Fifo,
     Directory,
     Huge,
@@ -666,7 +668,9 @@ impl What {
     /// Words one of which the message must hold.
     fn reason(self) -> &'static [&'static str] {
         match self {
-            What::SymlinkOwnedByNobody => &["symlink", "symbolic link", "owned by"],
+            What::SymlinkOwnedByNobody | What::SymlinkChainThroughNobody => {
+                &["symlink", "symbolic link", "owned by"]
+            }
             What::Fifo => &["FIFO", "not a regular file"],
             What::Directory => &["directory", "not a regular file"],
             What::Huge => &["larger than", "too large", "too big"],
@@ -687,6 +691,12 @@ fn make_hostile(host: &Host, path: &Path, what: What, limit: u64) {
             fs::rename(path, &real).unwrap();
             symlink(&real, path).unwrap();
             std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        What::SymlinkChainThroughNobody => {
+            make_hostile(host, path, What::SymlinkOwnedByNobody, limit);
+            let hop = path.with_extension("hop");
+            fs::rename(path, &hop).unwrap();
+            symlink(&hop, path).unwrap();
         }
         What::Fifo => {
             fs::remove_file(path).unwrap();
@@ -716,12 +726,17 @@ fn hostile_files_are_refused_without_hanging() {
     for place in [Where::DesiredState, Where::PasswordFile, Where::MapSource] {
         for what in [
             What::SymlinkOwnedByNobody,
+            What::SymlinkChainThroughNobody,
             What::Fifo,
             What::Directory,
             What::Huge,
         ] {
             // lchown to nobody needs root.
-            if matches!(what, What::SymlinkOwnedByNobody) && !harness::require(&[Need::Root]) {
+            let symlink = matches!(
+                what,
+                What::SymlinkOwnedByNobody | What::SymlinkChainThroughNobody
+            );
+            if symlink && !harness::require(&[Need::Root]) {
                 continue;
             }
             cells.push((place, what));
