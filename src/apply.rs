@@ -8,11 +8,14 @@
 //! no postmap): a postmap failure leaves nothing changed. Then every file the plan was
 //! computed from is checked to still hold what it held. Only then are the files renamed
 //! into place, compiled map before its source, and main.cf last. If the instance runs,
-//! `postfix check` and (when the plan needs it) `postfix reload` follow; if either
-//! fails, every replaced file gets back its previous bytes, mode and owner. While a
-//! reload is owed, the marker [`RELOAD_PENDING`] stays in the config directory, so a run
-//! killed before reloading leaves the reload to the next one. An empty plan touches
-//! nothing: no write, no postmap, no reload.
+//! `postfix check` and `postfix reload` follow every change (maps included: daemons
+//! notice a rebuilt map each at its own time, so without a reload a message can be
+//! routed by the old sender_relay and authenticated with the new sasl_passwd); if
+//! either fails, every replaced file gets back its previous bytes, mode and owner.
+//! Until Postfix has re-read the files, the marker [`RELOAD_PENDING`] stays in the
+//! config directory, so a run killed before reloading, or run with `--no-reload` or
+//! without root, leaves the reload to the next one. An empty plan touches nothing: no
+//! write, no postmap, no reload.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -57,8 +60,7 @@ pub enum Step {
     MainCf,
     Skipped(Skip),
     Ran(Control),
-    /// Postfix still has to re-read its configuration (an earlier run owed a reload that
-    /// this one could not do).
+    /// Postfix still has to re-read its configuration: the reload is owed to the next run.
     ReloadOwed,
 }
 
@@ -185,11 +187,11 @@ fn execute(plan: &Plan, state: &State, options: &Options) -> Result<Vec<Step>> {
     let staged = stage(plan)?;
     state.still_holds()?;
 
-    // The reload marker: created before a change that a running Postfix must re-read,
-    // removed once nothing is owed any more.
+    // The reload marker: there from before the first rename until Postfix has re-read
+    // the files (or is known not to run), so a run that dies or may not reload leaves
+    // the reload owed to the next one.
     let pending = dir.join(RELOAD_PENDING);
-    let reload = running && plan.needs_reload();
-    if reload {
+    if !plan.reload_pending {
         std::fs::File::create(&pending)
             .and_then(|f| f.sync_all())
             .map_err(|e| fs::explain(e, &pending, "create"))?;
@@ -199,16 +201,14 @@ fn execute(plan: &Plan, state: &State, options: &Options) -> Result<Vec<Step>> {
     let result = commit(plan, staged, &mut journal).and_then(|()| {
         if running {
             run_control(dir, Control::Check, &mut steps)?;
-            if reload {
-                run_control(dir, Control::Reload, &mut steps)?;
-            }
+            run_control(dir, Control::Reload, &mut steps)?;
         }
         Ok(())
     });
     if let Err(err) = result {
         return Err(match journal.roll_back() {
             // Back to the files before this run: what Postfix runs, unless an earlier
-            // interrupted apply already owed it a reload.
+            // apply already owed it a reload.
             Ok(()) => {
                 if !plan.reload_pending {
                     fs::remove_if_exists(&pending)?;
@@ -221,9 +221,9 @@ fn execute(plan: &Plan, state: &State, options: &Options) -> Result<Vec<Step>> {
         });
     }
     // Reloaded, or known not to run (it reads the files when it starts).
-    if reload || instance == Err(Skip::NotRunning) {
+    if running || instance == Err(Skip::NotRunning) {
         fs::remove_if_exists(&pending)?;
-    } else if plan.reload_pending {
+    } else {
         steps.push(Step::ReloadOwed);
     }
     Ok(steps)

@@ -47,7 +47,8 @@ pub enum Command {
         /// Print nothing when nothing changed (for cron).
         #[arg(short, long)]
         quiet: bool,
-        /// Do not run `postfix check` and `postfix reload` after a change.
+        /// Do not run `postfix check` and `postfix reload` after a change; the reload is
+        /// then owed, and the next plan reports it and the next apply does it.
         #[arg(long)]
         no_reload: bool,
         /// Seconds to wait for another running apply to finish.

@@ -106,7 +106,7 @@ pub struct Plan {
     pub owner: (u32, u32),
     pub maps: Vec<MapChange>,
     pub main_cf: Option<MainCfChange>,
-    /// An earlier apply changed the configuration but did not get to reload Postfix.
+    /// An earlier apply changed the configuration and Postfix has not re-read it since.
     pub reload_pending: bool,
     pub notes: Vec<Note>,
 }
@@ -114,14 +114,6 @@ pub struct Plan {
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.maps.is_empty() && self.main_cf.is_none() && !self.reload_pending
-    }
-
-    /// Whether running daemons must re-read their configuration: main.cf changed, or a
-    /// map of a type daemons read only once (texthash) changed.
-    pub fn needs_reload(&self) -> bool {
-        self.main_cf.is_some()
-            || self.reload_pending
-            || (self.target.map_type == "texthash" && !self.maps.is_empty())
     }
 
     /// The commands apply runs, in order.
@@ -134,11 +126,11 @@ impl Plan {
                 source: m.source_path.clone(),
             })
             .collect();
+        // Any change is followed by a reload: daemons notice a rebuilt map each at its
+        // own time (trivial-rewrite seconds after smtp), and in between a message could be
+        // routed by the old sender_relay and authenticated with the new sasl_passwd.
         if !self.is_empty() {
-            out.push(Command::Check);
-        }
-        if self.needs_reload() {
-            out.push(Command::Reload);
+            out.extend([Command::Check, Command::Reload]);
         }
         out
     }

@@ -203,7 +203,7 @@ pub fn plan(plan: &Plan, show_secrets: bool) -> String {
     }
     if plan.reload_pending {
         out.push_str(
-            "postfix: an interrupted apply changed the configuration but did not reload Postfix\n",
+            "postfix: an earlier apply changed the configuration and Postfix has not re-read it (reload owed)\n",
         );
     }
     let commands = commands(plan);
@@ -260,7 +260,7 @@ fn step(outcome: &Outcome, step: &Step) -> String {
             postfix::control_argv(&plan.target.config_dir, *action).join(" ")
         ),
         Step::ReloadOwed => {
-            "Postfix still has to re-read its configuration (postfix reload)".into()
+            "Postfix still has to re-read its configuration: the next apply reloads it".into()
         }
     }
 }

@@ -78,7 +78,8 @@ pub struct State {
     pub main_cf: MainCfFile,
     /// In [`MapKind::ALL`] order.
     pub maps: Vec<MapFile>,
-    /// An earlier apply changed the configuration but did not get to reload Postfix.
+    /// An earlier apply changed the configuration and Postfix has not re-read it since
+    /// (the marker [`RELOAD_PENDING`] is there).
     pub reload_pending: bool,
 }
 

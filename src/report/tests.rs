@@ -136,9 +136,10 @@ fn a_plan_in_words() {
          --- /etc/postfix/sasl_passwd\n+++ /etc/postfix/sasl_passwd\n@@ -1 +1 @@\n\
          -@a u:********\n+@a u:********\n\
          commands:\n  postmap -c /etc/postfix hash:/etc/postfix/sasl_passwd\n  \
-         postfix -c /etc/postfix check    (if Postfix is running)\n\
+         postfix -c /etc/postfix check    (if Postfix is running)\n  \
+         postfix -c /etc/postfix reload   (if Postfix is running)\n\
          note: no [relayhost] in the desired state and none in main.cf: senders not listed, and bounces, are delivered directly to the recipient's MX\n\
-         plan: 1 file(s) to change, 2 command(s) to run\n"
+         plan: 1 file(s) to change, 3 command(s) to run\n"
     );
     assert!(plan(&p, true).contains("-@a u:old\n+@a u:new\n"));
     let owed = a_plan(Vec::new(), true);
@@ -149,7 +150,7 @@ fn a_plan_in_words() {
             "postfix -c /etc/postfix reload   (if Postfix is running)"
         ]
     );
-    assert!(plan(&owed, false).contains("did not reload Postfix\n"));
+    assert!(plan(&owed, false).contains("has not re-read it (reload owed)\n"));
     assert!(plan(&a_plan(Vec::new(), false), false).ends_with("plan: in sync, nothing to do\n"));
 }
 
@@ -169,7 +170,7 @@ fn what_apply_did_in_words() {
         "wrote /etc/postfix/sasl_passwd, rebuilt /etc/postfix/sasl_passwd.db (new)\n\
          Postfix is not running (postfix -c /etc/postfix status): skipped check and reload\n\
          ran postfix -c /etc/postfix check\n\
-         Postfix still has to re-read its configuration (postfix reload)\n\
+         Postfix still has to re-read its configuration: the next apply reloads it\n\
          postrelay: applied\n"
     );
     let none = Outcome {

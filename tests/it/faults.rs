@@ -433,6 +433,41 @@ fn owed_reload_survives_a_failed_apply_and_happens_later() {
     assert_converged(&host, &new, "after the owed reload");
 }
 
+/// `--no-reload` changes the files but owes the reload: the marker stays, plan reports
+/// it (exit 1) and the next apply does it, even though the files are already right.
+#[test]
+fn no_reload_leaves_the_reload_owed_to_the_next_apply() {
+    require!(Need::Postfix, Need::Root);
+    let (host, path, _, new) = host_a_to_b();
+    let run = host
+        .cmd("apply")
+        .env("PATH", &path)
+        .args(&["--no-reload"])
+        .run();
+    host.settle();
+    run.success()
+        .stdout_has("skipped postfix check and reload (--no-reload)")
+        .stdout_has("Postfix still has to re-read its configuration: the next apply reloads it");
+    assert_eq!(
+        calls(&host),
+        Vec::<String>::new(),
+        "--no-reload ran postfix"
+    );
+    assert!(host.path(RELOAD_PENDING).exists());
+    assert_eq!(managed(&host), new, "the files are already right");
+    host.cmd("plan")
+        .env("PATH", &path)
+        .run()
+        .code(1)
+        .stdout_has("Postfix has not re-read it (reload owed)")
+        .stdout_has("reload   (if Postfix is running)");
+    assert_eq!(
+        apply_with_working_postfix(&host, &path),
+        ["status", "check", "reload"]
+    );
+    assert_converged(&host, &new, "after the owed reload");
+}
+
 // --- 2. postfix reload failing ---------------------------------------------------------
 
 #[test]
