@@ -24,10 +24,19 @@ pub(super) struct KeyUse {
     pub subject: String,
 }
 
-/// One use of a relay, for resolving its TLS policy: the `tls` given there, with its line.
+/// A `tls` setting: its level, its line, and whether `accept_cleartext` acknowledges
+/// that a weak level may send credentials in clear text.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TlsSetting {
+    pub tls: Tls,
+    pub line: usize,
+    pub accepted: bool,
+}
+
+/// One use of a relay, for resolving its TLS policy: the `tls` given there, if any.
 pub(super) struct RelayUse {
     pub relay: Relay,
-    pub tls: Option<(Tls, usize)>,
+    pub tls: Option<TlsSetting>,
 }
 
 /// What the entries hold once each is checked on its own.
@@ -122,7 +131,7 @@ impl Checker<'_, '_> {
                 None
             }
         };
-        let tls = rh.tls.as_ref().and_then(|t| self.tls(subject, t));
+        let tls = self.tls(subject, &rh.tls, &rh.accept_cleartext);
         let credentials = RawCredentials {
             username: rh.username,
             password: rh.password,
@@ -152,7 +161,7 @@ impl Checker<'_, '_> {
             });
         }
         let relay = s.relay.as_ref().map(|r| self.relay(&subject, r));
-        let tls = s.tls.as_ref().and_then(|t| self.tls(&subject, t));
+        let tls = self.tls(&subject, &s.tls, &s.accept_cleartext);
         match (&relay, &s.tls) {
             (None, Some(t)) => {
                 let why = if parts.has_relayhost {
@@ -250,12 +259,41 @@ impl Checker<'_, '_> {
         }
     }
 
-    fn tls(&mut self, subject: &str, tls: &Spanned<String>) -> Option<(Tls, usize)> {
-        match fields::parse_tls(tls.get_ref()) {
-            Ok(t) => Some((t, self.line(tls))),
-            Err(e) => {
-                self.at(tls, format!("{subject}: {e}"));
-                None
+    /// The entry's `tls` and `accept_cleartext`, which only acknowledges a weak level.
+    fn tls(
+        &mut self,
+        subject: &str,
+        tls: &Option<Spanned<String>>,
+        accept: &Option<Spanned<bool>>,
+    ) -> Option<TlsSetting> {
+        let setting = tls
+            .as_ref()
+            .and_then(|t| match fields::parse_tls(t.get_ref()) {
+                Ok(level) => Some(TlsSetting {
+                    tls: level,
+                    line: self.line(t),
+                    accepted: false,
+                }),
+                Err(e) => {
+                    self.at(t, format!("{subject}: {e}"));
+                    None
+                }
+            });
+        let Some(accept) = accept.as_ref().filter(|a| *a.get_ref()) else {
+            return setting;
+        };
+        match (setting, tls) {
+            (Some(s), _) if s.tls != Tls::Encrypt => Some(TlsSetting {
+                accepted: true,
+                ..s
+            }),
+            (_, Some(t)) if fields::parse_tls(t.get_ref()).is_err() => None,
+            _ => {
+                let msg = format!(
+                    "{subject}: accept_cleartext acknowledges tls = \"may\" or \"none\"; this entry does not set either"
+                );
+                self.at(accept, msg);
+                setting
             }
         }
     }

@@ -1,5 +1,7 @@
 //! The desired-state file as TOML gives it: serde structs that deny unknown fields and
-//! keep each value's span (for line numbers), before any rule is checked.
+//! keep each value's span (for line numbers), before any rule is checked. The TOML is
+//! parsed once; every unknown key is reported (with its line) before serde, which would
+//! stop at the first.
 //!
 //! A TOML error becomes one problem with its bare message and line, never toml's
 //! rendered excerpt of the source (which could show a password). An inline `password`
@@ -11,6 +13,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 use super::Source;
 use crate::problems::Problems;
@@ -38,6 +41,7 @@ pub(super) struct RawRelayHost {
     pub password: Option<Spanned<RawPassword>>,
     pub password_file: Option<Spanned<String>>,
     pub tls: Option<Spanned<String>>,
+    pub accept_cleartext: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +54,7 @@ pub(super) struct RawSender {
     pub password: Option<Spanned<RawPassword>>,
     pub password_file: Option<Spanned<String>>,
     pub tls: Option<Spanned<String>>,
+    pub accept_cleartext: Option<Spanned<bool>>,
 }
 
 /// The credential fields shared by `[relayhost]` and `[[sender]]`.
@@ -121,10 +126,78 @@ impl<'de> Visitor<'de> for PasswordVisitor {
     }
 }
 
-/// Parses the TOML; an error is one problem with toml's bare message and its line.
+/// The keys of each table, as the structs above name their fields.
+const TOP_KEYS: &[&str] = &["postfix", "relayhost", "sender"];
+const POSTFIX_KEYS: &[&str] = &["config_dir", "map_type"];
+const RELAYHOST_KEYS: &[&str] = &[
+    "relay",
+    "username",
+    "password",
+    "password_file",
+    "tls",
+    "accept_cleartext",
+];
+const SENDER_KEYS: &[&str] = &[
+    "domain",
+    "address",
+    "relay",
+    "username",
+    "password",
+    "password_file",
+    "tls",
+    "accept_cleartext",
+];
+
+/// Parses the TOML; a syntax error is one problem with toml's bare message and its line,
+/// unknown keys are one problem each.
 pub(super) fn parse(source: &Source) -> Result<RawFile, Problems> {
-    toml::from_str(source.text).map_err(|e| {
+    let toml_problem = |e: toml::de::Error| {
         let line = e.span().map(|span| source.line(span));
         Problems::one(source.path, line, e.message())
-    })
+    };
+    let doc = DeTable::parse(source.text).map_err(toml_problem)?;
+    let mut problems = Problems::new(source.path);
+    unknown_keys(source, doc.get_ref(), TOP_KEYS, &mut problems);
+    for (key, value) in doc.get_ref() {
+        let allowed = match key.get_ref().as_ref() {
+            "postfix" => POSTFIX_KEYS,
+            "relayhost" => RELAYHOST_KEYS,
+            "sender" => SENDER_KEYS,
+            _ => continue,
+        };
+        let tables: Vec<&DeTable> = match value.get_ref() {
+            DeValue::Table(t) => vec![t],
+            DeValue::Array(items) => items
+                .iter()
+                .filter_map(|i| match i.get_ref() {
+                    DeValue::Table(t) => Some(t),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for t in tables {
+            unknown_keys(source, t, allowed, &mut problems);
+        }
+    }
+    problems.into_result()?;
+    RawFile::deserialize(toml::de::Deserializer::from(doc)).map_err(toml_problem)
+}
+
+/// One problem per key of `table` not in `allowed`, worded as serde words it.
+fn unknown_keys(source: &Source, table: &DeTable, allowed: &[&str], problems: &mut Problems) {
+    for key in table.keys() {
+        let name = key.get_ref().as_ref();
+        if !allowed.contains(&name) {
+            let names: Vec<String> = allowed.iter().map(|k| format!("`{k}`")).collect();
+            let expected = match names.as_slice() {
+                [a, b] => format!("{a} or {b}"),
+                _ => format!("one of {}", names.join(", ")),
+            };
+            problems.at(
+                source.line(key.span()),
+                format!("unknown field `{name}`, expected {expected}"),
+            );
+        }
+    }
 }

@@ -2,9 +2,9 @@
 //! inherited towards another relay, something to configure, inline passwords only in a
 //! private file, and one TLS level per relay (which also yields the warnings).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::entries::Parts;
+use super::entries::{Parts, TlsSetting};
 use super::{Source, Tls, Warning};
 use crate::problems::Problems;
 use crate::routing::{CredentialSource, Relay, Routing};
@@ -90,22 +90,28 @@ fn private_if_inline_passwords(source: &Source, parts: &Parts, mode: u32, proble
 }
 
 /// One TLS level per relay: the first explicit value in file order wins, a different
-/// explicit value elsewhere is a conflict, and a relay without one gets `encrypt`.
+/// explicit value elsewhere is a conflict, and a relay without one gets `encrypt`. A
+/// weak level is a warning unless an entry of that relay sets `accept_cleartext`.
 fn tls_levels(parts: &Parts, problems: &mut Problems) -> (BTreeMap<Relay, Tls>, Vec<Warning>) {
     let mut uses: Vec<_> = parts.uses.iter().collect();
-    uses.sort_by_key(|u| u.tls.map_or(0, |(_, line)| line));
-    let mut explicit: BTreeMap<&Relay, Option<(Tls, usize)>> = BTreeMap::new();
+    uses.sort_by_key(|u| u.tls.map_or(0, |t| t.line));
+    let mut explicit: BTreeMap<&Relay, Option<TlsSetting>> = BTreeMap::new();
+    let mut accepted: HashSet<&Relay> = HashSet::new();
     for u in uses {
+        if u.tls.is_some_and(|t| t.accepted) {
+            accepted.insert(&u.relay);
+        }
         let entry = explicit.entry(&u.relay).or_insert(None);
         match (*entry, u.tls) {
             (None, t) => *entry = t,
-            (Some((a, la)), Some((b, lb))) if a != b => problems.at(
-                lb,
+            (Some(a), Some(b)) if a.tls != b.tls => problems.at(
+                b.line,
                 format!(
-                    "relay {:?}: tls {:?} conflicts with tls {:?} at line {la}",
+                    "relay {:?}: tls {:?} conflicts with tls {:?} at line {}",
                     u.relay.as_str(),
-                    b.as_str(),
-                    a.as_str()
+                    b.tls.as_str(),
+                    a.tls.as_str(),
+                    a.line
                 ),
             ),
             _ => {}
@@ -114,10 +120,13 @@ fn tls_levels(parts: &Parts, problems: &mut Problems) -> (BTreeMap<Relay, Tls>, 
     let mut levels = BTreeMap::new();
     let mut warnings = Vec::new();
     for (relay, given) in explicit {
-        let tls = given.map_or(Tls::Encrypt, |(t, _)| t);
-        if let Some((Tls::May | Tls::None, line)) = given {
+        let tls = given.map_or(Tls::Encrypt, |t| t.tls);
+        if let Some(t) = given
+            && t.tls != Tls::Encrypt
+            && !accepted.contains(relay)
+        {
             warnings.push(Warning {
-                line,
+                line: t.line,
                 relay: relay.clone(),
                 tls,
             });

@@ -304,3 +304,18 @@ fn lines_of_offsets() {
     assert_eq!(s.line(100..101), 3);
     assert_eq!(Source::new(Path::new("f"), "").line(0..0), 1);
 }
+
+#[test]
+fn accept_cleartext_ends_the_warning_of_its_relay() {
+    let d = parse_str(
+        "[relayhost]\nrelay = \"r.example\"\ntls = \"may\"\naccept_cleartext = true\n\
+         [[sender]]\ndomain = \"a.example\"\nrelay = \"r.example\"\ntls = \"may\"\n",
+    )
+    .unwrap();
+    assert_eq!(tls_levels(&d), [("r.example", Tls::May)]);
+    assert!(d.warnings.is_empty());
+    let d =
+        parse_str("[relayhost]\nrelay = \"r.example\"\ntls = \"none\"\naccept_cleartext = false\n")
+            .unwrap();
+    assert_eq!(d.warnings.len(), 1);
+}
