@@ -14,6 +14,7 @@ Exit status:
   apply     0 success (changed or not), 2 error
   validate  0 valid, 2 invalid
   verify    0 every credential works, 1 any check failed, 2 error
+  init      0 written, 2 error (an existing file is never overwritten)
 
 Logs and warnings go to stderr (-v, -vv, -vvv or RUST_LOG); stdout carries only the report.
 Passwords never appear in output, at any verbosity, unless `plan --show-secrets` is given.";
@@ -71,11 +72,23 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 10)]
         timeout: u64,
     },
-    /// Check the desired-state file alone. Exit 0 valid, 2 invalid.
+    /// Write a commented starter desired-state file (mode 0600; never overwrites).
+    /// Exit 0 written, 2 error.
+    Init {
+        /// Where to write it.
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Check the desired-state file, and warn about main.cf settings that would defeat it
+    /// (when main.cf can be read). Exit 0 valid, 2 invalid.
     Validate {
         /// The desired-state file.
         #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Postfix configuration directory whose main.cf to check (like postconf -c);
+        /// overrides [postfix] config_dir.
+        #[arg(long, value_name = "DIR")]
+        postfix_dir: Option<PathBuf>,
     },
 }
 

@@ -15,9 +15,11 @@
 
 pub mod apply;
 pub mod cli;
+pub mod conflicts;
 pub mod desired;
 pub mod failpoint;
 pub mod fs;
+pub mod init;
 pub mod managed;
 pub mod plan;
 pub mod postfix;

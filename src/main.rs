@@ -12,8 +12,10 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use postrelay::cli::{Cli, Command};
+use postrelay::conflicts::{self, Conflict};
 use postrelay::desired::{self, Desired};
 use postrelay::state::{self, State};
+use postrelay::syntax::maincf::MainCf;
 use postrelay::{apply, plan, report, verify};
 
 fn init_logging(verbose: u8) {
@@ -33,12 +35,9 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-/// Loads the desired state and logs its warnings.
+/// Loads the desired state. Its warnings are printed by the commands that show them.
 fn load(path: &Path) -> Result<Desired> {
     let d = desired::load(path)?;
-    for w in &d.warnings {
-        tracing::warn!("{}", report::warning(&d, w));
-    }
     tracing::info!(
         "{}: {} sender(s), {} relay(s)",
         path.display(),
@@ -60,11 +59,34 @@ fn run_verify(out: &mut impl Write, checks: Vec<verify::Check>, timeout: Duratio
     Ok(outcomes.iter().all(|o| o.result.is_ok()))
 }
 
+/// main.cf settings that defeat the desired state, when main.cf can be read; validate
+/// checks the desired-state file alone otherwise.
+fn host_settings(d: &Desired, postfix_dir: Option<&Path>) -> Vec<Conflict> {
+    let main_cf = state::config_dir(d, postfix_dir).and_then(|dir| state::read_main_cf(&dir));
+    match main_cf {
+        Ok(m) => conflicts::settings(&MainCf::parse(m.snapshot.bytes.expose()), d),
+        Err(e) => {
+            tracing::info!("checked the desired-state file alone: {e:#}");
+            Vec::new()
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<u8> {
     let mut stdout = std::io::stdout().lock();
     match cli.command {
-        Command::Validate { config } => {
+        Command::Init { config } => {
+            postrelay::init::write(&config)?;
+            stdout.write_all(report::initialized(&config).as_bytes())?;
+            Ok(0)
+        }
+        Command::Validate {
+            config,
+            postfix_dir,
+        } => {
             let d = load(&config)?;
+            let conflicts = host_settings(&d, postfix_dir.as_deref());
+            eprint!("{}", report::warnings(&d, &conflicts));
             stdout.write_all(report::validated(&d).as_bytes())?;
             Ok(0)
         }
@@ -86,6 +108,7 @@ fn run(cli: Cli) -> Result<u8> {
             let dir = state::config_dir(&d, target.postfix_dir.as_deref())?;
             let state = State::read(&d, dir)?;
             let p = plan::plan(&d, &state)?;
+            eprint!("{}", report::warnings(&d, &p.conflicts));
             stdout.write_all(report::plan(&p, show_secrets).as_bytes())?;
             Ok(if p.is_empty() { 0 } else { 1 })
         }
@@ -105,6 +128,10 @@ fn run(cli: Cli) -> Result<u8> {
                 lock_timeout: Duration::from_secs(lock_timeout),
             };
             let outcome = apply::run(&d, target.postfix_dir.as_deref(), &options)?;
+            // From cron, a run that changes nothing says nothing, warnings included.
+            if !outcome.steps.is_empty() {
+                eprint!("{}", report::warnings(&d, &outcome.plan.conflicts));
+            }
             stdout.write_all(report::applied(&outcome, quiet).as_bytes())?;
             Ok(0)
         }

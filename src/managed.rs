@@ -3,6 +3,8 @@
 //! fixed main.cf parameters, and the reload marker. Contents are decided elsewhere
 //! (`routing` for the table entries, `plan` for the parameter values).
 
+use std::path::Path;
+
 /// One managed lookup table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum MapKind {
@@ -50,6 +52,30 @@ impl MapKind {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// How main.cf names postrelay's map: `TYPE:DIR/FILE`.
+    pub fn spec(self, dir: &Path, map_type: &str) -> String {
+        format!("{map_type}:{}", dir.join(self.file_name()).display())
+    }
+
+    /// Whether an element of the parameter's list is postrelay's map (its path, with
+    /// `$config_directory` expanded, whatever the type): it is replaced, not kept.
+    pub fn is_own(self, element: &str, dir: &Path) -> bool {
+        let element = expand_config_directory(element, dir);
+        element
+            .split_once(':')
+            .is_some_and(|(_, path)| Path::new(path) == dir.join(self.file_name()))
+    }
+}
+
+/// `element` with `$config_directory` / `${config_directory}` replaced by `dir`, the one
+/// parameter map specs commonly use (`hash:$config_directory/sasl_passwd`).
+pub fn expand_config_directory(element: &str, dir: &Path) -> String {
+    let dir = dir.display().to_string();
+    element
+        .replace("${config_directory}", &dir)
+        .replace("$(config_directory)", &dir)
+        .replace("$config_directory", &dir)
 }
 
 /// main.cf parameters whose value never depends on the desired state.
@@ -77,4 +103,33 @@ pub fn replaced_names() -> Vec<&'static str> {
     let mut names: Vec<&str> = MapKind::ALL.iter().map(|k| k.file_name()).collect();
     names.push(MAIN_CF);
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_maps_whatever_their_type_or_spelling() {
+        let dir = Path::new("/etc/postfix");
+        let kind = MapKind::SaslPasswd;
+        assert_eq!(kind.spec(dir, "hash"), "hash:/etc/postfix/sasl_passwd");
+        for own in [
+            "hash:/etc/postfix/sasl_passwd",
+            "btree:/etc/postfix/sasl_passwd",
+            "hash:$config_directory/sasl_passwd",
+            "texthash:${config_directory}/sasl_passwd",
+        ] {
+            assert!(kind.is_own(own, dir), "{own}");
+        }
+        for kept in [
+            "hash:/etc/postfix/sasl/sasl_passwd",
+            "proxy:hash:/etc/postfix/sasl_passwd",
+            "hash:/etc/postfix/sender_relay",
+            "inline:{ a=b }",
+            "$other_maps",
+        ] {
+            assert!(!kind.is_own(kept, dir), "{kept}");
+        }
+    }
 }

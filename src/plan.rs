@@ -9,13 +9,17 @@
 
 use std::path::PathBuf;
 
+use std::collections::HashMap;
+
+use crate::conflicts::{self, Conflict};
 use crate::desired::Desired;
 use crate::managed::{FIXED_PARAMETERS, MapKind, RELAYHOST};
 use crate::problems::Problems;
 use crate::routing::Table;
 use crate::secret::Secret;
-use crate::state::{Content, MapFile, State, Target};
-use crate::syntax::maincf::{Edit, MainCf};
+use crate::state::{Content, KeptMap, MapFile, State, Target};
+use crate::syntax::maincf::{self, Edit, MainCf};
+use crate::syntax::table;
 
 /// Which file of a map a reason is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +53,27 @@ pub enum Reason {
     CompiledDiffers,
 }
 
+/// How an entry's value changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    Password,
+    Username,
+    /// Username and password.
+    Credentials,
+    /// The relay or TLS policy.
+    Value,
+}
+
+/// How one key of a map changes, comparing what the source holds (as postmap reads it:
+/// the first of duplicate keys, keys lowercased) with what the desired state calls for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryChange {
+    Added(String),
+    /// Not in the desired state.
+    Removed(String),
+    Changed(String, Changed),
+}
+
 /// What must happen to one map.
 #[derive(Debug, Clone)]
 pub struct MapChange {
@@ -65,6 +90,8 @@ pub struct MapChange {
     /// Whether postmap must rebuild the compiled map.
     pub rebuild: bool,
     pub reasons: Vec<Reason>,
+    /// The keys whose entries change, when the source is rewritten; sorted by key.
+    pub entries_changed: Vec<EntryChange>,
 }
 
 /// What must happen to main.cf.
@@ -80,10 +107,8 @@ pub struct MainCfChange {
 /// Something the user should know that is not a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Note {
-    /// No `[relayhost]`: unlisted senders and bounces use main.cf's relayhost, without
-    /// credentials.
-    ExistingRelayhost(String),
-    /// No `[relayhost]` and none in main.cf: they go to the recipient's MX.
+    /// No `[relayhost]` and none in main.cf: unlisted senders and bounces go to the
+    /// recipient's MX.
     NoRelayhost,
 }
 
@@ -109,6 +134,10 @@ pub struct Plan {
     /// An earlier apply changed the configuration and Postfix has not re-read it since.
     pub reload_pending: bool,
     pub notes: Vec<Note>,
+    /// The maps the three parameters list after postrelay's own, which stay.
+    pub kept: Vec<KeptMap>,
+    /// Host settings that defeat or shadow what postrelay manages (warnings).
+    pub conflicts: Vec<Conflict>,
 }
 
 impl Plan {
@@ -136,18 +165,25 @@ impl Plan {
     }
 }
 
-/// main.cf parameters postrelay manages, with their wanted values.
-pub fn parameters(desired: &Desired, target: &Target) -> Vec<(&'static str, String)> {
+/// main.cf parameters postrelay manages, with their wanted values: each map parameter
+/// lists postrelay's map first, then the `kept` ones of that parameter in their order.
+pub fn parameters(
+    desired: &Desired,
+    target: &Target,
+    kept: &[KeptMap],
+) -> Vec<(&'static str, String)> {
     let mut params: Vec<(&str, String)> = FIXED_PARAMETERS
         .iter()
         .map(|(name, value)| (*name, value.to_string()))
         .collect();
     for kind in MapKind::ALL {
-        let path = target.config_dir.join(kind.file_name());
-        params.push((
-            kind.parameter(),
-            format!("{}:{}", target.map_type, path.display()),
-        ));
+        let mut list = vec![kind.spec(&target.config_dir, &target.map_type)];
+        list.extend(
+            kept.iter()
+                .filter(|k| k.kind == kind)
+                .map(|k| k.spec.clone()),
+        );
+        params.push((kind.parameter(), list.join(", ")));
     }
     if let Some(relayhost) = &desired.relayhost {
         params.push((RELAYHOST, relayhost.relay.as_str().to_string()));
@@ -163,6 +199,9 @@ pub fn plan(desired: &Desired, state: &State) -> Result<Plan, Problems> {
         .iter()
         .filter_map(|m| plan_map(m, desired.table(m.kind), state.owner))
         .collect();
+    let doc = MainCf::parse(state.main_cf.snapshot.bytes.expose());
+    let mut found = conflicts::settings(&doc, desired);
+    found.extend(conflicts::kept(&state.kept, desired));
     Ok(Plan {
         target: state.target.clone(),
         owner: state.owner,
@@ -170,6 +209,8 @@ pub fn plan(desired: &Desired, state: &State) -> Result<Plan, Problems> {
         main_cf,
         reload_pending: state.reload_pending,
         notes,
+        kept: state.kept.clone(),
+        conflicts: found,
     })
 }
 
@@ -186,13 +227,18 @@ fn plan_main_cf(
     }
     problems.into_result()?;
     let mut notes = Vec::new();
-    if desired.relayhost.is_none() {
-        notes.push(match doc.get(RELAYHOST).filter(|v| !v.is_empty()) {
-            Some(v) => Note::ExistingRelayhost(v),
-            None => Note::NoRelayhost,
-        });
+    if desired.relayhost.is_none() && doc.get(RELAYHOST).is_none_or(|v| v.is_empty()) {
+        notes.push(Note::NoRelayhost);
     }
-    let params = parameters(desired, &state.target);
+    let mut params = parameters(desired, &state.target, &state.kept);
+    // A map list already holding these elements stays as written (commas or not).
+    for (name, value) in &mut params {
+        if let Some(current) = doc.get(name)
+            && maincf::list(&current) == maincf::list(value)
+        {
+            *value = current;
+        }
+    }
     let params: Vec<(&str, &str)> = params.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let mut new = doc;
     let edits = new.set_all(&params);
@@ -205,10 +251,10 @@ fn plan_main_cf(
     Ok((change, notes))
 }
 
-/// Permission problems of one file of a password map.
-fn permissions(part: Part, mode: u32, uid: u32, owner: (u32, u32)) -> Vec<Reason> {
+/// Permission problems of one file of a map.
+fn permissions(kind: MapKind, part: Part, mode: u32, uid: u32, owner: (u32, u32)) -> Vec<Reason> {
     let mut reasons = Vec::new();
-    if mode != MapKind::SaslPasswd.mode() {
+    if mode != kind.mode() {
         reasons.push(Reason::Mode { part, mode });
     }
     if uid != owner.0 {
@@ -222,7 +268,6 @@ fn permissions(part: Part, mode: u32, uid: u32, owner: (u32, u32)) -> Vec<Reason
 }
 
 fn plan_map(m: &MapFile, wanted: &Table, owner: (u32, u32)) -> Option<MapChange> {
-    let secret = m.kind.is_secret();
     let new = wanted.bytes.expose();
     let mut reasons = Vec::new();
     let write_source = match &m.source {
@@ -234,13 +279,12 @@ fn plan_map(m: &MapFile, wanted: &Table, owner: (u32, u32)) -> Option<MapChange>
             reasons.push(Reason::ContentDiffers);
             true
         }
-        Some(s) if secret => {
-            let found = permissions(Part::Source, s.meta.mode, s.meta.uid, owner);
+        Some(s) => {
+            let found = permissions(m.kind, Part::Source, s.meta.mode, s.meta.uid, owner);
             let wrong = !found.is_empty();
             reasons.extend(found);
             wrong
         }
-        Some(_) => false,
     };
     let rebuild = m.compiled_path.is_some() && {
         match &m.compiled {
@@ -250,11 +294,7 @@ fn plan_map(m: &MapFile, wanted: &Table, owner: (u32, u32)) -> Option<MapChange>
                 true
             }
             Some(c) => {
-                let found = if secret {
-                    permissions(Part::Compiled, c.meta.mode, c.meta.uid, owner)
-                } else {
-                    Vec::new()
-                };
+                let found = permissions(m.kind, Part::Compiled, c.meta.mode, c.meta.uid, owner);
                 let wrong = !found.is_empty();
                 reasons.extend(found);
                 if write_source || wrong {
@@ -268,6 +308,10 @@ fn plan_map(m: &MapFile, wanted: &Table, owner: (u32, u32)) -> Option<MapChange>
             }
         }
     };
+    let entries_changed = match &m.source {
+        Some(s) if write_source => entry_changes(m.kind, s.bytes.expose(), wanted),
+        _ => Vec::new(),
+    };
     (write_source || rebuild).then(|| MapChange {
         kind: m.kind,
         source_path: m.source_path.clone(),
@@ -278,7 +322,57 @@ fn plan_map(m: &MapFile, wanted: &Table, owner: (u32, u32)) -> Option<MapChange>
         write_source,
         rebuild,
         reasons,
+        entries_changed,
     })
+}
+
+/// The keys whose entries differ between a source's bytes and the desired entries.
+fn entry_changes(kind: MapKind, old: &[u8], wanted: &Table) -> Vec<EntryChange> {
+    let mut held: HashMap<String, String> = HashMap::new();
+    for e in table::Table::parse(old).entries() {
+        let key = String::from_utf8_lossy(&e.key).to_ascii_lowercase();
+        let value = String::from_utf8_lossy(&e.value).into_owned();
+        held.entry(key).or_insert(value);
+    }
+    let mut out = Vec::new();
+    for (key, value) in wanted.entries.expose() {
+        match held.remove(key) {
+            None => out.push(EntryChange::Added(key.clone())),
+            Some(old) if old != *value => out.push(EntryChange::Changed(
+                key.clone(),
+                changed(kind, &old, value),
+            )),
+            Some(_) => {}
+        }
+    }
+    out.extend(held.into_keys().map(EntryChange::Removed));
+    out.sort_by(|a, b| entry_key(a).cmp(entry_key(b)));
+    out
+}
+
+fn entry_key(c: &EntryChange) -> &str {
+    match c {
+        EntryChange::Added(k) | EntryChange::Removed(k) | EntryChange::Changed(k, _) => k,
+    }
+}
+
+/// What differs between two values of one key (`user:password` in sasl_passwd).
+fn changed(kind: MapKind, old: &str, new: &str) -> Changed {
+    if !kind.is_secret() {
+        return Changed::Value;
+    }
+    let split = |v: &str| {
+        v.split_once(':').map_or((v.to_string(), None), |(u, p)| {
+            (u.to_string(), Some(p.to_string()))
+        })
+    };
+    let (old_user, old_pw) = split(old);
+    let (new_user, new_pw) = split(new);
+    match (old_user == new_user, old_pw == new_pw) {
+        (true, _) => Changed::Password,
+        (false, true) => Changed::Username,
+        (false, false) => Changed::Credentials,
+    }
 }
 
 /// Why a compiled map whose source is right must be rebuilt, if it must.

@@ -14,20 +14,24 @@ use std::fmt::Write as _;
 use similar::{ChangeTag, TextDiff};
 
 use crate::apply::{Outcome, Skip, Step};
+use crate::conflicts::{Conflict, Definer};
 use crate::desired::{Desired, Warning};
-use crate::plan::{Command, MapChange, Note, Part, Plan, Reason};
+use crate::managed::MapKind;
+use crate::plan::{Changed, Command, EntryChange, MapChange, Note, Part, Plan, Reason};
 use crate::postfix::{self, Control};
 use crate::problems::Problems;
 use crate::secret::MASK;
+use crate::state::{Kept, KeptMap};
 use crate::syntax::lines::{self, Kind};
 use crate::syntax::maincf::Edit;
 use crate::syntax::table;
-use crate::verify::{self, Failure};
+use crate::verify::{self, Failure, Waiting};
 
-/// Each physical line of a password map, with everything after `user:` masked.
-/// Comments are masked too (an old password may sit in a commented-out entry), except
-/// postrelay's own header.
-pub fn redact_lines(text: &str) -> Vec<String> {
+/// Each physical line of a password map, with everything after `user:` masked, in
+/// entries and in commented-out entries (`# key user:password`) alike. Other comments
+/// show as written unless they hold one of `secrets` (the passwords of the old and new
+/// entries); continuation lines are masked whole.
+pub fn redact_lines(text: &str, secrets: &[&str]) -> Vec<String> {
     lines::split(text.as_bytes())
         .iter()
         .map(|line| {
@@ -36,33 +40,75 @@ pub fn redact_lines(text: &str) -> Vec<String> {
             let indent = content.len() - content.trim_start().len();
             match line.kind {
                 Kind::Blank => content.to_string(),
-                Kind::Comment if table::is_header(line) => content.to_string(),
-                Kind::Comment => format!("{}#{MASK}", &content[..indent]),
-                Kind::Continuation | Kind::Orphan => format!("{}{MASK}", &content[..indent]),
-                Kind::Start => {
-                    let key = table::key_len(content.as_bytes());
-                    let rest = &content[key..];
-                    let value_at = key + (rest.len() - rest.trim_start().len());
-                    let value = &content[value_at..];
-                    if value.is_empty() {
-                        content.to_string()
-                    } else {
-                        let user = value.find(':').map_or("", |i| &value[..=i]);
-                        format!("{}{user}{MASK}", &content[..value_at])
+                Kind::Comment => {
+                    let hash = indent + 1;
+                    let body = &content[hash..];
+                    let body_at = hash + (body.len() - body.trim_start().len());
+                    match mask_entry(&content[body_at..]).filter(|_| looks_like_entry(body)) {
+                        Some(masked) => format!("{}{masked}", &content[..body_at]),
+                        None if secrets.iter().any(|p| !p.is_empty() && content.contains(p)) => {
+                            format!("{}#{MASK}", &content[..indent])
+                        }
+                        None => content.to_string(),
                     }
                 }
+                Kind::Continuation | Kind::Orphan => format!("{}{MASK}", &content[..indent]),
+                Kind::Start => mask_entry(content).unwrap_or_else(|| content.to_string()),
             }
         })
         .collect()
 }
 
-/// A unified diff of `old` -> `new` labelled with `path`; `redact` masks secrets.
+/// `key user:password` with the password masked (`key value` without `:` masked
+/// whole); `None` when the text is a key alone.
+fn mask_entry(text: &str) -> Option<String> {
+    let key = table::key_len(text.as_bytes());
+    let rest = &text[key..];
+    let value_at = key + (rest.len() - rest.trim_start().len());
+    let value = &text[value_at..];
+    if value.is_empty() || value_at == key {
+        return None;
+    }
+    let user = value.find(':').map_or("", |i| &value[..=i]);
+    Some(format!("{}{user}{MASK}", &text[..value_at]))
+}
+
+/// Whether a comment's text reads as a commented-out entry, `key user:password`: a
+/// key, then a value whose username (before the first `:`) is one word.
+fn looks_like_entry(comment: &str) -> bool {
+    let text = comment.trim_start();
+    let key = table::key_len(text.as_bytes());
+    let value = text[key..].trim_start();
+    value
+        .split_once(':')
+        .is_some_and(|(user, _)| !user.is_empty() && !user.contains(char::is_whitespace))
+}
+
+/// The passwords in a password map's entries (after each value's first `:`).
+fn passwords(text: &[u8]) -> Vec<String> {
+    table::Table::parse(text)
+        .entries()
+        .into_iter()
+        .filter_map(|e| {
+            let value = String::from_utf8_lossy(&e.value).into_owned();
+            Some(value.split_once(':')?.1.to_string())
+        })
+        .collect()
+}
+
+/// A unified diff of `old` -> `new` labelled with `path`; `redact` masks the passwords
+/// of a password map.
 pub fn diff(path: &str, old: Option<&[u8]>, new: &[u8], redact: bool) -> String {
     let old_text = old.map(String::from_utf8_lossy).unwrap_or_default();
     let new_text = String::from_utf8_lossy(new);
+    let mut secrets = passwords(new);
+    if let Some(old) = old {
+        secrets.extend(passwords(old));
+    }
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let show = |text: &str| -> Vec<String> {
         if redact {
-            redact_lines(text)
+            redact_lines(text, &secrets)
         } else {
             text.split_inclusive('\n')
                 .map(|l| l.trim_end_matches('\n').trim_end_matches('\r').to_string())
@@ -129,6 +175,42 @@ fn reasons(m: &MapChange) -> String {
     all.join(", ")
 }
 
+/// At most this many entry changes are named in a summary line; the diff shows all.
+const NAMED_CHANGES: usize = 10;
+
+/// How the entries of a rewritten map change, as named in its summary line.
+fn entry_changes(m: &MapChange) -> String {
+    let what = |c: &Changed| match (c, m.kind) {
+        (Changed::Password, _) => "password changed",
+        (Changed::Username, _) => "username changed",
+        (Changed::Credentials, _) => "username and password changed",
+        (Changed::Value, MapKind::TlsPolicy) => "TLS policy changed",
+        (Changed::Value, _) => "relay changed",
+    };
+    let mut named: Vec<String> = m
+        .entries_changed
+        .iter()
+        .take(NAMED_CHANGES)
+        .map(|c| match c {
+            EntryChange::Added(k) => format!("{k} added"),
+            EntryChange::Removed(k) => format!("{k} removed (not in the desired state)"),
+            EntryChange::Changed(k, c) => format!("{k} {}", what(c)),
+        })
+        .collect();
+    let more = m.entries_changed.len().saturating_sub(NAMED_CHANGES);
+    if more > 0 {
+        named.push(format!("and {more} more"));
+    }
+    if named.is_empty() && m.reasons.contains(&Reason::ContentDiffers) {
+        return " (same entries; only their layout differs)".into();
+    }
+    if named.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", named.join("; "))
+    }
+}
+
 fn edits(edits: &[Edit]) -> String {
     edits
         .iter()
@@ -142,11 +224,105 @@ fn edits(edits: &[Edit]) -> String {
 
 fn note(n: &Note) -> String {
     match n {
-        Note::ExistingRelayhost(v) => format!(
-            "no [relayhost] in the desired state: senders not listed, and bounces, will use the existing relayhost {v:?} without credentials"
-        ),
         Note::NoRelayhost => "no [relayhost] in the desired state and none in main.cf: senders not listed, and bounces, are delivered directly to the recipient's MX".into(),
     }
+}
+
+/// At most this many entries of a kept map are listed.
+const LISTED_ENTRIES: usize = 20;
+
+/// A kept map, with its entries (passwords masked).
+fn kept(k: &KeptMap) -> String {
+    let head = format!(
+        "kept: {} in {}, after postrelay's {}",
+        k.spec,
+        k.kind.parameter(),
+        k.kind.file_name()
+    );
+    let entries = match &k.content {
+        Kept::Entries(e) => e.expose(),
+        Kept::NotRead(what) => return format!("{head} ({what}: not read)\n"),
+        Kept::Missing => return format!("{head} (does not exist)\n"),
+        Kept::Unreadable(why) => return format!("{head} (cannot be read: {why})\n"),
+    };
+    let mut out = format!(
+        "{head}: {} entries, which still apply to senders and destinations the desired state does not name\n",
+        entries.len()
+    );
+    for (key, value) in entries.iter().take(LISTED_ENTRIES) {
+        let value = match (k.kind.is_secret(), value.split_once(':')) {
+            (false, _) => value.clone(),
+            (true, Some((user, _))) => format!("{user}:{MASK}"),
+            (true, None) => MASK.to_string(),
+        };
+        let _ = writeln!(out, "  {key} {value}");
+    }
+    if entries.len() > LISTED_ENTRIES {
+        let _ = writeln!(out, "  … and {} more", entries.len() - LISTED_ENTRIES);
+    }
+    out
+}
+
+/// One host setting that defeats or shadows what postrelay manages, in words.
+pub fn conflict(c: &Conflict) -> String {
+    match c {
+        Conflict::KeptMissing { kind, spec } => format!(
+            "{spec} (kept in {}) does not exist: Postfix's lookups through it fail",
+            kind.parameter()
+        ),
+        Conflict::KeptUnreadable { kind, spec, why } => {
+            format!(
+                "{spec} (kept in {}) cannot be read: {why}",
+                kind.parameter()
+            )
+        }
+        Conflict::Shadowed {
+            kind,
+            spec,
+            key,
+            by,
+        } => {
+            let by = match by {
+                Definer::Sender(line) => format!("the sender at line {line}"),
+                Definer::Relayhost => "[relayhost]".into(),
+                Definer::Relay => "a relay".into(),
+            };
+            format!(
+                "{spec} holds {key:?}, which the desired state also defines ({by}): postrelay's {} is searched first, so that entry of {spec} no longer applies",
+                kind.file_name()
+            )
+        }
+        Conflict::Overrides { parameter, value } => {
+            let what = match *parameter {
+                "transport_maps" => {
+                    "a transport(5) entry for a recipient overrides the sender-dependent relays"
+                }
+                "default_transport" => {
+                    "it overrides sender_dependent_relayhost_maps and relayhost for mail to other domains"
+                }
+                "relay_domains" => {
+                    "mail to those domains leaves through relay_transport, not the sender-dependent relays"
+                }
+                _ => "its entries override the sender-dependent relays",
+            };
+            format!("main.cf sets {parameter} = {value}: {what}")
+        }
+        Conflict::LeftRelayhost(v) => format!(
+            "no [relayhost] in the desired state: senders not listed, and bounces, will use main.cf's relayhost {v:?} without credentials"
+        ),
+    }
+}
+
+/// The warnings about a desired state and the host, one `postrelay: warning:` line each.
+pub fn warnings(d: &Desired, conflicts: &[Conflict]) -> String {
+    let texts = d
+        .warnings
+        .iter()
+        .map(|w| warning(d, w))
+        .chain(conflicts.iter().map(conflict));
+    texts
+        .map(|t| format!("postrelay: warning: {t}\n"))
+        .collect()
 }
 
 /// The command lines of a plan's commands, as shown.
@@ -189,10 +365,11 @@ pub fn plan(plan: &Plan, show_secrets: bool) -> String {
     for m in &plan.maps {
         let _ = writeln!(
             out,
-            "{}: {} ({} entries)",
+            "{}: {} ({} entries){}",
             m.kind.file_name(),
             reasons(m),
-            m.entries
+            m.entries,
+            entry_changes(m)
         );
         let old = m.old.as_ref().map(|o| o.expose().as_slice());
         if m.write_source && old != Some(m.new.expose().as_slice()) {
@@ -205,6 +382,9 @@ pub fn plan(plan: &Plan, show_secrets: bool) -> String {
         out.push_str(
             "postfix: an earlier apply changed the configuration and Postfix has not re-read it (reload owed)\n",
         );
+    }
+    for k in &plan.kept {
+        out.push_str(&kept(k));
     }
     let commands = commands(plan);
     if !commands.is_empty() {
@@ -291,6 +471,15 @@ fn failure(f: &Failure) -> String {
         Failure::StartTls(e) => format!("STARTTLS failed: {e}"),
         Failure::NoStartTls => "TLS required (tls = \"encrypt\") but the server does not offer STARTTLS; no password was sent".into(),
         Failure::NoAuthMechanism => "the server offers no AUTH PLAIN or LOGIN".into(),
+        Failure::TimedOut { waiting, after } => {
+            let what = match waiting {
+                Waiting::Connection => "connection",
+                Waiting::Greeting => "greeting",
+                Waiting::StartTls => "reply to STARTTLS",
+                Waiting::Auth => "reply to AUTH",
+            };
+            format!("no {what} within {} s", after.as_secs_f64())
+        }
         Failure::Auth(e) => format!("authentication failed: {e}"),
     }
 }
@@ -321,6 +510,19 @@ pub fn verify(outcomes: &[verify::Outcome]) -> String {
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
     let _ = writeln!(out, "verify: {} checked, {failed} failed", outcomes.len());
     out
+}
+
+/// What `postrelay init` prints: where the file is, and what to do next.
+pub fn initialized(path: &std::path::Path) -> String {
+    let file = path.display();
+    format!(
+        "wrote {file} (mode 0600): a commented starter desired state\n\
+         next:\n  \
+         1. edit {file}: the relayhost and one [[sender]] per domain, passwords in password_file(s) of mode 0600\n  \
+         2. postrelay verify --config {file}    logs in to each relay; sends no mail\n  \
+         3. postrelay plan --config {file}      shows what would change, passwords masked\n  \
+         4. postrelay apply --config {file}     makes Postfix match\n"
+    )
 }
 
 /// What `postrelay validate` prints for a valid file.

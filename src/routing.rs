@@ -212,6 +212,16 @@ impl<'a> Routing<'a> {
         Routing { relayhost, by_key }
     }
 
+    /// The entry Postfix uses for mail from `address`: the address's own, else its
+    /// `@domain` entry's; `None`: neither (the relayhost's route).
+    pub fn entry_for(&self, address: &str) -> Option<&'a Sender> {
+        let key = SenderKey::Address(address.to_ascii_lowercase());
+        self.by_key
+            .get(&key)
+            .or_else(|| self.by_key.get(&key.domain_key()?))
+            .copied()
+    }
+
     /// The `@domain` entry an address falls back to in every table.
     pub fn domain_entry(&self, s: &Sender) -> Option<&'a Sender> {
         self.by_key.get(&s.key.domain_key()?).copied()

@@ -4,6 +4,9 @@
 //! who the files should belong to. All the I/O of planning happens here, so
 //! [`crate::plan::plan`] is a pure function of the desired state and a [`State`].
 //!
+//! Also read: the maps main.cf lists beside postrelay's own in the three map parameters
+//! ([`KeptMap`]s), which postrelay keeps (after its own) and reports on.
+//!
 //! Only what planning can use is read: a compiled map is dumped only when its source
 //! already holds what the desired state calls for (otherwise it is rebuilt anyway),
 //! and the dumps run in parallel (a freshly written main.cf makes each Postfix tool wait
@@ -16,10 +19,11 @@ use nix::unistd::{Gid, Uid};
 
 use crate::desired::Desired;
 use crate::fs::{self, Links, Meta, ReadError, Snapshot};
-use crate::managed::{MAIN_CF, MapKind, RELOAD_PENDING};
+use crate::managed::{MAIN_CF, MapKind, RELOAD_PENDING, expand_config_directory};
 use crate::postfix::{self, Entries};
 use crate::secret::Secret;
-use crate::syntax::maincf::MainCf;
+use crate::syntax::maincf::{self, MainCf};
+use crate::syntax::table::Table;
 
 /// The Postfix instance a run acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +73,29 @@ pub struct MapFile {
     pub compiled: Option<Compiled>,
 }
 
+/// What postrelay could read of a map it keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    /// Its entries as Postfix reads them (key, value), in the map's order.
+    Entries(Secret<Entries>),
+    /// A kind of table postrelay does not read (regexp, mysql, a `$parameter`...).
+    NotRead(String),
+    /// The file is not there: Postfix's lookups through it fail.
+    Missing,
+    /// It cannot be read, and why.
+    Unreadable(String),
+}
+
+/// A map listed in one of the three map parameters that postrelay does not own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptMap {
+    /// The parameter it is listed in.
+    pub kind: MapKind,
+    /// As written in main.cf (`hash:/etc/postfix/sasl/sasl_passwd`).
+    pub spec: String,
+    pub content: Kept,
+}
+
 /// Everything planning needs to know about the host.
 #[derive(Debug, Clone)]
 pub struct State {
@@ -78,6 +105,8 @@ pub struct State {
     pub main_cf: MainCfFile,
     /// In [`MapKind::ALL`] order.
     pub maps: Vec<MapFile>,
+    /// The other maps of the three parameters, in the order main.cf lists them.
+    pub kept: Vec<KeptMap>,
     /// An earlier apply changed the configuration and Postfix has not re-read it since
     /// (the marker [`RELOAD_PENDING`] is there).
     pub reload_pending: bool,
@@ -103,7 +132,8 @@ impl State {
     /// needs it.
     pub fn read(desired: &Desired, config_dir: PathBuf) -> Result<State> {
         let main_cf = read_main_cf(&config_dir)?;
-        let map_type = map_type(desired, &config_dir, &main_cf.snapshot)?;
+        let doc = MainCf::parse(main_cf.snapshot.bytes.expose());
+        let map_type = map_type(desired, &config_dir, &doc)?;
         let suffix = postfix::compiled_suffix(&map_type)?;
         let mut maps = Vec::new();
         for kind in MapKind::ALL {
@@ -131,7 +161,7 @@ impl State {
             config_dir,
             map_type,
         };
-        dump_compiled(desired, &target, &mut maps)?;
+        let kept = read_kept(&doc, &target, desired, &mut maps)?;
         let reload_pending =
             std::fs::symlink_metadata(target.config_dir.join(RELOAD_PENDING)).is_ok();
         Ok(State {
@@ -139,6 +169,7 @@ impl State {
             owner: (Uid::effective().as_raw(), Gid::effective().as_raw()),
             main_cf,
             maps,
+            kept,
             reload_pending,
         })
     }
@@ -178,7 +209,8 @@ fn unchanged(path: &Path, before: &Option<Snapshot>) -> Result<bool> {
     }
 }
 
-fn read_main_cf(dir: &Path) -> Result<MainCfFile> {
+/// Reads `DIR/main.cf` (a symlinked one through its target).
+pub fn read_main_cf(dir: &Path) -> Result<MainCfFile> {
     let link = dir.join(MAIN_CF);
     let path = std::fs::canonicalize(&link).map_err(|e| fs::explain(e, &link, "open"))?;
     let snapshot = fs::read_if_exists(&path, fs::MAX_CONFIG_SIZE, Links::Refuse)?
@@ -193,10 +225,10 @@ fn read_main_cf(dir: &Path) -> Result<MainCfFile> {
 /// The map type: the desired state's, else `default_database_type` as Postfix reads it
 /// (main.cf's plain value if it sets one, else the compiled-in default). It must be one
 /// postrelay supports and this Postfix has.
-fn map_type(desired: &Desired, dir: &Path, main_cf: &Snapshot) -> Result<String> {
+fn map_type(desired: &Desired, dir: &Path, main_cf: &MainCf) -> Result<String> {
     let map_type = match &desired.map_type {
         Some(t) => t.clone(),
-        None => match MainCf::parse(main_cf.bytes.expose()).get("default_database_type") {
+        None => match main_cf.get("default_database_type") {
             Some(v) if !v.is_empty() && !v.contains('$') => v,
             _ => postfix::default_database_type(dir)?,
         },
@@ -215,40 +247,128 @@ fn map_type(desired: &Desired, dir: &Path, main_cf: &Snapshot) -> Result<String>
     Ok(map_type)
 }
 
-/// Dumps, in parallel, each compiled map whose source already holds the desired bytes.
-fn dump_compiled(desired: &Desired, target: &Target, maps: &mut [MapFile]) -> Result<()> {
-    let wanted: Vec<bool> = maps
-        .iter()
-        .map(|m| {
-            m.compiled.is_some()
-                && m.source
-                    .as_ref()
-                    .is_some_and(|s| s.bytes.expose() == desired.table(m.kind).bytes.expose())
-        })
-        .collect();
-    let dumps: Vec<Option<Result<Option<Entries>>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = maps
+/// A `postmap -s` to run.
+struct Dump {
+    map_type: String,
+    source: PathBuf,
+}
+
+/// Reads the maps the three parameters list beside postrelay's own and, with them, the
+/// compiled managed maps whose source already holds the desired bytes: every
+/// `postmap -s` runs in parallel.
+fn read_kept(
+    doc: &MainCf,
+    target: &Target,
+    desired: &Desired,
+    maps: &mut [MapFile],
+) -> Result<Vec<KeptMap>> {
+    let dir = &target.config_dir;
+    let mut kept = Vec::new();
+    let mut dumps: Vec<Dump> = Vec::new();
+    // Where each dump's result goes: a managed map (by index) or a kept one.
+    let mut slots: Vec<Result<usize, usize>> = Vec::new();
+    for (i, m) in maps.iter().enumerate() {
+        let right = m
+            .source
+            .as_ref()
+            .is_some_and(|s| s.bytes.expose() == desired.table(m.kind).bytes.expose());
+        if m.compiled.is_some() && right {
+            dumps.push(Dump {
+                map_type: target.map_type.clone(),
+                source: m.source_path.clone(),
+            });
+            slots.push(Ok(i));
+        }
+    }
+    for kind in MapKind::ALL {
+        let value = doc.get(kind.parameter()).unwrap_or_default();
+        for spec in maincf::list(&value) {
+            if kind.is_own(spec, dir) {
+                continue;
+            }
+            let (content, dump) = kept_content(spec, dir)?;
+            if let Some(d) = dump {
+                dumps.push(d);
+                slots.push(Err(kept.len()));
+            }
+            kept.push(KeptMap {
+                kind,
+                spec: spec.to_string(),
+                content,
+            });
+        }
+    }
+    let results = std::thread::scope(|scope| {
+        let handles: Vec<_> = dumps
             .iter()
-            .zip(&wanted)
-            .map(|(m, &dump)| {
-                dump.then(|| {
-                    let source = &m.source_path;
-                    scope.spawn(move || postfix::dump(&target.config_dir, &target.map_type, source))
-                })
-            })
+            .map(|d| scope.spawn(move || postfix::dump(dir, &d.map_type, &d.source)))
             .collect();
         handles
             .into_iter()
-            .map(|h| h.map(|h| h.join().expect("postmap -s thread panicked")))
-            .collect()
+            .map(|h| h.join().expect("postmap -s thread panicked"))
+            .collect::<Vec<_>>()
     });
-    for (m, dump) in maps.iter_mut().zip(dumps) {
-        if let (Some(compiled), Some(dump)) = (&mut m.compiled, dump) {
-            compiled.content = match dump? {
-                Some(entries) => Content::Entries(Secret::new(entries)),
-                None => Content::Unreadable,
-            };
+    for (slot, result) in slots.into_iter().zip(results) {
+        let entries = result?;
+        match slot {
+            Ok(i) => {
+                if let Some(compiled) = &mut maps[i].compiled {
+                    compiled.content = match entries {
+                        Some(e) => Content::Entries(Secret::new(e)),
+                        None => Content::Unreadable,
+                    };
+                }
+            }
+            Err(k) => {
+                kept[k].content = match entries {
+                    Some(e) => Kept::Entries(Secret::new(e)),
+                    None => Kept::Unreadable("postmap cannot read it".into()),
+                }
+            }
         }
     }
-    Ok(())
+    Ok(kept)
+}
+
+/// What can be read of a kept map without Postfix, and the dump that reads the rest.
+fn kept_content(spec: &str, dir: &Path) -> Result<(Kept, Option<Dump>)> {
+    let expanded = expand_config_directory(spec, dir);
+    let Some((map_type, name)) = expanded.split_once(':') else {
+        return Ok((Kept::NotRead("not a TYPE:NAME map".into()), None));
+    };
+    if expanded.contains('$') {
+        return Ok((Kept::NotRead("names a $parameter".into()), None));
+    }
+    let path = Path::new(name);
+    Ok(match map_type {
+        "hash" | "btree" | "lmdb" | "cdb" => {
+            let suffix = postfix::compiled_suffix(map_type)?.unwrap_or_default();
+            let compiled = PathBuf::from(format!("{name}{suffix}"));
+            if std::fs::metadata(&compiled).is_err() {
+                (Kept::Missing, None)
+            } else {
+                let dump = Dump {
+                    map_type: map_type.to_string(),
+                    source: path.to_path_buf(),
+                };
+                (Kept::Unreadable("not read".into()), Some(dump))
+            }
+        }
+        "texthash" => match fs::read(path, fs::MAX_CONFIG_SIZE, Links::FollowTrusted) {
+            Ok(s) => {
+                let entries = Table::parse(s.bytes.expose())
+                    .entries()
+                    .into_iter()
+                    .map(|e| {
+                        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+                        (text(e.key), text(e.value))
+                    })
+                    .collect();
+                (Kept::Entries(Secret::new(entries)), None)
+            }
+            Err(e) if e.is_not_found() => (Kept::Missing, None),
+            Err(e) => (Kept::Unreadable(e.to_string()), None),
+        },
+        other => (Kept::NotRead(format!("a {other} table")), None),
+    })
 }

@@ -33,16 +33,35 @@ pub enum Who {
     /// Unlisted senders and bounces.
     Relayhost,
     Sender(SenderKey),
+    /// An address asked for with `--sender`, routed by another entry's route (its
+    /// domain's), or by the relayhost's (`via: None`).
+    Address {
+        address: String,
+        via: Option<SenderKey>,
+    },
 }
 
 impl Who {
-    /// `relayhost`, `@domain` or the address.
+    /// `relayhost`, `@domain`, the address, or `address (@domain)` for one routed by another entry.
     pub fn name(&self) -> String {
         match self {
             Who::Relayhost => "relayhost".into(),
             Who::Sender(key) => key.table_key(),
+            Who::Address { address, via } => match via {
+                Some(key) => format!("{address} ({})", key.table_key()),
+                None => format!("{address} (relayhost)"),
+            },
         }
     }
+}
+
+/// What the client was waiting for when a check timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    Connection,
+    Greeting,
+    StartTls,
+    Auth,
 }
 
 /// One login to try.
@@ -75,6 +94,11 @@ pub enum Failure {
     StartTls(String),
     /// `tls = "encrypt"` and no STARTTLS offered: no password was sent.
     NoStartTls,
+    /// Nothing came within the timeout.
+    TimedOut {
+        waiting: Waiting,
+        after: Duration,
+    },
     NoAuthMechanism,
     Auth(String),
 }
@@ -110,8 +134,10 @@ pub struct Outcome {
     pub result: Result<Success, Failure>,
 }
 
-/// The checks the desired state calls for, optionally only those of one sender
-/// (`example.com`, `@example.com`, an address, or `relayhost`).
+/// The checks the desired state calls for; with `only`, the one check of that sender:
+/// `relayhost`, a domain (`example.com` or `@example.com`) with an entry, or any address,
+/// resolved as Postfix resolves it (the address's entry, else its domain's, else the
+/// relayhost).
 pub fn checks(desired: &Desired, only: Option<&str>) -> Result<Vec<Check>> {
     let routing = desired.routing();
     let check = |who: Who, route: Route| -> Option<Check> {
@@ -123,6 +149,39 @@ pub fn checks(desired: &Desired, only: Option<&str>) -> Result<Vec<Check>> {
             credentials: route.credentials.map(|(c, _)| c.clone()),
         })
     };
+    if let Some(only) = only {
+        let want = only.to_ascii_lowercase();
+        let found = match want.split_once('@') {
+            _ if want == "relayhost" => routing.relayhost_route().map(|r| (Who::Relayhost, r)),
+            Some((local, _)) if !local.is_empty() => {
+                let entry = routing.entry_for(&want);
+                let route =
+                    entry.map_or_else(|| routing.relayhost_route(), |e| Some(routing.route(e)));
+                let who = match entry {
+                    Some(e) if e.key == SenderKey::Address(want.clone()) => {
+                        Who::Sender(e.key.clone())
+                    }
+                    e => Who::Address {
+                        address: want.clone(),
+                        via: e.map(|e| e.key.clone()),
+                    },
+                };
+                route.map(|r| (who, r))
+            }
+            _ => {
+                let domain = SenderKey::Domain(want.trim_start_matches('@').to_string());
+                let entry = desired.senders.iter().find(|s| s.key == domain);
+                entry.map(|e| (Who::Sender(e.key.clone()), routing.route(e)))
+            }
+        };
+        return match found.and_then(|(who, route)| check(who, route)) {
+            Some(c) => Ok(vec![c]),
+            None => bail!(
+                "{}: no sender {only:?} with a relay or credentials to verify",
+                desired.path.display()
+            ),
+        };
+    }
     let mut out: Vec<Check> = routing
         .relayhost_route()
         .and_then(|route| check(Who::Relayhost, route))
@@ -136,20 +195,6 @@ pub fn checks(desired: &Desired, only: Option<&str>) -> Result<Vec<Check>> {
             .filter(|s| s.relay.is_some() || s.credentials.is_some())
             .filter_map(|s| check(Who::Sender(s.key.clone()), routing.route(s))),
     );
-    if let Some(only) = only {
-        let want = only.to_ascii_lowercase();
-        let bare = want.trim_start_matches('@');
-        out.retain(|c| {
-            let name = c.who.name();
-            name == want || name.trim_start_matches('@') == bare
-        });
-        if out.is_empty() {
-            bail!(
-                "{}: no sender {only:?} with a relay or credentials to verify",
-                desired.path.display()
-            );
-        }
-    }
     Ok(out)
 }
 
@@ -170,6 +215,31 @@ pub fn run_check(check: &Check, timeout: Duration) -> Result<Success, Failure> {
     })
 }
 
+/// A timeout in lettre's error, as what was awaited: a connect that timed out, or a read
+/// that did (`EAGAIN` from the socket's read timeout).
+fn timed_out(
+    e: &lettre::transport::smtp::Error,
+    reading: Waiting,
+    timeout: Duration,
+) -> Option<Failure> {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            let waiting = match io.kind() {
+                std::io::ErrorKind::TimedOut if reading == Waiting::Greeting => Waiting::Connection,
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => reading,
+                _ => return None,
+            };
+            return Some(Failure::TimedOut {
+                waiting,
+                after: timeout,
+            });
+        }
+        source = err.source();
+    }
+    None
+}
+
 fn login(check: &Check, timeout: Duration) -> Result<Success, Failure> {
     let (host, port) = check.relay.endpoint();
     let hello = hello_name();
@@ -178,10 +248,12 @@ fn login(check: &Check, timeout: Duration) -> Result<Success, Failure> {
         check.who.name()
     );
     let mut conn = SmtpConnection::connect((host, port), Some(timeout), &hello, None, None)
-        .map_err(|e| Failure::Connect {
-            host: host.to_string(),
-            port,
-            error: chain(&e),
+        .map_err(|e| {
+            timed_out(&e, Waiting::Greeting, timeout).unwrap_or_else(|| Failure::Connect {
+                host: host.to_string(),
+                port,
+                error: chain(&e),
+            })
         })?;
     let starttls = check.tls != Tls::None && conn.can_starttls();
     if starttls {
@@ -190,8 +262,10 @@ fn login(check: &Check, timeout: Duration) -> Result<Success, Failure> {
             .dangerous_accept_invalid_hostnames(true)
             .build_rustls()
             .map_err(|e| Failure::TlsSetup(chain(&e)))?;
-        conn.starttls(&params, &hello)
-            .map_err(|e| Failure::StartTls(chain(&e)))?;
+        conn.starttls(&params, &hello).map_err(|e| {
+            timed_out(&e, Waiting::StartTls, timeout)
+                .unwrap_or_else(|| Failure::StartTls(chain(&e)))
+        })?;
     } else if check.tls == Tls::Encrypt {
         let _ = conn.quit();
         return Err(Failure::NoStartTls);
@@ -204,8 +278,9 @@ fn login(check: &Check, timeout: Duration) -> Result<Success, Failure> {
                 return Err(Failure::NoAuthMechanism);
             };
             let creds = SmtpCredentials::new(c.username.clone(), c.password.expose().to_string());
-            conn.auth(&[mechanism], &creds)
-                .map_err(|e| Failure::Auth(chain(&e)))?;
+            conn.auth(&[mechanism], &creds).map_err(|e| {
+                timed_out(&e, Waiting::Auth, timeout).unwrap_or_else(|| Failure::Auth(chain(&e)))
+            })?;
             Some(mechanism.to_string())
         }
         None => None,
@@ -330,7 +405,41 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         assert_eq!(checks(&desired, Some("A.example")).unwrap().len(), 1);
-        assert!(checks(&desired, Some("d.example")).is_err());
+        // An address resolves as Postfix resolves it: its entry, its domain's, the relayhost.
+        let one = |sender: &str| {
+            let c = checks(&desired, Some(sender)).unwrap().remove(0);
+            (
+                c.who.name(),
+                c.relay.to_string(),
+                c.credentials.map(|c| c.username),
+            )
+        };
+        let row = |who: &str, relay: &str, user: &str| {
+            (who.to_string(), relay.to_string(), Some(user.to_string()))
+        };
+        assert_eq!(
+            one("X@a.example"),
+            row("x@a.example", "[a.example]:587", "a")
+        );
+        assert_eq!(
+            one("someone@a.example"),
+            row("someone@a.example (@a.example)", "[a.example]:587", "a")
+        );
+        assert_eq!(
+            one("someone@d.example"),
+            row("someone@d.example (@d.example)", "[rh.example]:587", "rh")
+        );
+        assert_eq!(
+            one("someone@unlisted.example"),
+            row(
+                "someone@unlisted.example (relayhost)",
+                "[rh.example]:587",
+                "rh"
+            )
+        );
+        assert_eq!(one("relayhost"), row("relayhost", "[rh.example]:587", "rh"));
+        // A domain without an entry is an error; its addresses go through the relayhost.
+        assert!(checks(&desired, Some("unlisted.example")).is_err());
     }
 
     #[test]

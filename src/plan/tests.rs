@@ -6,6 +6,7 @@ use super::*;
 use crate::desired::parse_str;
 use crate::fs::{Meta, Snapshot};
 use crate::state::{Compiled, MainCfFile};
+use crate::syntax::maincf::MainCf;
 
 const DIR: &str = "/etc/postfix";
 const ROOT: (u32, u32) = (0, 0);
@@ -55,7 +56,7 @@ fn target(map_type: &str) -> Target {
 
 /// main.cf holding every managed parameter as `d` wants it.
 fn synced_main_cf(d: &Desired, map_type: &str) -> String {
-    parameters(d, &target(map_type))
+    parameters(d, &target(map_type), &[])
         .iter()
         .map(|(n, v)| format!("{n} = {v}\n"))
         .collect()
@@ -90,6 +91,7 @@ fn synced(d: &Desired, map_type: &str) -> State {
             snapshot: snapshot(synced_main_cf(d, map_type).as_bytes(), 0o644),
         },
         maps,
+        kept: Vec::new(),
         reload_pending: false,
     }
 }
@@ -288,15 +290,105 @@ fn every_drift_has_its_reason() {
 }
 
 #[test]
-fn only_password_maps_have_their_permissions_checked() {
+fn every_map_has_its_permissions_checked() {
     let d = desired();
     let mut s = synced(&d, "hash");
-    for kind in [MapKind::SenderRelay, MapKind::TlsPolicy] {
-        let m = map(&mut s, kind);
-        m.source.as_mut().unwrap().meta = meta(0o666, 65534);
-        m.compiled.as_mut().unwrap().meta = meta(0o600, 65534);
-    }
-    assert!(plan(&d, &s).unwrap().is_empty());
+    let m = map(&mut s, MapKind::SenderRelay);
+    m.source.as_mut().unwrap().meta = meta(0o666, 65534);
+    m.compiled.as_mut().unwrap().meta = meta(0o600, 0);
+    let p = plan(&d, &s).unwrap();
+    let mode = |part, mode| Reason::Mode { part, mode };
+    assert_eq!(
+        summary(&p),
+        [(
+            MapKind::SenderRelay,
+            vec![
+                mode(Part::Source, 0o666),
+                Reason::Owner {
+                    part: Part::Source,
+                    uid: 65534,
+                    want: 0
+                },
+                mode(Part::Compiled, 0o600)
+            ],
+            true,
+            true
+        )]
+    );
+}
+
+#[test]
+fn entry_changes_name_each_key() {
+    let d = desired();
+    let mut s = synced(&d, "hash");
+    // By hand: a's password and the relayhost's username differ, a stale entry, a
+    // duplicate (postmap keeps the first) and mixed case.
+    let old = "@A.example a:old-pw\n[rh.example]:587 someone:rh-pw\n@stale.example s:pw\n@stale.example t:pw\n";
+    map(&mut s, MapKind::SaslPasswd).source = Some(snapshot(old.as_bytes(), 0o600));
+    let relay = "@a.example [elsewhere.example]:25\n";
+    map(&mut s, MapKind::SenderRelay).source = Some(snapshot(relay.as_bytes(), 0o644));
+    let tls = format!(
+        "# hand-made\n{}",
+        String::from_utf8_lossy(d.table(MapKind::TlsPolicy).bytes.expose())
+            .lines()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    map(&mut s, MapKind::TlsPolicy).source = Some(snapshot(tls.as_bytes(), 0o644));
+    let p = plan(&d, &s).unwrap();
+    let changes: Vec<&Vec<EntryChange>> = p.maps.iter().map(|m| &m.entries_changed).collect();
+    assert_eq!(
+        changes,
+        [
+            &vec![
+                EntryChange::Changed("@a.example".into(), Changed::Password),
+                EntryChange::Removed("@stale.example".into()),
+                EntryChange::Changed("[rh.example]:587".into(), Changed::Username),
+            ],
+            &vec![EntryChange::Changed("@a.example".into(), Changed::Value)],
+            &vec![],
+        ]
+    );
+    assert_eq!(p.maps[2].reasons, [Reason::ContentDiffers], "layout only");
+}
+
+#[test]
+fn kept_maps_stay_after_postrelays_own() {
+    let d = desired();
+    let mut s = synced(&d, "hash");
+    s.kept = vec![
+        KeptMap {
+            kind: MapKind::SaslPasswd,
+            spec: "hash:/etc/postfix/sasl/sasl_passwd".into(),
+            content: crate::state::Kept::Missing,
+        },
+        KeptMap {
+            kind: MapKind::TlsPolicy,
+            spec: "texthash:/etc/postfix/my_tls".into(),
+            content: crate::state::Kept::NotRead("x".into()),
+        },
+    ];
+    let p = plan(&d, &s).unwrap();
+    let m = p.main_cf.as_ref().unwrap();
+    let doc = MainCf::parse(&m.new);
+    assert_eq!(
+        doc.get("smtp_sasl_password_maps").unwrap(),
+        "hash:/etc/postfix/sasl_passwd, hash:/etc/postfix/sasl/sasl_passwd"
+    );
+    assert_eq!(
+        doc.get("smtp_tls_policy_maps").unwrap(),
+        "hash:/etc/postfix/tls_policy, texthash:/etc/postfix/my_tls"
+    );
+    assert_eq!(p.kept, s.kept);
+    assert!(matches!(p.conflicts[..], [Conflict::KeptMissing { .. }]));
+    // A list already holding those maps stays as written.
+    let written = String::from_utf8(m.new.clone()).unwrap().replace(
+        ", hash:/etc/postfix/sasl/sasl_passwd",
+        ",hash:/etc/postfix/sasl/sasl_passwd",
+    );
+    s.main_cf.snapshot = snapshot(written.as_bytes(), 0o644);
+    assert!(plan(&d, &s).unwrap().main_cf.is_none());
 }
 
 #[test]
@@ -332,7 +424,7 @@ fn main_cf_edits_and_relayhost_notes() {
     assert_eq!(m.new, synced_main_cf(&d, "hash").as_bytes());
     assert_eq!(p.commands(), [Command::Check, Command::Reload]);
 
-    // Without [relayhost], main.cf's relayhost is kept and noted.
+    // Without [relayhost], main.cf's relayhost is kept, with a warning.
     let no_rh =
         parse_str("[[sender]]\ndomain = \"a.example\"\nrelay = \"[a.example]:587\"\n").unwrap();
     let mut s = synced(&no_rh, "hash");
@@ -342,10 +434,10 @@ fn main_cf_edits_and_relayhost_notes() {
     );
     s.main_cf.snapshot = snapshot(with.as_bytes(), 0o644);
     let p = plan(&no_rh, &s).unwrap();
-    assert!(p.is_empty());
+    assert!(p.is_empty() && p.notes.is_empty());
     assert_eq!(
-        p.notes,
-        [Note::ExistingRelayhost("[legacy.example]:25".into())]
+        p.conflicts,
+        [Conflict::LeftRelayhost("[legacy.example]:25".into())]
     );
     let p = plan(&no_rh, &synced(&no_rh, "hash")).unwrap();
     assert_eq!(p.notes, [Note::NoRelayhost]);

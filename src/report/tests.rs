@@ -3,25 +3,31 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::conflicts::{Conflict, Definer};
 use crate::desired::{Credentials, SenderKey, parse_str};
 use crate::managed::MapKind;
 use crate::routing::Relay;
 use crate::secret::Secret;
 use crate::state::Target;
+use crate::state::{Kept, KeptMap};
 use crate::verify::{Check, Success, Who};
 
 #[test]
 fn redacts_passwords_everywhere() {
     let text = format!(
-        "{}\n@a.com user@a.com:pw1\n# @old.com u:oldpw\n[h]:587\tu2:p:w with space\nmulti x:pw2\n   pw3\nnovalue\n",
+        "{}\n@a.com user@a.com:pw1\n# @old.com u:oldpw\n# Note: kept for the audit\n# pw1 was here\n[h]:587\tu2:p:w with space\nmulti x:pw2\n   pw3\nnovalue\n",
         table::HEADER
     );
-    let got = redact_lines(&text);
+    let got = redact_lines(&text, &["pw1"]);
     assert_eq!(
         got,
         vec![
             table::HEADER.to_string(),
             "@a.com user@a.com:********".into(),
+            // A commented-out entry is masked like an entry.
+            "# @old.com u:********".into(),
+            // Prose stays prose, unless it holds a password.
+            "# Note: kept for the audit".into(),
             "#********".into(),
             "[h]:587\tu2:********".into(),
             "multi x:********".into(),
@@ -74,6 +80,7 @@ fn change(reasons: Vec<Reason>) -> MapChange {
         write_source: true,
         rebuild: true,
         reasons,
+        entries_changed: Vec::new(),
     }
 }
 
@@ -88,6 +95,8 @@ fn a_plan(maps: Vec<MapChange>, reload_pending: bool) -> Plan {
         main_cf: None,
         reload_pending,
         notes: vec![Note::NoRelayhost],
+        kept: Vec::new(),
+        conflicts: Vec::new(),
     }
 }
 
@@ -129,10 +138,14 @@ fn every_reason_in_words() {
 
 #[test]
 fn a_plan_in_words() {
-    let p = a_plan(vec![change(vec![Reason::ContentDiffers])], false);
+    let rotated = MapChange {
+        entries_changed: vec![EntryChange::Changed("@a".into(), Changed::Password)],
+        ..change(vec![Reason::ContentDiffers])
+    };
+    let p = a_plan(vec![rotated], false);
     assert_eq!(
         plan(&p, false),
-        "sasl_passwd: content differs (1 entries)\n\
+        "sasl_passwd: content differs (1 entries): @a password changed\n\
          --- /etc/postfix/sasl_passwd\n+++ /etc/postfix/sasl_passwd\n@@ -1 +1 @@\n\
          -@a u:********\n+@a u:********\n\
          commands:\n  postmap -c /etc/postfix hash:/etc/postfix/sasl_passwd\n  \
@@ -245,5 +258,68 @@ fn problems_are_one_error_line_each_and_warnings_name_the_line() {
     assert_eq!(
         validated(&d),
         "test.toml: valid (0 sender(s), 1 relay(s), catch-all relayhost)\n"
+    );
+}
+
+#[test]
+fn entry_changes_kept_maps_and_conflicts_in_words() {
+    let many = MapChange {
+        kind: MapKind::SenderRelay,
+        entries_changed: (0..12)
+            .map(|i| EntryChange::Removed(format!("@d{i:02}.example")))
+            .chain([EntryChange::Changed("@x.example".into(), Changed::Value)])
+            .collect(),
+        ..change(vec![Reason::ContentDiffers])
+    };
+    let summary = entry_changes(&many);
+    assert!(
+        summary.starts_with(": @d00.example removed (not in the desired state); @d01.example"),
+        "{summary}"
+    );
+    assert!(summary.ends_with("; and 3 more"), "{summary}");
+    assert_eq!(
+        entry_changes(&change(vec![Reason::ContentDiffers])),
+        " (same entries; only their layout differs)"
+    );
+
+    let listed = KeptMap {
+        kind: MapKind::SaslPasswd,
+        spec: "hash:/etc/postfix/sasl/sasl_passwd".into(),
+        content: Kept::Entries(Secret::new(vec![
+            ("@b.example".into(), "b:secret-b".into()),
+            ("[x]:587".into(), "nouser".into()),
+        ])),
+    };
+    assert_eq!(
+        kept(&listed),
+        "kept: hash:/etc/postfix/sasl/sasl_passwd in smtp_sasl_password_maps, after postrelay's sasl_passwd: 2 entries, which still apply to senders and destinations the desired state does not name\n  @b.example b:********\n  [x]:587 ********\n"
+    );
+    let missing = KeptMap {
+        content: Kept::Missing,
+        ..listed.clone()
+    };
+    assert!(kept(&missing).ends_with("(does not exist)\n"));
+
+    let d = parse_str(
+        "[[sender]]\ndomain = \"a.example\"\nrelay = \"[r.example]:587\"\ntls = \"may\"\n",
+    )
+    .unwrap();
+    let conflicts = [
+        Conflict::Shadowed {
+            kind: MapKind::SenderRelay,
+            spec: "hash:/x".into(),
+            key: "@a.example".into(),
+            by: Definer::Sender(1),
+        },
+        Conflict::Overrides {
+            parameter: "transport_maps",
+            value: "hash:/t".into(),
+        },
+    ];
+    assert_eq!(
+        warnings(&d, &conflicts),
+        "postrelay: warning: test.toml, line 4: relay \"[r.example]:587\" has tls \"may\": credentials for [r.example]:587 may be sent without TLS\n\
+         postrelay: warning: hash:/x holds \"@a.example\", which the desired state also defines (the sender at line 1): postrelay's sender_relay is searched first, so that entry of hash:/x no longer applies\n\
+         postrelay: warning: main.cf sets transport_maps = hash:/t: a transport(5) entry for a recipient overrides the sender-dependent relays\n"
     );
 }

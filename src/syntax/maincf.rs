@@ -96,6 +96,35 @@ pub fn same_value(a: &str, b: &str) -> bool {
     words(a).eq(words(b))
 }
 
+/// The elements of a list value (`smtp_sasl_password_maps = hash:/a, hash:/b`), split
+/// as Postfix's `mystrtokq()` splits lists: at commas and the separators of
+/// [`same_value`], except inside `{...}` (so `inline:{ a=b, c=d }` is one element).
+pub fn list(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut start = None;
+    for (i, c) in value.char_indices() {
+        let separator = depth == 0 && matches!(c, ',' | ' ' | '\t' | '\r' | '\n');
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        match (separator, start) {
+            (true, Some(s)) => {
+                out.push(&value[s..i]);
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push(&value[s..]);
+    }
+    out
+}
+
 impl MainCf {
     /// Parses any bytes; never fails. Postfix-fatal lines are reported by [`MainCf::errors`].
     pub fn parse(input: &[u8]) -> MainCf {
@@ -388,6 +417,21 @@ mod tests {
         assert_eq!(doc(&out).get("x").as_deref(), Some("1"));
         let (out, _) = set("", &[("x", "1")]);
         assert_eq!(out, format!("{MARKER}\nx = 1\n"));
+    }
+
+    #[test]
+    fn lists_split_like_postfix() {
+        assert_eq!(list("hash:/a, hash:/b"), ["hash:/a", "hash:/b"]);
+        assert_eq!(
+            list(" hash:/a,,\thash:/b\n  $x "),
+            ["hash:/a", "hash:/b", "$x"]
+        );
+        assert_eq!(
+            list("inline:{ a=b, c=d }, hash:/c"),
+            ["inline:{ a=b, c=d }", "hash:/c"]
+        );
+        assert_eq!(list("{ {a b}, c }"), ["{ {a b}, c }"]);
+        assert_eq!(list(""), Vec::<&str>::new());
     }
 
     #[test]

@@ -311,7 +311,9 @@ fn check_accepted(case: &Case, d: &Desired) {
         let sender = match &check.who {
             Who::Relayhost => "probe@unlisted.example".to_string(),
             Who::Sender(SenderKey::Domain(domain)) => format!("probe@{domain}"),
-            Who::Sender(SenderKey::Address(address)) => address.clone(),
+            Who::Sender(SenderKey::Address(address)) | Who::Address { address, .. } => {
+                address.clone()
+            }
         };
         let (relay, creds) = lookup(&w, &sender);
         let checked = check

@@ -357,9 +357,10 @@ const DRIFTS: &[Drift] = &[
             )
         },
         plan_says: &[
-            "sasl_passwd: content differs",
+            "sasl_passwd: content differs (4 entries): @stale.example removed (not in the desired state)",
             "-@stale.example olduser:********",
-            "-#********",
+            // A commented-out entry is masked like an entry.
+            "-# @x.example u:********",
         ],
     },
     Drift {
@@ -473,14 +474,14 @@ fn password_map_owned_by_another_user_is_drift() {
 }
 
 #[test]
-fn existing_relayhost_without_catch_all_is_left_alone_and_noted() {
+fn existing_relayhost_without_catch_all_is_left_alone_with_a_warning() {
     require!(Need::Postfix);
     let host = Host::new("relayhost = [legacy.example]:25\n");
     host.desired(&format!(
         "[[sender]]\ndomain = \"example.com\"\nrelay = \"[smtp.mailgun.org]:587\"\nusername = \"u@example.com\"\npassword = \"{CANARY}\"\n"
     ));
-    host.plan().code(1).stdout_has(
-        "note: no [relayhost] in the desired state: senders not listed, and bounces, will use the existing relayhost \"[legacy.example]:25\" without credentials",
+    host.plan().code(1).stderr_has(
+        "postrelay: warning: no [relayhost] in the desired state: senders not listed, and bounces, will use main.cf's relayhost \"[legacy.example]:25\" without credentials\n",
     );
     host.apply_twice();
     assert_eq!(host.postconf().get("relayhost"), "[legacy.example]:25");

@@ -579,7 +579,7 @@ fn usage_errors_exit_2() {
     for args in [
         &["plan", "--bogus"][..],
         &["apply", "--config"][..],
-        &["validate", "--postfix-dir", "/etc/postfix"][..],
+        &["validate", "--show-secrets"][..],
         &["frobnicate"][..],
         &[][..],
     ] {
