@@ -225,7 +225,7 @@ fn rotation_shows_a_redacted_change_and_takes_effect() {
     let plan = host.plan();
     plan.code(1)
         .stdout_has("-@example.com postmaster@example.com:********\n+@example.com postmaster@example.com:********\n")
-        .stdout_has("sasl_passwd: content differs");
+        .stdout_has("sasl_passwd: content differs (4 entries): @example.com password changed\n");
     assert!(
         !plan.stdout.contains("sender_relay:"),
         "only sasl_passwd changes:\n{}",
@@ -343,7 +343,7 @@ const DRIFTS: &[Drift] = &[
         name: "map source edited by hand",
         breaks: |h| append(h, "sender_relay", "@stale.example [old.relay]:25\n"),
         plan_says: &[
-            "sender_relay: content differs",
+            "sender_relay: content differs (3 entries): @stale.example removed (not in the desired state)",
             "-@stale.example [old.relay]:25",
         ],
     },
@@ -353,14 +353,16 @@ const DRIFTS: &[Drift] = &[
             append(
                 h,
                 "sasl_passwd",
-                "@stale.example olduser:CANARY-s3cret-9d1f-stale\n# @x.example u:CANARY-s3cret-9d1f\n",
+                "@stale.example olduser:CANARY-s3cret-9d1f-stale\n# @x.example u:CANARY-s3cret-9d1f\n\
+                 # moved to the new relay in May\n",
             )
         },
         plan_says: &[
             "sasl_passwd: content differs (4 entries): @stale.example removed (not in the desired state)",
             "-@stale.example olduser:********",
-            // A commented-out entry is masked like an entry.
+            // A commented-out entry is masked like an entry; prose stays prose.
             "-# @x.example u:********",
+            "-# moved to the new relay in May",
         ],
     },
     Drift {
@@ -398,6 +400,20 @@ const DRIFTS: &[Drift] = &[
                 .unwrap()
         },
         plan_says: &["sasl_passwd: sasl_passwd.db has mode 0644, want 0600"],
+    },
+    Drift {
+        name: "routing map writable by others, compiled policy map unreadable by Postfix",
+        breaks: |h| {
+            let mode = |name: &str, mode| {
+                fs::set_permissions(h.path(name), fs::Permissions::from_mode(mode)).unwrap()
+            };
+            mode("sender_relay", 0o666);
+            mode("tls_policy.db", 0o600);
+        },
+        plan_says: &[
+            "sender_relay: sender_relay has mode 0666, want 0644",
+            "tls_policy: tls_policy.db has mode 0600, want 0644",
+        ],
     },
 ];
 
@@ -453,6 +469,14 @@ fn every_drift_is_reported_by_plan_and_repaired_by_apply() {
             fs::metadata(host.path("sasl_passwd")).unwrap().mode() & 0o777,
             0o600
         );
+        for name in ["sender_relay", "tls_policy.db"] {
+            assert_eq!(
+                fs::metadata(host.path(name)).unwrap().mode() & 0o777,
+                0o644,
+                "{}: {name}",
+                drift.name
+            );
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod harness;
 mod agreement;
 mod apply;
 mod bad_input;
+mod configured;
 mod e2e;
 mod faults;
 mod hostile;

@@ -138,6 +138,20 @@ password = "{CANARY2}"
     verify(&host, &["--sender", "nosuch.example"])
         .code(2)
         .stderr_has("no sender \"nosuch.example\"");
+    // An address resolves as Postfix resolves it: its own entry, else its domain's,
+    // else the relayhost.
+    verify(&host, &["--sender", "Someone@Example.com"])
+        .success()
+        .stdout_has(&format!(
+            "ok      someone@example.com (@example.com) via {} as good@example.com",
+            good.relay()
+        ));
+    verify(&host, &["--sender", "someone@nosuch.example"])
+        .success()
+        .stdout_has(&format!(
+            "ok      someone@nosuch.example (relayhost) via {} as catchall",
+            catch_all.relay()
+        ));
 }
 
 #[test]
@@ -151,7 +165,9 @@ fn verify_times_out_instead_of_hanging() {
     ));
     let started = std::time::Instant::now();
     let run = verify(&host, &["--timeout", "1"]);
-    run.code(1).stdout_has("FAILED  relayhost");
+    run.code(1).stdout_has(&format!(
+        "FAILED  relayhost via [127.0.0.1]:{port} as u: no greeting within 1 s\n"
+    ));
     assert!(
         started.elapsed() < std::time::Duration::from_secs(8),
         "{:?}",

@@ -144,11 +144,11 @@ impl Host {
     }
 
     /// The postrelay binary running subcommand `sub` on this host: `--config`, and
-    /// `--postfix-dir` for plan and apply.
+    /// `--postfix-dir` for the commands that read main.cf (so none reads the system's).
     pub fn cmd(&self, sub: &str) -> Cmd {
         let mut c = Cmd::new(&[sub]);
         c.args(&["--config", &self.config.display().to_string()]);
-        if matches!(sub, "plan" | "apply") {
+        if matches!(sub, "plan" | "apply" | "validate") {
             c.args(&["--postfix-dir", &self.etc.display().to_string()]);
         }
         c
