@@ -129,6 +129,7 @@ impl<'de> Visitor<'de> for PasswordVisitor {
 /// The keys of each table, as the structs above name their fields.
 const TOP_KEYS: &[&str] = &["postfix", "relayhost", "sender"];
 const POSTFIX_KEYS: &[&str] = &["config_dir", "map_type"];
+/// The keys of `[relayhost]`; a `[[sender]]` has `domain` and `address` first.
 const RELAYHOST_KEYS: &[&str] = &[
     "relay",
     "username",
@@ -137,16 +138,7 @@ const RELAYHOST_KEYS: &[&str] = &[
     "tls",
     "accept_cleartext",
 ];
-const SENDER_KEYS: &[&str] = &[
-    "domain",
-    "address",
-    "relay",
-    "username",
-    "password",
-    "password_file",
-    "tls",
-    "accept_cleartext",
-];
+const SENDER_KEYS: &[&str] = &["domain", "address"];
 
 /// Parses the TOML; a syntax error is one problem with toml's bare message and its line,
 /// unknown keys are one problem each.
@@ -159,10 +151,10 @@ pub(super) fn parse(source: &Source) -> Result<RawFile, Problems> {
     let mut problems = Problems::new(source.path);
     unknown_keys(source, doc.get_ref(), TOP_KEYS, &mut problems);
     for (key, value) in doc.get_ref() {
-        let allowed = match key.get_ref().as_ref() {
-            "postfix" => POSTFIX_KEYS,
-            "relayhost" => RELAYHOST_KEYS,
-            "sender" => SENDER_KEYS,
+        let allowed: Vec<&str> = match key.get_ref().as_ref() {
+            "postfix" => POSTFIX_KEYS.to_vec(),
+            "relayhost" => RELAYHOST_KEYS.to_vec(),
+            "sender" => [SENDER_KEYS, RELAYHOST_KEYS].concat(),
             _ => continue,
         };
         let tables: Vec<&DeTable> = match value.get_ref() {
@@ -177,7 +169,7 @@ pub(super) fn parse(source: &Source) -> Result<RawFile, Problems> {
             _ => Vec::new(),
         };
         for t in tables {
-            unknown_keys(source, t, allowed, &mut problems);
+            unknown_keys(source, t, &allowed, &mut problems);
         }
     }
     problems.into_result()?;
