@@ -25,6 +25,8 @@ use lettre::transport::smtp::extension::ClientId;
 
 use crate::desired::{Credentials, Desired, SenderKey, Tls};
 use crate::routing::{Relay, Route};
+use base64::Engine as _;
+
 use crate::secret::MASK;
 
 /// Whose mail a check is about.
@@ -103,15 +105,33 @@ pub enum Failure {
     Auth(String),
 }
 
+/// Every form of a login that may come back in a server's reply: the password, the
+/// base64 `AUTH PLAIN` string (`\0user\0password`) and `AUTH LOGIN`'s base64 password.
+fn secret_forms(c: &Credentials) -> Vec<String> {
+    let password = c.password.expose();
+    if password.is_empty() {
+        return Vec::new();
+    }
+    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut forms = vec![
+        password.clone(),
+        b64(format!("\0{}\0{password}", c.username)),
+        b64(password.clone()),
+    ];
+    // Longest first, so no form is cut by a shorter one inside it.
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms
+}
+
 impl Failure {
-    /// Replaces every occurrence of `password` in the texts from the server or library.
-    fn scrub(self, password: &str) -> Failure {
-        let s = |t: String| {
-            if password.is_empty() {
-                t
-            } else {
-                t.replace(password, MASK)
+    /// Replaces every occurrence of each of `secrets` in the texts from the server or
+    /// library.
+    fn scrub(self, secrets: &[String]) -> Failure {
+        let s = |mut t: String| {
+            for secret in secrets {
+                t = t.replace(secret.as_str(), MASK);
             }
+            t
         };
         match self {
             Failure::Connect { host, port, error } => Failure::Connect {
@@ -210,7 +230,7 @@ fn hello_name() -> ClientId {
 /// Runs one check. Failures are scrubbed of the password.
 pub fn run_check(check: &Check, timeout: Duration) -> Result<Success, Failure> {
     login(check, timeout).map_err(|f| match &check.credentials {
-        Some(c) => f.scrub(c.password.expose()),
+        Some(c) => f.scrub(&secret_forms(c)),
         None => f,
     })
 }
@@ -443,12 +463,21 @@ mod tests {
     }
 
     #[test]
-    fn failures_are_scrubbed_of_the_password() {
-        let f = Failure::Auth("535 bad credentials for u:hunter2 (hunter2)".into());
-        assert_eq!(
-            f.scrub("hunter2"),
-            Failure::Auth("535 bad credentials for u:******** (********)".into())
+    fn failures_are_scrubbed_of_the_password_in_every_encoding() {
+        let c = Credentials {
+            username: "u".into(),
+            password: crate::secret::Secret::new("hunter2".into()),
+        };
+        let forms = secret_forms(&c);
+        // AUTH PLAIN's "\0u\0hunter2" and AUTH LOGIN's "hunter2", in base64.
+        assert_eq!(forms, ["AHUAaHVudGVyMg==", "aHVudGVyMg==", "hunter2"]);
+        let f = Failure::Auth(
+            "535 bad credentials for u:hunter2, echo AHUAaHVudGVyMg== / aHVudGVyMg==".into(),
         );
-        assert_eq!(Failure::NoStartTls.scrub("x"), Failure::NoStartTls);
+        assert_eq!(
+            f.scrub(&forms),
+            Failure::Auth("535 bad credentials for u:********, echo ******** / ********".into())
+        );
+        assert_eq!(Failure::NoStartTls.scrub(&forms), Failure::NoStartTls);
     }
 }

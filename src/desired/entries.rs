@@ -313,7 +313,8 @@ impl Checker<'_, '_> {
         if let Some(u) = &raw.username
             && let Err(e) = fields::check_username(u.get_ref())
         {
-            self.at(u, format!("{subject}: username {:?}: {e}", u.get_ref()));
+            // Not quoted: a username may hold a password typed in by mistake (`user:pw`).
+            self.at(u, format!("{subject}: username: {e}"));
             ok = false;
         }
         // Secrets are only checked (and files only read) when they could be used: with
