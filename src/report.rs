@@ -96,9 +96,93 @@ fn passwords(text: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// A unified diff of `old` -> `new` labelled with `path`; `redact` masks the passwords
-/// of a password map.
-pub fn diff(path: &str, old: Option<&[u8]>, new: &[u8], redact: bool) -> String {
+/// What a diff masks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mask {
+    /// Nothing: the `--show-secrets` view of a password map.
+    Nothing,
+    /// A password map's passwords (see [`redact_lines`]).
+    PasswordMap,
+    /// The secrets a main.cf value may hold (see [`mask_map_secrets`]).
+    MainCf,
+}
+
+/// `text` with the values of `static:` and `inline:{ key=value }` maps masked: main.cf
+/// may carry passwords there (`smtp_sasl_password_maps = static:user:password`).
+pub fn mask_map_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let next = ["static:", "inline:"]
+            .iter()
+            .filter_map(|p| rest.find(p).map(|i| (i, *p)))
+            .min();
+        let Some((at, prefix)) = next else { break };
+        let after = at + prefix.len();
+        out.push_str(&rest[..after]);
+        rest = &rest[after..];
+        let end = if rest.starts_with('{') {
+            group_end(rest)
+        } else if prefix == "static:" {
+            rest.find([' ', '\t', ',', '}']).unwrap_or(rest.len())
+        } else {
+            0
+        };
+        if prefix == "inline:" && rest.starts_with('{') {
+            out.push_str(&mask_inline(&rest[..end]));
+        } else if end > 0 {
+            out.push_str(MASK);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The length of the `{...}` group `text` starts with (all of it if unterminated).
+fn group_end(text: &str) -> usize {
+    let mut depth = 0usize;
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth <= 1 => return i + 1,
+            '}' => depth -= 1,
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+/// `{ key=value, { key = text, with commas } }` with each value masked.
+fn mask_inline(group: &str) -> String {
+    let mut out = String::with_capacity(group.len());
+    let mut depth = 0usize;
+    // The depth of the element whose value is being masked.
+    let mut masking: Option<usize> = None;
+    for c in group.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if let Some(at) = masking {
+            let ends = (c == ',' && depth == 1 && at == 1) || (c == '}' && depth < at);
+            if !ends {
+                continue;
+            }
+            masking = None;
+        }
+        out.push(c);
+        if c == '=' && depth >= 1 {
+            out.push_str(MASK);
+            masking = Some(depth);
+        }
+    }
+    out
+}
+
+/// A unified diff of `old` -> `new` labelled with `path`, masked as `mask` says.
+pub fn diff(path: &str, old: Option<&[u8]>, new: &[u8], mask: Mask) -> String {
     let old_text = old.map(String::from_utf8_lossy).unwrap_or_default();
     let new_text = String::from_utf8_lossy(new);
     let mut secrets = passwords(new);
@@ -107,13 +191,16 @@ pub fn diff(path: &str, old: Option<&[u8]>, new: &[u8], redact: bool) -> String 
     }
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let show = |text: &str| -> Vec<String> {
-        if redact {
-            redact_lines(text, &secrets)
-        } else {
-            text.split_inclusive('\n')
-                .map(|l| l.trim_end_matches('\n').trim_end_matches('\r').to_string())
-                .collect()
+        if mask == Mask::PasswordMap {
+            return redact_lines(text, &secrets);
         }
+        text.split_inclusive('\n')
+            .map(|l| l.trim_end_matches('\n').trim_end_matches('\r'))
+            .map(|l| match mask {
+                Mask::MainCf => mask_map_secrets(l),
+                _ => l.to_string(),
+            })
+            .collect()
     };
     let old_lines = show(&old_text);
     let new_lines = show(&new_text);
@@ -215,7 +302,7 @@ fn edits(edits: &[Edit]) -> String {
     edits
         .iter()
         .map(|e| match e {
-            Edit::Changed { name, old } => format!("{name} (was {old:?})"),
+            Edit::Changed { name, old } => format!("{name} (was {:?})", mask_map_secrets(old)),
             Edit::Added { name } => format!("{name} (added)"),
         })
         .collect::<Vec<_>>()
@@ -235,7 +322,7 @@ const LISTED_ENTRIES: usize = 20;
 fn kept(k: &KeptMap) -> String {
     let head = format!(
         "kept: {} in {}, after postrelay's {}",
-        k.spec,
+        mask_map_secrets(&k.spec),
         k.kind.parameter(),
         k.kind.file_name()
     );
@@ -265,6 +352,10 @@ fn kept(k: &KeptMap) -> String {
 
 /// One host setting that defeats or shadows what postrelay manages, in words.
 pub fn conflict(c: &Conflict) -> String {
+    mask_map_secrets(&conflict_text(c))
+}
+
+fn conflict_text(c: &Conflict) -> String {
     match c {
         Conflict::KeptMissing { kind, spec } => format!(
             "{spec} (kept in {}) does not exist: Postfix's lookups through it fail",
@@ -355,12 +446,8 @@ pub fn plan(plan: &Plan, show_secrets: bool) -> String {
     let mut out = String::new();
     if let Some(m) = &plan.main_cf {
         let _ = writeln!(out, "main.cf: set {}", edits(&m.edits));
-        out.push_str(&diff(
-            &m.path.display().to_string(),
-            Some(&m.old),
-            &m.new,
-            false,
-        ));
+        let path = m.path.display().to_string();
+        out.push_str(&diff(&path, Some(&m.old), &m.new, Mask::MainCf));
     }
     for m in &plan.maps {
         let _ = writeln!(
@@ -373,9 +460,12 @@ pub fn plan(plan: &Plan, show_secrets: bool) -> String {
         );
         let old = m.old.as_ref().map(|o| o.expose().as_slice());
         if m.write_source && old != Some(m.new.expose().as_slice()) {
-            let redact = m.kind.is_secret() && !show_secrets;
+            let mask = match m.kind.is_secret() && !show_secrets {
+                true => Mask::PasswordMap,
+                false => Mask::Nothing,
+            };
             let path = m.source_path.display().to_string();
-            out.push_str(&diff(&path, old, m.new.expose(), redact));
+            out.push_str(&diff(&path, old, m.new.expose(), mask));
         }
     }
     if plan.reload_pending {

@@ -369,6 +369,6 @@ fn kept_content(spec: &str, dir: &Path) -> Result<(Kept, Option<Dump>)> {
             Err(e) if e.is_not_found() => (Kept::Missing, None),
             Err(e) => (Kept::Unreadable(e.to_string()), None),
         },
-        other => (Kept::NotRead(format!("a {other} table")), None),
+        other => (Kept::NotRead(format!("a table of type {other}")), None),
     })
 }

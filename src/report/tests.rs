@@ -46,7 +46,7 @@ fn rotation_shows_a_changed_redacted_line() {
         "sasl_passwd",
         Some(b"@a.com u:old\n"),
         b"@a.com u:new\n",
-        true,
+        Mask::PasswordMap,
     );
     assert!(
         d.contains("-@a.com u:********\n+@a.com u:********\n"),
@@ -57,12 +57,12 @@ fn rotation_shows_a_changed_redacted_line() {
 
 #[test]
 fn diff_marks_missing_final_newline_and_new_files() {
-    let d = diff("main.cf", Some(b"a = 1"), b"a = 1\nb = 2\n", false);
+    let d = diff("main.cf", Some(b"a = 1"), b"a = 1\nb = 2\n", Mask::MainCf);
     assert!(
         d.contains("-a = 1\n\\ No newline at end of file\n+a = 1\n+b = 2\n"),
         "{d}"
     );
-    let d = diff("f", None, b"x\n", false);
+    let d = diff("f", None, b"x\n", Mask::Nothing);
     assert!(
         d.starts_with("--- /dev/null\n+++ f\n@@ -0,0 +1 @@\n+x\n"),
         "{d}"
@@ -322,4 +322,41 @@ fn entry_changes_kept_maps_and_conflicts_in_words() {
          postrelay: warning: hash:/x holds \"@a.example\", which the desired state also defines (the sender at line 1): postrelay's sender_relay is searched first, so that entry of hash:/x no longer applies\n\
          postrelay: warning: main.cf sets transport_maps = hash:/t: a transport(5) entry for a recipient overrides the sender-dependent relays\n"
     );
+}
+
+#[test]
+fn secrets_in_main_cf_values_are_masked() {
+    let cases = [
+        ("static:user:hunter2", "static:********"),
+        (
+            "hash:/a, static:user:hunter2, hash:/b",
+            "hash:/a, static:********, hash:/b",
+        ),
+        ("static:{ user:hunt er2 }", "static:********"),
+        (
+            "inline:{ [r]:587=u:hunter2, { @a.example = v:pw, with comma } }, hash:/x",
+            "inline:{ [r]:587=********, { @a.example =********} }, hash:/x",
+        ),
+        ("inline:{ a=u:hunter2 }", "inline:{ a=********}"),
+        ("inline:{ a=u:hunter2", "inline:{ a=********"),
+        (
+            "hash:/etc/postfix/sasl_passwd",
+            "hash:/etc/postfix/sasl_passwd",
+        ),
+    ];
+    for (value, masked) in cases {
+        assert_eq!(mask_map_secrets(value), masked, "{value}");
+    }
+    let d = diff(
+        "main.cf",
+        Some(b"smtp_sasl_password_maps = static:u:hunter2\n"),
+        b"smtp_sasl_password_maps = hash:/etc/postfix/sasl_passwd\n",
+        Mask::MainCf,
+    );
+    assert!(!d.contains("hunter2"), "{d}");
+    let e = edits(&[Edit::Changed {
+        name: "smtp_sasl_password_maps".into(),
+        old: "inline:{ a=u:hunter2 }".into(),
+    }]);
+    assert_eq!(e, "smtp_sasl_password_maps (was \"inline:{ a=********}\")");
 }

@@ -194,3 +194,30 @@ fn init_writes_a_private_starter_once() {
         .code(2)
         .stderr_has("nothing to configure");
 }
+
+/// main.cf may already hold passwords (`static:` and `inline:` maps): plan and apply
+/// show those values masked, never the password.
+#[test]
+fn passwords_already_in_main_cf_are_never_printed() {
+    require!(Need::Postfix);
+    let host = Host::new(&format!(
+        "{DEBIAN_MAIN_CF}smtp_sasl_password_maps = static:legacy:{CANARY2}, inline:{{ [r]:587=u:{CANARY2} }}\n"
+    ));
+    desired(&host, "");
+    // Every run is checked for the canaries (Run::from_output); these must also show
+    // what they mask.
+    host.plan()
+        .code(1)
+        .stdout_has("smtp_sasl_password_maps (was \"static:********, inline:{ [r]:587=********}\")")
+        .stdout_has("kept: static:******** in smtp_sasl_password_maps");
+    let apply = host.cmd("apply").args(&["--quiet"]).run();
+    apply.success().stdout_has("static:********");
+    host.settle();
+    assert_eq!(
+        host.postconf().get("smtp_sasl_password_maps"),
+        format!(
+            "hash:{}/sasl_passwd, static:legacy:{CANARY2}, inline:{{ [r]:587=u:{CANARY2} }}",
+            host.etc.display()
+        )
+    );
+}
