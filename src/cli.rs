@@ -52,8 +52,9 @@ pub enum Command {
         /// then owed, and the next plan reports it and the next apply does it.
         #[arg(long)]
         no_reload: bool,
-        /// Seconds to wait for another running apply to finish.
-        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        /// Seconds to wait for another running apply to finish (at most a day).
+        #[arg(long, value_name = "SECONDS", default_value_t = 30,
+              value_parser = clap::value_parser!(u64).range(0..=86_400))]
         lock_timeout: u64,
         /// Log in to every relay first (as `verify` does); change nothing if any check fails.
         #[arg(long)]
@@ -68,8 +69,9 @@ pub enum Command {
         /// Only this sender: a domain, `@domain`, an address, or `relayhost`.
         #[arg(long, value_name = "DOMAIN_OR_ADDRESS")]
         sender: Option<String>,
-        /// Seconds to wait for a relay to connect and to answer each command.
-        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        /// Seconds to wait for a relay to connect and to answer each command (1 to 3600).
+        #[arg(long, value_name = "SECONDS", default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
         timeout: u64,
     },
     /// Write a commented starter desired-state file (mode 0600; never overwrites).

@@ -138,9 +138,23 @@ fn run(cli: Cli) -> Result<u8> {
     }
 }
 
+/// Keeps secrets out of core dumps and out of other processes' reach: no core file
+/// (`RLIMIT_CORE` 0), and not dumpable (`PR_SET_DUMPABLE` 0: no ptrace by the same
+/// user, `/proc/PID` owned by root).
+fn harden() {
+    use nix::sys::resource::{Resource, setrlimit};
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        tracing::warn!("cannot disable core dumps: {e}");
+    }
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!("cannot make the process non-dumpable: {e}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    harden();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {

@@ -580,6 +580,9 @@ fn usage_errors_exit_2() {
         &["plan", "--bogus"][..],
         &["apply", "--config"][..],
         &["validate", "--show-secrets"][..],
+        // Bounded: a huge value once overflowed an Instant and panicked.
+        &["apply", "--lock-timeout", "18446744073709551615"][..],
+        &["verify", "--timeout", "0"][..],
         &["frobnicate"][..],
         &[][..],
     ] {

@@ -15,7 +15,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::harness::{
-    self, CANARY, CANARY_FILE, CANARY2, DEBIAN_MAIN_CF, Host, NOBODY, Need, Run, closed_port, holds,
+    self, CANARY, CANARY_FILE, CANARY2, Cmd, DEBIAN_MAIN_CF, Host, NOBODY, Need, Run, closed_port,
+    holds,
 };
 use crate::require;
 
@@ -423,4 +424,48 @@ fn password_maps_are_never_readable_by_others_under_any_umask() {
         }
     }
     eprintln!("{}", report.join("\n"));
+}
+
+/// The process keeps secrets out of core files and out of other processes' reach: its
+/// core size limit is 0, and it is not dumpable, so even run as another user its
+/// `/proc/PID/mem` belongs to root (proc(5)) and that user cannot read its memory.
+#[test]
+fn the_process_dumps_no_core_and_is_not_dumpable() {
+    require!(Need::Root);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let host = Host::new("");
+    if !host.open_to_others() {
+        return;
+    }
+    host.desired(&format!(
+        "[relayhost]\nrelay = \"[127.0.0.1]:{port}\"\nusername = \"u\"\npassword = \"{CANARY}\"\n"
+    ));
+    std::os::unix::fs::chown(&host.config, Some(NOBODY), Some(NOBODY)).unwrap();
+    let mut cmd = Cmd::new(&["verify", "--timeout", "20"]);
+    cmd.args(&["--config", &host.config.display().to_string()]);
+    if !cmd.drop_privileges() {
+        return;
+    }
+    let child = cmd.spawn();
+    // verify is connected and waits for a greeting: the process is up and running.
+    let (conn, _) = silent.accept().unwrap();
+    let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
+    let owner = fs::metadata(proc_dir.join("mem")).unwrap().uid();
+    let limits = fs::read_to_string(proc_dir.join("limits")).unwrap();
+    drop(conn);
+    Run::wait(child).code(1);
+    assert_eq!(
+        owner, 0,
+        "a dumpable process run as nobody owns its /proc/PID/mem"
+    );
+    let core: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap()
+        .split_whitespace()
+        .skip(4)
+        .take(2)
+        .collect();
+    assert_eq!(core, ["0", "0"], "{limits}");
 }
