@@ -26,7 +26,7 @@ use nix::unistd::Uid;
 use crate::desired::Desired;
 use crate::failpoint;
 use crate::fs::{self, Links, Snapshot, Temp};
-use crate::managed::{MAIN_CF, RELOAD_PENDING, replaced_names};
+use crate::managed::{LOCK, MAIN_CF, RELOAD_PENDING, replaced_names};
 use crate::plan::{self, Plan};
 use crate::postfix::{self, Control};
 use crate::state::{self, State};
@@ -74,7 +74,7 @@ pub struct Outcome {
 /// Locks the config directory, plans, and makes the host match the desired state.
 pub fn run(desired: &Desired, postfix_dir: Option<&Path>, options: &Options) -> Result<Outcome> {
     let dir = state::config_dir(desired, postfix_dir)?;
-    let _lock = fs::lock_dir(&dir, options.lock_timeout)?;
+    let _lock = fs::lock(&dir.join(LOCK), options.lock_timeout)?;
     fs::remove_stale_temps(&dir, &replaced_names())?;
     // A symlinked main.cf is written in its target's directory.
     if let Ok(real) = std::fs::canonicalize(dir.join(MAIN_CF))
@@ -113,8 +113,11 @@ fn stage(plan: &Plan) -> Result<Vec<Staged>> {
             let suffix = postfix::compiled_suffix(&plan.target.map_type)?.unwrap_or_default();
             let mut built = source.path.clone().into_os_string();
             built.push(suffix);
-            // Owned before postmap runs, so a half-built file is removed if it fails.
-            let built = Temp::adopt(PathBuf::from(built));
+            // Nothing may be there already (postmap would write through a planted link);
+            // owned before postmap runs, so a half-built file is removed if it fails.
+            let built = PathBuf::from(built);
+            fs::ensure_absent(&built)?;
+            let built = Temp::adopt(built);
             postfix::postmap(dir, &plan.target.map_type, &source.path)
                 .with_context(|| format!("cannot build {}", path.display()))?;
             built.finish(mode, Some(plan.owner))?;
@@ -192,10 +195,7 @@ fn execute(plan: &Plan, state: &State, options: &Options) -> Result<Vec<Step>> {
     // the reload owed to the next one.
     let pending = dir.join(RELOAD_PENDING);
     if !plan.reload_pending {
-        std::fs::File::create(&pending)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| fs::explain(e, &pending, "create"))?;
-        fs::sync_dir(&pending)?;
+        fs::create_marker(&pending)?;
     }
     let mut journal = Journal::default();
     let result = commit(plan, staged, &mut journal).and_then(|()| {

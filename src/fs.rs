@@ -279,12 +279,16 @@ impl Temp {
     /// The file is created with a mode no wider than `mode & 0600` and widened only
     /// afterwards, so no umask can expose it.
     pub fn write(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<Temp> {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
         // Errors name the file being replaced; the temporary name means nothing to a user.
         let dest = dir.join(name);
         loop {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = dir.join(format!(".{name}{TEMP_MARK}{}.{n}", std::process::id()));
+            // Unpredictable: nobody can plant a link where postrelay (or postmap, which
+            // writes NAME.db beside it) is about to write.
+            let path = dir.join(format!(
+                ".{name}{TEMP_MARK}{}.{}",
+                std::process::id(),
+                unpredictable()
+            ));
             let mut file = match OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -348,6 +352,54 @@ impl Drop for Temp {
     }
 }
 
+/// 64 bits no other process can guess, as 16 hex digits: SipHash under the standard
+/// library's per-process random keys, of a counter and the time.
+pub fn unpredictable() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}", h.finish())
+}
+
+/// Fails unless nothing (not even a dangling link) is at `path`: for a name a tool
+/// postrelay runs is about to create.
+pub fn ensure_absent(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(explain(e, path, "stat")),
+        Ok(_) => bail!(
+            "{}: exists, though postrelay did not create it; refusing to write through it",
+            path.display()
+        ),
+    }
+}
+
+/// Creates (or keeps) the empty marker file `path`, never through a link, and fsyncs
+/// it and its directory.
+pub fn create_marker(path: &Path) -> Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => anyhow::anyhow!(
+                "{}: is a symbolic link; postrelay does not follow links it did not create: remove it",
+                path.display()
+            ),
+            _ => explain(e, path, "create"),
+        })?;
+    file.sync_all().map_err(|e| explain(e, path, "fsync"))?;
+    sync_dir(path)
+}
+
 /// fsyncs the directory holding `path`, so a rename survives a crash.
 pub fn sync_dir(path: &Path) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -401,10 +453,39 @@ pub fn remove_stale_temps(dir: &Path, names: &[&str]) -> Result<usize> {
     Ok(removed)
 }
 
-/// Takes an exclusive flock on the directory, waiting up to `timeout`.
-pub fn lock_dir(dir: &Path, timeout: Duration) -> Result<Flock<File>> {
+/// Takes an exclusive flock on the lock file `path`, waiting up to `timeout`. The file
+/// is created 0600 if missing, opened without following a link, and must belong to the
+/// invoking user (root) and be private: nobody else can open it, so nobody else can
+/// hold the lock and block every apply (as anyone could flock a world-readable
+/// directory).
+pub fn lock(path: &Path, timeout: Duration) -> Result<Flock<File>> {
     let deadline = Instant::now() + timeout;
-    let mut file = File::open(dir).map_err(|e| explain(e, dir, "open"))?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .create(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+        .or_else(|e| match e.raw_os_error() {
+            // A read-only file system: an existing lock file still locks.
+            Some(nix::libc::EROFS) => OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                .open(path),
+            _ => Err(e),
+        })
+        .map_err(|e| explain(e, path, "open"))?;
+    let meta = file.metadata().map_err(|e| explain(e, path, "stat"))?;
+    let me = Uid::effective().as_raw();
+    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        bail!(
+            "{}: the lock file must be a private file of uid {me} (it is mode {:04o}, uid {}); remove it",
+            path.display(),
+            meta.mode() & 0o7777,
+            meta.uid()
+        );
+    }
     let mut logged = false;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -413,21 +494,18 @@ pub fn lock_dir(dir: &Path, timeout: Duration) -> Result<Flock<File>> {
                 if Instant::now() >= deadline {
                     bail!(
                         "{}: another postrelay apply holds the lock; gave up after {} s",
-                        dir.display(),
+                        path.display(),
                         timeout.as_secs()
                     );
                 }
                 if !logged {
-                    tracing::info!(
-                        "waiting for another postrelay apply to release {}",
-                        dir.display()
-                    );
+                    tracing::info!("waiting for another postrelay apply ({})", path.display());
                     logged = true;
                 }
                 file = f;
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Err((_, e)) => bail!("{}: cannot lock: {e}", dir.display()),
+            Err((_, e)) => bail!("{}: cannot lock: {e}", path.display()),
         }
     }
 }

@@ -97,6 +97,9 @@ pub const MAIN_CF: &str = "main.cf";
 /// finds it and reloads even though the files are already right.
 pub const RELOAD_PENDING: &str = ".postrelay-reload-pending";
 
+/// The lock file in the config directory: root's, 0600, held during apply.
+pub const LOCK: &str = ".postrelay.lock";
+
 /// Names of every file postrelay replaces in the config directory (for cleaning up the
 /// temporaries of a crashed run).
 pub fn replaced_names() -> Vec<&'static str> {

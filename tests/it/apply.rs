@@ -6,6 +6,7 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
+use crate::harness::api::LOCK;
 use crate::harness::{
     self, CANARY, CANARY_FILE, CANARY2, DEBIAN_MAIN_CF, Host, NOBODY, Need, assert_restored, holds,
     managed_parameters,
@@ -558,8 +559,18 @@ fn map_type_defaults_to_postfix_default_database_type() {
 fn second_apply_waits_for_the_lock_then_gives_up() {
     require!(Need::Postfix);
     let host = multi_host();
-    let dir = fs::File::open(&host.etc).unwrap();
-    let lock = nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    // What a running apply holds: the lock file (root's, 0600: nobody else can open it).
+    host.apply().success();
+    let lock_file = host.path(LOCK);
+    let meta = fs::metadata(&lock_file).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.uid()),
+        (0o600, nix::unistd::geteuid().as_raw())
+    );
+    let locked = fs::File::open(&lock_file).unwrap();
+    let lock =
+        nix::fcntl::Flock::lock(locked, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    host.desired(&desired_multi(&host).replace("example.com", "example.info"));
     let before = host.files();
     let started = std::time::Instant::now();
     host.cmd("apply")
@@ -571,6 +582,15 @@ fn second_apply_waits_for_the_lock_then_gives_up() {
     assert_eq!(host.files(), before);
     drop(lock);
     host.apply().success();
+    // A lock on the directory, which anyone who can read it may take, no longer blocks.
+    let dir = fs::File::open(&host.etc).unwrap();
+    let _dir_lock =
+        nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    host.desired(&desired_multi(&host));
+    host.cmd("apply")
+        .args(&["--lock-timeout", "1"])
+        .run()
+        .success();
 }
 
 #[test]

@@ -468,6 +468,44 @@ fn no_reload_leaves_the_reload_owed_to_the_next_apply() {
     assert_converged(&host, &new, "after the owed reload");
 }
 
+/// Temporary names are unpredictable (pid, then 64 random bits), so nobody can plant a
+/// link where postrelay, or postmap beside it, is about to write.
+#[test]
+fn temporary_names_cannot_be_predicted() {
+    require!(Need::Postfix, Need::Root, Need::DebugBuild);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let (host, path, _, _) = host_a_to_b();
+        let crashed = apply_with(&host, &path, Some("staged:sasl_passwd"));
+        assert_eq!(crashed.signal, Some(9));
+        let temps = host.temporaries();
+        assert_eq!(temps.len(), 1, "{temps:?}");
+        let suffix = temps[0].rsplit('.').next().unwrap().to_string();
+        assert!(
+            suffix.len() == 16 && suffix.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{temps:?}"
+        );
+        seen.push(suffix);
+    }
+    assert_ne!(seen[0], seen[1]);
+}
+
+/// A link planted at the reload marker's name is never written through: the marker
+/// counts as owed, and the link is removed once Postfix has reloaded.
+#[test]
+fn a_link_at_the_reload_marker_is_not_followed() {
+    require!(Need::Postfix, Need::Root);
+    let (host, path, _, new) = host_a_to_b();
+    let victim = host.tmp.path().join("victim");
+    std::os::unix::fs::symlink(&victim, host.path(RELOAD_PENDING)).unwrap();
+    assert_eq!(
+        apply_with_working_postfix(&host, &path),
+        ["status", "check", "reload"]
+    );
+    assert!(!victim.exists(), "apply wrote through the link");
+    assert_converged(&host, &new, "after the planted marker");
+}
+
 // --- 2. postfix reload failing ---------------------------------------------------------
 
 #[test]

@@ -216,12 +216,15 @@ impl Host {
         )
     }
 
-    /// Every file in the config dir: bytes, inode, mtime, mode, owner.
+    /// Every file in the config dir but postrelay's lock file (its own bookkeeping,
+    /// created by the first apply and never changed after): bytes, inode, mtime, mode,
+    /// owner.
     pub fn files(&self) -> BTreeMap<String, FileState> {
         fs::read_dir(&self.etc)
             .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name() != api::LOCK)
             .map(|e| {
-                let e = e.unwrap();
                 let name = e.file_name().to_string_lossy().into_owned();
                 (name, FileState::of(&e.path()))
             })
