@@ -7,7 +7,7 @@
 //! or device is refused), and read with a bound: never more than its limit plus the one
 //! byte that shows it is too large. A symbolic link at the path is refused, or followed
 //! hop by hop only while every link is owned by root or the invoking user
-//! ([`Links::FollowTrusted`]); the final open still refuses a link.
+//! ([`Links::Trusted`]); the final open still refuses a link.
 //!
 //! Writing: a file postrelay replaces is never truncated in place. Its new content goes
 //! to a temporary file in the same directory, created exclusively with its final
@@ -16,7 +16,6 @@
 //! Temporary names all contain [`TEMP_MARK`] so a later run (holding the lock) can
 //! remove what a crashed run left behind.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -86,14 +85,18 @@ impl Snapshot {
     }
 }
 
-/// How [`read`] treats a symbolic link at the path it is given.
+/// How [`read`] treats the path it is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Links {
-    /// Refuse it: files postrelay manages itself, and paths already resolved.
+    /// Refuse a link at the path: files postrelay manages itself, and paths already
+    /// resolved.
     Refuse,
-    /// Follow it while each link on the way is owned by root or the invoking user: a
-    /// link another user planted must not choose what postrelay reads.
-    FollowTrusted,
+    /// Input that steers what postrelay does. As root, root's trust rule (see
+    /// [`resolve_trusted`]) holds for the path, and the file itself must be root's and
+    /// not writable by group or others. Otherwise, links are followed while each is
+    /// owned by root or the invoking user: a link another user planted must not choose
+    /// what postrelay reads.
+    Trusted,
 }
 
 /// Why a file could not be read. Its `Display` does not name the file: callers do.
@@ -107,6 +110,12 @@ pub enum ReadError {
     /// A link owned by someone other than root or the invoking user.
     UntrustedSymlink {
         uid: u32,
+    },
+    /// As root: a file, directory or link on the way that someone other than root could
+    /// change (`path` names it).
+    Untrusted {
+        path: PathBuf,
+        why: String,
     },
     /// What it is instead: "a directory", "a FIFO", "a special file".
     NotRegular(&'static str),
@@ -133,6 +142,11 @@ impl fmt::Display for ReadError {
             ReadError::UntrustedSymlink { uid } => write!(
                 f,
                 "is a symbolic link owned by uid {uid}, not by root or you; refusing to follow it"
+            ),
+            ReadError::Untrusted { path, why } => write!(
+                f,
+                "{} {why}: as root, postrelay reads only what root alone can change",
+                path.display()
             ),
             ReadError::NotRegular(what) => write!(f, "not a regular file but {what}"),
             ReadError::TooLarge { limit } if limit % MIB == 0 => {
@@ -175,9 +189,20 @@ pub fn explain(e: io::Error, path: &Path, what: &str) -> anyhow::Error {
 /// Reads the regular file at `path`: at most `limit` bytes, through a descriptor opened
 /// without following a final link (see the module doc).
 pub fn read(path: &Path, limit: u64, links: Links) -> Result<Snapshot, ReadError> {
+    read_resolved(path, limit, links).map(|(_, snapshot)| snapshot)
+}
+
+/// [`read`], also returning the path the links led to.
+pub fn read_resolved(
+    path: &Path,
+    limit: u64,
+    links: Links,
+) -> Result<(PathBuf, Snapshot), ReadError> {
+    let root = Uid::effective().is_root();
     let path = match links {
-        Links::Refuse => Cow::Borrowed(path),
-        Links::FollowTrusted => Cow::Owned(resolve_trusted(path)?),
+        Links::Refuse => path.to_path_buf(),
+        Links::Trusted if root => resolve_trusted(path)?,
+        Links::Trusted => resolve_owned(path)?,
     };
     let file = OpenOptions::new()
         .read(true)
@@ -200,6 +225,10 @@ pub fn read(path: &Path, limit: u64, links: Links) -> Result<Snapshot, ReadError
             "a special file"
         }));
     }
+    if links == Links::Trusted && root {
+        // On the descriptor: what was opened, not what a path names now.
+        trusted_entry(&path, &meta, false)?;
+    }
     if meta.len() > limit {
         return Err(ReadError::TooLarge { limit });
     }
@@ -210,24 +239,109 @@ pub fn read(path: &Path, limit: u64, links: Links) -> Result<Snapshot, ReadError
     if bytes.len() as u64 > limit {
         return Err(ReadError::TooLarge { limit });
     }
-    Ok(Snapshot {
-        bytes: Secret::new(bytes),
-        meta: Meta::of(&meta),
+    Ok((
+        path,
+        Snapshot {
+            bytes: Secret::new(bytes),
+            meta: Meta::of(&meta),
+        },
+    ))
+}
+
+/// Whether root may trust a file or directory: owned by root and not writable by group
+/// or others, except (`sticky_ok`, for directories above) a root-owned directory with
+/// the sticky bit, like /tmp, where others cannot replace root's entries.
+fn trusted_entry(path: &Path, meta: &fs::Metadata, sticky_ok: bool) -> Result<(), ReadError> {
+    let mode = meta.mode() & 0o7777;
+    let why = if meta.uid() != 0 {
+        format!("is owned by uid {}, not root", meta.uid())
+    } else if mode & 0o022 != 0 && !(sticky_ok && mode & 0o1000 != 0) {
+        format!("is writable by group or others (mode {mode:04o})")
+    } else {
+        return Ok(());
+    };
+    Err(ReadError::Untrusted {
+        path: path.to_path_buf(),
+        why,
     })
 }
 
-/// [`read`], with a missing file as `None`; errors name the path.
-pub fn read_if_exists(path: &Path, limit: u64, links: Links) -> Result<Option<Snapshot>> {
-    match read(path, limit, links) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => bail!("{}: {e}", path.display()),
+/// Root's trust rule for a path: every directory from `/` down and every link on the
+/// way (at any component, not only the last) must be root's, and no directory may be
+/// writable by group or others unless it is a root-owned sticky one; links are followed
+/// only under that rule. Returns the path the links lead to (its last component
+/// unchecked: the caller checks what it opens). A missing component ends the walk.
+pub fn resolve_trusted(path: &Path) -> Result<PathBuf, ReadError> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(ReadError::Open)?.join(path)
+    };
+    let mut pending: std::collections::VecDeque<std::ffi::OsString> = absolute
+        .components()
+        .skip(1)
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut current = PathBuf::from("/");
+    let check_dir = |dir: &Path| -> Result<(), ReadError> {
+        let meta = fs::metadata(dir).map_err(ReadError::Open)?;
+        trusted_entry(dir, &meta, true)
+    };
+    check_dir(&current)?;
+    let mut hops = 0;
+    while let Some(name) = pending.pop_front() {
+        match name.to_str() {
+            Some(".") => continue,
+            Some("..") => {
+                current.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let next = current.join(&name);
+        let meta = match fs::symlink_metadata(&next) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(pending.iter().fold(next, |p, c| p.join(c)));
+            }
+            Err(e) => return Err(ReadError::Open(e)),
+        };
+        if meta.file_type().is_symlink() {
+            if meta.uid() != 0 {
+                return Err(ReadError::Untrusted {
+                    path: next,
+                    why: format!("is a symbolic link owned by uid {}, not root", meta.uid()),
+                });
+            }
+            hops += 1;
+            if hops > 40 {
+                return Err(ReadError::Open(io::Error::from_raw_os_error(
+                    nix::libc::ELOOP,
+                )));
+            }
+            let target = fs::read_link(&next).map_err(ReadError::Open)?;
+            if target.is_absolute() {
+                current = PathBuf::from("/");
+            }
+            for c in target.components().rev() {
+                if !matches!(c, std::path::Component::RootDir) {
+                    pending.push_front(c.as_os_str().to_owned());
+                }
+            }
+            continue;
+        }
+        if pending.is_empty() {
+            return Ok(next);
+        }
+        trusted_entry(&next, &meta, true)?;
+        current = next;
     }
+    Ok(current)
 }
 
 /// Follows links at `path` while each is owned by root or the invoking user; returns
 /// the first path that is not a link (or does not exist).
-fn resolve_trusted(path: &Path) -> Result<PathBuf, ReadError> {
+fn resolve_owned(path: &Path) -> Result<PathBuf, ReadError> {
     let me = Uid::effective().as_raw();
     let mut path = path.to_path_buf();
     for _ in 0..40 {
@@ -249,6 +363,32 @@ fn resolve_trusted(path: &Path) -> Result<PathBuf, ReadError> {
     Err(ReadError::Open(io::Error::from_raw_os_error(
         nix::libc::ELOOP,
     )))
+}
+
+/// The directory `path` as root may trust it (see [`resolve_trusted`]; the directory
+/// itself must be root's and not writable by group or others, sticky or not), or,
+/// when not root, its canonical path.
+pub fn trusted_dir(path: &Path) -> Result<PathBuf> {
+    let fail = |e: ReadError| anyhow::anyhow!("{}: {e}", path.display());
+    if !Uid::effective().is_root() {
+        return fs::canonicalize(path).map_err(|e| explain(e, path, "resolve"));
+    }
+    let dir = resolve_trusted(path).map_err(fail)?;
+    let meta = fs::metadata(&dir).map_err(|e| explain(e, path, "access"))?;
+    if !meta.is_dir() {
+        bail!("{}: not a directory", path.display());
+    }
+    trusted_entry(&dir, &meta, false).map_err(fail)?;
+    Ok(dir)
+}
+
+/// [`read`], with a missing file as `None`; errors name the path.
+pub fn read_if_exists(path: &Path, limit: u64, links: Links) -> Result<Option<Snapshot>> {
+    match read(path, limit, links) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => bail!("{}: {e}", path.display()),
+    }
 }
 
 /// The metadata of `path` itself (`None`: missing); a symbolic link is refused.
@@ -611,11 +751,11 @@ mod tests {
                 .contains("symbolic link")
         );
         for p in [&link, &chain] {
-            let s = read(p, 10, Links::FollowTrusted).unwrap();
+            let s = read(p, 10, Links::Trusted).unwrap();
             assert_eq!(s.bytes.expose(), b"x");
         }
         let lp = dir.path().join("loop");
         symlink("loop", &lp).unwrap();
-        assert!(err(&lp, 10, Links::FollowTrusted).starts_with("cannot open: Too many"));
+        assert!(err(&lp, 10, Links::Trusted).starts_with("cannot open: Too many"));
     }
 }

@@ -68,6 +68,14 @@ impl MapKind {
     }
 }
 
+/// The first character of `path` that main.cf cannot hold in a map name: whitespace and
+/// `,` split a list, `$`, `{` and `}` expand, and a newline would start a parameter of
+/// its own (`mynetworks = 0.0.0.0/0`).
+pub fn unsafe_char(path: &str) -> Option<char> {
+    path.chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | '$' | '{' | '}'))
+}
+
 /// `element` with `$config_directory` / `${config_directory}` replaced by `dir`, the one
 /// parameter map specs commonly use (`hash:$config_directory/sasl_passwd`).
 pub fn expand_config_directory(element: &str, dir: &Path) -> String {

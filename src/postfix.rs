@@ -1,8 +1,10 @@
 //! The one place that runs Postfix's own tools: postconf, postmap and postfix.
 //!
-//! Every call passes `-c DIR` so it acts on the chosen instance only. Tools are found on
-//! `PATH` first (so a test can put a fault-injecting stub there), then in `/usr/sbin`
-//! and `/usr/local/sbin`, which cron's default `PATH` lacks. A failure is reported with
+//! Every call passes `-c DIR` so it acts on the chosen instance only. Tools are found only
+//! in Postfix's own directories (`/usr/sbin`, `/usr/local/sbin`, `/sbin`), never through
+//! an inherited `PATH`: root must not run what a user's `PATH` points at (and cron's
+//! `PATH` lacks them anyway). Debug builds alone honour [`TOOL_DIR_VAR`], a directory
+//! searched first, through which the tests inject fault programs. A failure is reported with
 //! the argv, the exit status and the tool's stderr. Secrets never reach a command line:
 //! postmap reads them from a file.
 //!
@@ -17,14 +19,31 @@ use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+/// Where Postfix's programs are looked for.
+pub const TOOL_DIRS: [&str; 3] = ["/usr/sbin", "/usr/local/sbin", "/sbin"];
+
+/// A directory searched before [`TOOL_DIRS`], in debug builds only: the tests' way to
+/// inject fault programs. Release builds ignore it.
+pub const TOOL_DIR_VAR: &str = "POSTRELAY_TOOL_DIR";
+
 /// Finds a Postfix program.
 pub fn tool(name: &str) -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
+    let injected = if cfg!(debug_assertions) {
+        std::env::var_os(TOOL_DIR_VAR).map(PathBuf::from)
+    } else {
+        None
+    };
+    injected
+        .into_iter()
+        .chain(TOOL_DIRS.map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
-        .with_context(|| format!("{name}: command not found (is Postfix installed?)"))
+        .with_context(|| {
+            format!(
+                "{name}: command not found in {} (is Postfix installed?)",
+                TOOL_DIRS.join(", ")
+            )
+        })
 }
 
 /// A command line for messages and plans.

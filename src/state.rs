@@ -19,7 +19,7 @@ use nix::unistd::{Gid, Uid};
 
 use crate::desired::Desired;
 use crate::fs::{self, Links, Meta, ReadError, Snapshot};
-use crate::managed::{MAIN_CF, MapKind, RELOAD_PENDING, expand_config_directory};
+use crate::managed::{self, MAIN_CF, MapKind, RELOAD_PENDING, expand_config_directory};
 use crate::postfix::{self, Entries};
 use crate::secret::Secret;
 use crate::syntax::maincf::{self, MainCf};
@@ -114,17 +114,30 @@ pub struct State {
 
 /// The config directory a run acts on: `--postfix-dir`, else `[postfix] config_dir`,
 /// else `/etc/postfix`; canonical.
+/// As root, it must be one root alone can change (it steers what root executes: main.cf
+/// names the Postfix programs `postfix` runs), and its path must be one main.cf can hold
+/// as a map name (see [`managed::unsafe_char`]).
 pub fn config_dir(desired: &Desired, postfix_dir: Option<&Path>) -> Result<PathBuf> {
     let dir = postfix_dir
         .map(Path::to_path_buf)
         .or_else(|| desired.config_dir.clone())
         .unwrap_or_else(|| PathBuf::from("/etc/postfix"));
+    let safe = |p: &Path| match managed::unsafe_char(&p.display().to_string()) {
+        Some(c) => bail!(
+            "{}: the path holds {c:?}; main.cf names the maps by this path, so it may not hold whitespace, ',', '$', '{{', '}}' or control characters",
+            p.display()
+        ),
+        None => Ok(()),
+    };
+    safe(&dir)?;
     let meta =
         std::fs::metadata(&dir).map_err(|e| fs::explain(e, &dir, "access config directory"))?;
     if !meta.is_dir() {
         bail!("{}: not a directory", dir.display());
     }
-    std::fs::canonicalize(&dir).map_err(|e| fs::explain(e, &dir, "resolve"))
+    let resolved = fs::trusted_dir(&dir)?;
+    safe(&resolved)?;
+    Ok(resolved)
 }
 
 impl State {
@@ -210,11 +223,19 @@ fn unchanged(path: &Path, before: &Option<Snapshot>) -> Result<bool> {
 }
 
 /// Reads `DIR/main.cf` (a symlinked one through its target).
+/// As root, main.cf and every link to it must be root's and not writable by others
+/// (it names the programs `postfix` runs as root).
 pub fn read_main_cf(dir: &Path) -> Result<MainCfFile> {
     let link = dir.join(MAIN_CF);
-    let path = std::fs::canonicalize(&link).map_err(|e| fs::explain(e, &link, "open"))?;
-    let snapshot = fs::read_if_exists(&path, fs::MAX_CONFIG_SIZE, Links::Refuse)?
-        .with_context(|| format!("{}: no such file", link.display()))?;
+    let (path, snapshot) = if Uid::effective().is_root() {
+        fs::read_resolved(&link, fs::MAX_CONFIG_SIZE, Links::Trusted)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", link.display()))?
+    } else {
+        let path = std::fs::canonicalize(&link).map_err(|e| fs::explain(e, &link, "open"))?;
+        let snapshot = fs::read_if_exists(&path, fs::MAX_CONFIG_SIZE, Links::Refuse)?
+            .with_context(|| format!("{}: no such file", link.display()))?;
+        (path, snapshot)
+    };
     Ok(MainCfFile {
         link,
         path,
@@ -354,7 +375,7 @@ fn kept_content(spec: &str, dir: &Path) -> Result<(Kept, Option<Dump>)> {
                 (Kept::Unreadable("not read".into()), Some(dump))
             }
         }
-        "texthash" => match fs::read(path, fs::MAX_CONFIG_SIZE, Links::FollowTrusted) {
+        "texthash" => match fs::read(path, fs::MAX_CONFIG_SIZE, Links::Trusted) {
             Ok(s) => {
                 let entries = Table::parse(s.bytes.expose())
                     .entries()

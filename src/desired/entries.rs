@@ -99,11 +99,17 @@ impl Checker<'_, '_> {
 
     fn postfix(&mut self, pf: RawPostfix, parts: &mut Parts) {
         if let Some(d) = pf.config_dir {
-            if Path::new(d.get_ref()).is_absolute() {
-                parts.config_dir = Some(PathBuf::from(d.get_ref()));
-            } else {
-                let msg = format!("config_dir {:?}: not an absolute path", d.get_ref());
+            let written = d.get_ref();
+            if !Path::new(written).is_absolute() {
+                let msg = format!("config_dir {written:?}: not an absolute path");
                 self.at(&d, msg);
+            } else if let Some(c) = crate::managed::unsafe_char(written) {
+                let msg = format!(
+                    "config_dir {written:?}: holds {c:?}; main.cf names the maps by this path, so it may not hold whitespace, ',', '$', '{{', '}}' or control characters"
+                );
+                self.at(&d, msg);
+            } else {
+                parts.config_dir = Some(PathBuf::from(written));
             }
         }
         if let Some(m) = pf.map_type {
@@ -377,9 +383,16 @@ impl Checker<'_, '_> {
             return None;
         }
         let path = self.source.dir().join(written);
-        let read = fs::read(&path, MAX_FILE_SIZE, Links::FollowTrusted)
+        let read = fs::read(&path, MAX_FILE_SIZE, Links::Trusted)
             .map_err(|e| e.to_string())
-            .and_then(|s| fields::password_from_file(s.bytes.into_inner()));
+            .and_then(|s| match s.meta.mode & 0o077 {
+                0 => fields::password_from_file(s.bytes.into_inner()),
+                _ => Err(format!(
+                    "readable by group or others (mode {:04o}); run: chmod 600 {}",
+                    s.meta.mode,
+                    path.display()
+                )),
+            });
         match read {
             Ok(pw) => Some(pw),
             Err(e) => {

@@ -194,7 +194,7 @@ impl<'a> Source<'a> {
 
 /// Reads, parses and validates the desired-state file at `path`.
 pub fn load(path: &Path) -> Result<Desired, Problems> {
-    let snapshot = fs::read(path, MAX_DESIRED_SIZE, Links::FollowTrusted)
+    let snapshot = fs::read(path, MAX_DESIRED_SIZE, Links::Trusted)
         .map_err(|e| Problems::one(path, None, e.to_string()))?;
     let text = String::from_utf8(snapshot.bytes.into_inner()).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];

@@ -6,7 +6,7 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
-use crate::harness::api::LOCK;
+use crate::harness::api::{LOCK, TOOL_DIR_VAR};
 use crate::harness::{
     self, CANARY, CANARY_FILE, CANARY2, DEBIAN_MAIN_CF, Host, NOBODY, Need, assert_restored, holds,
     managed_parameters,
@@ -629,7 +629,7 @@ fn failed_postfix_check_restores_every_file() {
     );
 
     let before = host.files();
-    let run = host.cmd("apply").env("PATH", &path).run();
+    let run = host.cmd("apply").env(TOOL_DIR_VAR, &path).run();
     run.code(2)
         .stderr_has("injected check failure")
         .stderr_has("restored the previous files");
@@ -648,7 +648,7 @@ fn failed_postfix_check_restores_every_file() {
         &format!("echo \"$@\" >> {}\nexit 0", log.display()),
     );
     host.cmd("apply")
-        .env("PATH", &path)
+        .env(TOOL_DIR_VAR, &path)
         .run()
         .success()
         .stdout_has("ran postfix -c")
@@ -664,7 +664,7 @@ fn failed_postfix_check_restores_every_file() {
     // In sync now: no postfix command at all.
     fs::write(&log, "").unwrap();
     host.cmd("apply")
-        .env("PATH", &path)
+        .env(TOOL_DIR_VAR, &path)
         .run()
         .success()
         .stdout_has("postrelay: no changes");

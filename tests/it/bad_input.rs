@@ -20,6 +20,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::harness::api::TOOL_DIR_VAR;
 use crate::harness::{
     CANARY, CANARY2, Cmd, DEBIAN_MAIN_CF, FileState, Host, NOBODY, Need, Run, api, in_parallel,
 };
@@ -298,7 +299,8 @@ fn check(case: &Case, update: bool) -> Vec<String> {
 /// doc): exit 2, no stdout, exactly the expected stderr, nothing written.
 #[test]
 fn bad_desired_state_files_fail_validate_plan_and_apply() {
-    require!(Need::Postfix);
+    // As root: the messages are root's (root's trust rule applies to the files).
+    require!(Need::Postfix, Need::Root);
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     // Cases are independent hosts: run them two at a time.
     let problems: Vec<String> = in_parallel(&cases(update), 2, |c| check(c, update))
@@ -480,7 +482,7 @@ fn postmap_failure_changes_nothing() {
             valid_desired()
         ));
         let before = host.files();
-        let run = host.cmd("apply").env("PATH", &path).run();
+        let run = host.cmd("apply").env(TOOL_DIR_VAR, &path).run();
         run.error()
             .stderr_has("postmap: fatal: injected build failure");
         assert_eq!(host.files(), before, "{label}: apply changed files");

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::harness::api::{self, RELOAD_PENDING, TEMP_MARK};
+use crate::harness::api::{self, RELOAD_PENDING, TEMP_MARK, TOOL_DIR_VAR};
 use crate::harness::host::write_with_mode;
 use crate::harness::{
     CANARY, CANARY2, Cmd, DEBIAN_MAIN_CF, Host, Need, Run, assert_restored, holds, in_parallel,
@@ -197,7 +197,7 @@ fn stub_postfix(host: &Host, fail: Option<&str>) -> String {
 /// fail point `failpoint`; then [`Host::settle`].
 fn apply_with(host: &Host, path: &str, failpoint: Option<&str>) -> Run {
     let mut cmd = host.cmd("apply");
-    cmd.env("PATH", path);
+    cmd.env(TOOL_DIR_VAR, path);
     if let Some(point) = failpoint {
         cmd.env("POSTRELAY_FAILPOINT", point);
     }
@@ -441,7 +441,7 @@ fn no_reload_leaves_the_reload_owed_to_the_next_apply() {
     let (host, path, _, new) = host_a_to_b();
     let run = host
         .cmd("apply")
-        .env("PATH", &path)
+        .env(TOOL_DIR_VAR, &path)
         .args(&["--no-reload"])
         .run();
     host.settle();
@@ -456,7 +456,7 @@ fn no_reload_leaves_the_reload_owed_to_the_next_apply() {
     assert!(host.path(RELOAD_PENDING).exists());
     assert_eq!(managed(&host), new, "the files are already right");
     host.cmd("plan")
-        .env("PATH", &path)
+        .env(TOOL_DIR_VAR, &path)
         .run()
         .code(1)
         .stdout_has("Postfix has not re-read it (reload owed)")

@@ -15,4 +15,5 @@ mod instance;
 mod parser;
 mod relay;
 mod secrets;
+mod trust;
 mod verify;

@@ -203,17 +203,13 @@ impl Host {
     }
 
     /// Installs a fault-injecting stub program `name` (a shell script) in a bin dir under
-    /// the temp dir and returns a PATH value with that dir first. The real tools stay
-    /// reachable after it, and postrelay falls back to /usr/sbin.
+    /// the temp dir and returns that dir, for [`api::TOOL_DIR_VAR`] (which debug builds
+    /// of postrelay search first; the real tools stay reachable in /usr/sbin).
     pub fn stub(&self, name: &str, script: &str) -> String {
         let bin = self.tmp.path().join("bin");
         fs::create_dir_all(&bin).unwrap();
         write_with_mode(&bin.join(name), format!("#!/bin/sh\n{script}\n"), 0o755);
-        format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        )
+        bin.display().to_string()
     }
 
     /// Every file in the config dir but postrelay's lock file (its own bookkeeping,

@@ -44,6 +44,27 @@ pub const CANARY_FILE: &str = "CANARY-fromfile-71ce";
 /// The unprivileged user (and group) the tests switch to or hand files to.
 pub const NOBODY: u32 = 65534;
 
+/// The unprivileged account the trust tests hand files to: `postrelay-mallory`, created
+/// (a system user without home or shell) the first time a test asks for it. Its uid.
+pub fn mallory() -> u32 {
+    static UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UID.get_or_init(|| {
+        let name = "postrelay-mallory";
+        let exists = |n: &str| nix::unistd::User::from_name(n).ok().flatten();
+        if exists(name).is_none() {
+            output_ok(Command::new("useradd").args([
+                "--system",
+                "--no-create-home",
+                "--user-group",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ]));
+        }
+        exists(name).expect("useradd created no user").uid.as_raw()
+    })
+}
+
 /// Runs `cmd`, which must succeed; its output.
 pub fn output_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap();
