@@ -403,17 +403,21 @@ const DRIFTS: &[Drift] = &[
         plan_says: &["sasl_passwd: sasl_passwd.db has mode 0644, want 0600"],
     },
     Drift {
-        name: "routing map writable by others, compiled policy map unreadable by Postfix",
+        // Anyone could reroute mail or downgrade a relay to tls none and read passwords
+        // off the wire.
+        name: "routing and TLS policy maps writable by others, one unreadable by Postfix",
         breaks: |h| {
             let mode = |name: &str, mode| {
                 fs::set_permissions(h.path(name), fs::Permissions::from_mode(mode)).unwrap()
             };
             mode("sender_relay", 0o666);
-            mode("tls_policy.db", 0o600);
+            mode("sender_relay.db", 0o600);
+            mode("tls_policy", 0o646);
+            mode("tls_policy.db", 0o666);
         },
         plan_says: &[
-            "sender_relay: sender_relay has mode 0666, want 0644",
-            "tls_policy: tls_policy.db has mode 0600, want 0644",
+            "sender_relay: sender_relay has mode 0666, want 0644, sender_relay.db has mode 0600, want 0644",
+            "tls_policy: tls_policy has mode 0646, want 0644, tls_policy.db has mode 0666, want 0644",
         ],
     },
 ];
@@ -470,7 +474,7 @@ fn every_drift_is_reported_by_plan_and_repaired_by_apply() {
             fs::metadata(host.path("sasl_passwd")).unwrap().mode() & 0o777,
             0o600
         );
-        for name in ["sender_relay", "tls_policy.db"] {
+        for name in ["sender_relay", "sender_relay.db", "tls_policy", "tls_policy.db"] {
             assert_eq!(
                 fs::metadata(host.path(name)).unwrap().mode() & 0o777,
                 0o644,

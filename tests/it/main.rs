@@ -14,6 +14,7 @@ mod hostile;
 mod instance;
 mod parser;
 mod relay;
+mod scale;
 mod secrets;
 mod trust;
 mod verify;
