@@ -14,6 +14,8 @@ Exit status:
   apply     0 success (changed or not), 2 error
   validate  0 valid, 2 invalid
   verify    0 every credential works, 1 any check failed, 2 error
+  import    0 imported, 1 imported with findings (listed on stderr: review them before
+            apply), 2 error (nothing written)
 
 Logs and warnings go to stderr (-v, -vv, -vvv or RUST_LOG); stdout carries only the report.
 Passwords never appear in output, at any verbosity, unless `plan --show-secrets` is given.";
@@ -70,6 +72,21 @@ pub enum Command {
         /// Seconds to wait for a relay to connect and to answer each command.
         #[arg(long, value_name = "SECONDS", default_value_t = 10)]
         timeout: u64,
+    },
+    /// Write a desired-state file from the relaying Postfix does now (relayhost and the
+    /// maps main.cf names). Exit 0 imported, 1 imported with findings (on stderr), 2 error.
+    Import {
+        /// Postfix configuration directory to read (like postconf -c).
+        #[arg(long, value_name = "DIR", default_value = "/etc/postfix")]
+        postfix_dir: PathBuf,
+        /// The desired-state file to create (never overwritten; created 0600); `-`: stdout,
+        /// which needs --password-dir.
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        output: PathBuf,
+        /// Write each password to a file (0600) in DIR (created 0700 if missing) instead of
+        /// inline in the desired-state file.
+        #[arg(long, value_name = "DIR")]
+        password_dir: Option<PathBuf>,
     },
     /// Check the desired-state file alone. Exit 0 valid, 2 invalid.
     Validate {

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod desired;
 pub mod failpoint;
 pub mod fs;
+pub mod import;
 pub mod managed;
 pub mod plan;
 pub mod postfix;

@@ -108,6 +108,21 @@ fn run(cli: Cli) -> Result<u8> {
             stdout.write_all(report::applied(&outcome, quiet).as_bytes())?;
             Ok(0)
         }
+        Command::Import {
+            postfix_dir,
+            output,
+            password_dir,
+        } => {
+            let options = postrelay::import::Options {
+                postfix_dir,
+                output,
+                password_dir,
+            };
+            let outcome = postrelay::import::run(&options)?;
+            eprint!("{}", outcome.stderr);
+            stdout.write_all(outcome.stdout.as_bytes())?;
+            Ok(if outcome.findings.is_empty() { 0 } else { 1 })
+        }
     }
 }
 
