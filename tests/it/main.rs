@@ -10,6 +10,7 @@ mod bad_input;
 mod e2e;
 mod faults;
 mod hostile;
+mod import;
 mod instance;
 mod parser;
 mod relay;
