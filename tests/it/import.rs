@@ -11,7 +11,8 @@
 //! `validate` accepts the result; before apply, every entry of the three maps `plan`
 //! would write equals what Postfix resolves now for its key; apply twice (the second
 //! changes nothing); resolve again: the same next hop, credentials and TLS policy for
-//! every sender. No password is printed by any of these runs.
+//! every sender, and still the same with the tables postrelay does not own listed after
+//! its own (as apply may keep them). No password is printed by any of these runs.
 //!
 //! Then: what import cannot express is reported with its place and reason and never
 //! quotes a password (`inexpressible`); stdout gets the document only with
@@ -30,7 +31,7 @@ use postrelay::syntax::maincf::MainCf;
 use postrelay::syntax::table::Table;
 
 use crate::harness::postfix::{self, postmap};
-use crate::harness::{Cmd, Host, Need, Run, api, output_ok};
+use crate::harness::{Cmd, Host, Need, Run, api, backdate, output_ok};
 use crate::require;
 
 /// The map parameters, in the order Postfix's lookups use them here.
@@ -410,9 +411,27 @@ fn prove(name: &str) {
     assert_hides(host.cmd("validate").run().success(), &secrets);
     plan_keeps_routing(&host, &Lookups::new(&host));
     assert_hides(host.plan().code(1), &secrets);
+    let original: Vec<Vec<String>> = [SASL, RELAY, POLICY].map(|p| maps_of(&host, p)).into();
     assert_hides(&host.apply_twice(), &secrets);
     let after = Lookups::new(&host).routes(&senders);
     assert_eq!(after, before, "{name}: the routing changed");
+    // Should apply keep the tables it does not own after its own, nothing changes either.
+    let mut settings = Vec::new();
+    for (param, original) in [SASL, RELAY, POLICY].into_iter().zip(original) {
+        let own = maps_of(&host, param);
+        let others = original.into_iter().filter(|m| !own.contains(m));
+        let kept: Vec<String> = own.iter().cloned().chain(others).collect();
+        settings.push(format!("{param} = {}", kept.join(", ")));
+    }
+    let mut edit = vec!["-e"];
+    edit.extend(settings.iter().map(String::as_str));
+    output_ok(&mut host.postconf().command(&edit));
+    backdate(&host.main_cf());
+    let kept = Lookups::new(&host).routes(&senders);
+    assert_eq!(
+        kept, before,
+        "{name}: the routing changed with the old tables kept"
+    );
 }
 
 #[test]
