@@ -15,6 +15,8 @@ Exit status:
   validate  0 valid, 2 invalid
   verify    0 every credential works, 1 any check failed, 2 error
   init      0 written, 2 error (an existing file is never overwritten)
+  import    0 imported, 1 imported with findings (listed on stderr: review them before
+            apply), 2 error (nothing written)
 
 Logs and warnings go to stderr (-v, -vv, -vvv or RUST_LOG); stdout carries only the report.
 Passwords never appear in output, at any verbosity, unless `plan --show-secrets` is given.";
@@ -73,6 +75,21 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 10,
               value_parser = clap::value_parser!(u64).range(1..=3600))]
         timeout: u64,
+    },
+    /// Write a desired-state file from the relaying Postfix does now (relayhost and the
+    /// maps main.cf names). Exit 0 imported, 1 imported with findings (on stderr), 2 error.
+    Import {
+        /// Postfix configuration directory to read (like postconf -c).
+        #[arg(long, value_name = "DIR", default_value = "/etc/postfix")]
+        postfix_dir: PathBuf,
+        /// The desired-state file to create (never overwritten; created 0600); `-`: stdout,
+        /// which needs --password-dir.
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        output: PathBuf,
+        /// Write each password to a file (0600) in DIR (created 0700 if missing) instead of
+        /// inline in the desired-state file.
+        #[arg(long, value_name = "DIR")]
+        password_dir: Option<PathBuf>,
     },
     /// Write a commented starter desired-state file (mode 0600; never overwrites).
     /// Exit 0 written, 2 error.

@@ -542,7 +542,10 @@ pub fn create_marker(path: &Path) -> Result<()> {
 
 /// fsyncs the directory holding `path`, so a rename survives a crash.
 pub fn sync_dir(path: &Path) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| explain(e, dir, "fsync"))

@@ -1,6 +1,7 @@
 //! The `postrelay` binary: parse the command line, set up logging, run the library,
 //! print the report (rendered by `report`) on stdout, and map the result to an exit
-//! code (0 done / in sync, 1 changes pending or a check failed, 2 error).
+//! code (0 done / in sync, 1 changes pending, a check failed, or an import with
+//! findings, 2 error).
 
 use std::io::Write;
 use std::path::Path;
@@ -134,6 +135,21 @@ fn run(cli: Cli) -> Result<u8> {
             }
             stdout.write_all(report::applied(&outcome, quiet).as_bytes())?;
             Ok(0)
+        }
+        Command::Import {
+            postfix_dir,
+            output,
+            password_dir,
+        } => {
+            let options = postrelay::import::Options {
+                postfix_dir,
+                output,
+                password_dir,
+            };
+            let outcome = postrelay::import::run(&options)?;
+            eprint!("{}", outcome.stderr);
+            stdout.write_all(outcome.stdout.as_bytes())?;
+            Ok(if outcome.findings.is_empty() { 0 } else { 1 })
         }
     }
 }

@@ -122,6 +122,11 @@ pub fn config_dir(desired: &Desired, postfix_dir: Option<&Path>) -> Result<PathB
         .map(Path::to_path_buf)
         .or_else(|| desired.config_dir.clone())
         .unwrap_or_else(|| PathBuf::from("/etc/postfix"));
+    resolve_config_dir(&dir)
+}
+
+/// A config directory as [`config_dir`] checks and resolves it.
+pub fn resolve_config_dir(dir: &Path) -> Result<PathBuf> {
     let safe = |p: &Path| match managed::unsafe_char(&p.display().to_string()) {
         Some(c) => bail!(
             "{}: the path holds {c:?}; main.cf names the maps by this path, so it may not hold whitespace, ',', '$', '{{', '}}' or control characters",
@@ -129,13 +134,13 @@ pub fn config_dir(desired: &Desired, postfix_dir: Option<&Path>) -> Result<PathB
         ),
         None => Ok(()),
     };
-    safe(&dir)?;
+    safe(dir)?;
     let meta =
-        std::fs::metadata(&dir).map_err(|e| fs::explain(e, &dir, "access config directory"))?;
+        std::fs::metadata(dir).map_err(|e| fs::explain(e, dir, "access config directory"))?;
     if !meta.is_dir() {
         bail!("{}: not a directory", dir.display());
     }
-    let resolved = fs::trusted_dir(&dir)?;
+    let resolved = fs::trusted_dir(dir)?;
     safe(&resolved)?;
     Ok(resolved)
 }

@@ -474,7 +474,12 @@ fn every_drift_is_reported_by_plan_and_repaired_by_apply() {
             fs::metadata(host.path("sasl_passwd")).unwrap().mode() & 0o777,
             0o600
         );
-        for name in ["sender_relay", "sender_relay.db", "tls_policy", "tls_policy.db"] {
+        for name in [
+            "sender_relay",
+            "sender_relay.db",
+            "tls_policy",
+            "tls_policy.db",
+        ] {
             assert_eq!(
                 fs::metadata(host.path(name)).unwrap().mode() & 0o777,
                 0o644,

@@ -11,6 +11,7 @@ mod configured;
 mod e2e;
 mod faults;
 mod hostile;
+mod import;
 mod instance;
 mod parser;
 mod relay;
