@@ -94,6 +94,18 @@ pub const FIXED_PARAMETERS: [(&str, &str); 4] = [
     ("smtp_sender_dependent_authentication", "yes"),
 ];
 
+/// The CA parameters Postfix verifies certificates with (`secure`, `verify`). postrelay
+/// fills [`CA_FILE`] only when both are empty, and never changes a configured CA.
+pub const CA_FILE: &str = "smtp_tls_CAfile";
+pub const CA_PATH: &str = "smtp_tls_CApath";
+
+/// System CA bundles, in the order looked for: Debian/Ubuntu, RHEL/Fedora, Alpine/BSD.
+pub const CA_BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
 /// The main.cf parameter set from `[relayhost]`.
 pub const RELAYHOST: &str = "relayhost";
 

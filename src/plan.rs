@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use crate::conflicts::{self, Conflict};
 use crate::desired::Desired;
-use crate::managed::{FIXED_PARAMETERS, MapKind, RELAYHOST};
+use crate::managed::{CA_BUNDLES, CA_FILE, CA_PATH, FIXED_PARAMETERS, MapKind, RELAYHOST};
 use crate::problems::Problems;
 use crate::routing::Table;
 use crate::secret::Secret;
@@ -231,6 +231,11 @@ fn plan_main_cf(
         notes.push(Note::NoRelayhost);
     }
     let mut params = parameters(desired, &state.target, &state.kept);
+    if let Some(ca) =
+        ca_file(desired, &doc, state).map_err(|m| Problems::one(&file.link, None, m))?
+    {
+        params.push((CA_FILE, ca));
+    }
     // A map list already holding these elements stays as written (commas or not).
     for (name, value) in &mut params {
         if let Some(current) = doc.get(name)
@@ -249,6 +254,32 @@ fn plan_main_cf(
         edits,
     });
     Ok((change, notes))
+}
+
+/// The CA file to set: a system bundle when a relay's level verifies certificates and
+/// main.cf names no CA (both parameters empty, as by Postfix's defaults); `None` when
+/// nothing is needed or a CA is configured (never changed). No bundle: the message.
+fn ca_file(desired: &Desired, doc: &MainCf, state: &State) -> Result<Option<String>, String> {
+    let verifying: Vec<&str> = desired
+        .tls
+        .iter()
+        .filter(|(_, t)| t.verifies_certificate())
+        .map(|(r, _)| r.as_str())
+        .collect();
+    let configured = [CA_FILE, CA_PATH]
+        .iter()
+        .any(|p| doc.get(p).is_some_and(|v| !v.trim().is_empty()));
+    if verifying.is_empty() || configured {
+        return Ok(None);
+    }
+    match &state.ca_bundle {
+        Some(bundle) => Ok(Some(bundle.display().to_string())),
+        None => Err(format!(
+            "relays {} check certificates (tls \"secure\" or \"verify\", the default for a relay named by host name), but Postfix has no CA: {CA_FILE} and {CA_PATH} are empty and none of {} exists; set {CA_FILE} or {CA_PATH} in main.cf, or give those relays tls = \"encrypt\"",
+            verifying.join(", "),
+            CA_BUNDLES.join(", ")
+        )),
+    }
 }
 
 /// Permission problems of one file of a map.

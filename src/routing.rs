@@ -75,6 +75,16 @@ impl Relay {
     pub fn endpoint(&self) -> (&str, u16) {
         (&self.host, self.port)
     }
+
+    /// Whether the host is an IP address (`[192.0.2.1]`, `[ipv6:…]`), not a name.
+    pub fn is_ip_literal(&self) -> bool {
+        self.host.parse::<std::net::IpAddr>().is_ok()
+    }
+
+    /// Whether Postfix connects to the host as written (`[host]`), not to its MX hosts.
+    pub fn is_bracketed(&self) -> bool {
+        self.spelling.starts_with('[')
+    }
 }
 
 /// `[host]` or `[host]:port` after the `[`: the host and the port text.
@@ -561,7 +571,7 @@ mod tests {
         );
         assert_eq!(
             pairs(&tls),
-            ["[a.example]:587 encrypt", "[rh.example]:587 may"]
+            ["[a.example]:587 secure", "[rh.example]:587 may"]
         );
         assert_eq!(
             String::from_utf8(relay.bytes.expose().clone()).unwrap(),

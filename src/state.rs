@@ -110,6 +110,8 @@ pub struct State {
     /// An earlier apply changed the configuration and Postfix has not re-read it since
     /// (the marker [`RELOAD_PENDING`] is there).
     pub reload_pending: bool,
+    /// The first system CA bundle that exists ([`managed::CA_BUNDLES`]).
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// The config directory a run acts on: `--postfix-dir`, else `[postfix] config_dir`,
@@ -182,6 +184,10 @@ impl State {
         let kept = read_kept(&doc, &target, desired, &mut maps)?;
         let reload_pending =
             std::fs::symlink_metadata(target.config_dir.join(RELOAD_PENDING)).is_ok();
+        let ca_bundle = managed::CA_BUNDLES
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file());
         Ok(State {
             target,
             owner: (Uid::effective().as_raw(), Gid::effective().as_raw()),
@@ -189,6 +195,7 @@ impl State {
             maps,
             kept,
             reload_pending,
+            ca_bundle,
         })
     }
 

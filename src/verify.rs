@@ -286,7 +286,7 @@ fn login(check: &Check, timeout: Duration) -> Result<Success, Failure> {
             timed_out(&e, Waiting::StartTls, timeout)
                 .unwrap_or_else(|| Failure::StartTls(chain(&e)))
         })?;
-    } else if check.tls == Tls::Encrypt {
+    } else if !check.tls.is_weak() {
         let _ = conn.quit();
         return Err(Failure::NoStartTls);
     }

@@ -289,7 +289,7 @@ impl Checker<'_, '_> {
             return setting;
         };
         match (setting, tls) {
-            (Some(s), _) if s.tls != Tls::Encrypt => Some(TlsSetting {
+            (Some(s), _) if s.tls.is_weak() => Some(TlsSetting {
                 accepted: true,
                 ..s
             }),

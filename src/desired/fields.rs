@@ -141,11 +141,13 @@ pub fn password_from_file(mut bytes: Vec<u8>) -> Result<Secret<String>, String> 
 /// Checks a `tls` value.
 pub fn parse_tls(s: &str) -> Result<Tls, String> {
     match s {
+        "secure" => Ok(Tls::Secure),
+        "verify" => Ok(Tls::Verify),
         "encrypt" => Ok(Tls::Encrypt),
         "may" => Ok(Tls::May),
         "none" => Ok(Tls::None),
         other => Err(format!(
-            "tls {other:?}: expected \"encrypt\", \"may\" or \"none\""
+            "tls {other:?}: expected \"secure\", \"verify\", \"encrypt\", \"may\" or \"none\""
         )),
     }
 }
@@ -317,6 +319,8 @@ mod tests {
 
     #[test]
     fn tls_levels() {
+        assert_eq!(parse_tls("secure"), Ok(Tls::Secure));
+        assert_eq!(parse_tls("verify"), Ok(Tls::Verify));
         assert_eq!(parse_tls("encrypt"), Ok(Tls::Encrypt));
         assert_eq!(parse_tls("may"), Ok(Tls::May));
         assert_eq!(parse_tls("none"), Ok(Tls::None));
@@ -324,12 +328,11 @@ mod tests {
             parse_tls,
             &[
                 ("Encrypt", "tls \"Encrypt\": expected"),
-                ("secure", "expected \"encrypt\", \"may\" or \"none\""),
-                ("", "tls \"\""),
                 (
-                    "verify",
-                    "tls \"verify\": expected \"encrypt\", \"may\" or \"none\"",
+                    "dane",
+                    "tls \"dane\": expected \"secure\", \"verify\", \"encrypt\", \"may\" or \"none\"",
                 ),
+                ("", "tls \"\""),
             ],
         );
     }

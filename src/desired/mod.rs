@@ -52,20 +52,51 @@ pub const MAX_DESIRED_SIZE: u64 = 64 * 1024 * 1024;
 /// Lookup-table types accepted for `[postfix] map_type`.
 pub const MAP_TYPES: &[&str] = &["hash", "btree", "lmdb", "cdb", "texthash"];
 
-/// TLS policy for one relay, as written to `tls_policy`.
+/// TLS policy for one relay, as written to `tls_policy` (Postfix's TLS security levels,
+/// TLS_README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tls {
+    /// TLS, certificate chain verified and its name matching the next hop.
+    Secure,
+    /// TLS, certificate chain verified and its name matching the server's host name.
+    Verify,
+    /// TLS, certificate not checked.
     Encrypt,
+    /// TLS when offered: credentials may go out in clear text.
     May,
+    /// No TLS: credentials go out in clear text.
     None,
 }
 
 impl Tls {
     pub fn as_str(self) -> &'static str {
         match self {
+            Tls::Secure => "secure",
+            Tls::Verify => "verify",
             Tls::Encrypt => "encrypt",
             Tls::May => "may",
             Tls::None => "none",
+        }
+    }
+
+    /// A level that may send credentials without TLS (`may`, `none`).
+    pub fn is_weak(self) -> bool {
+        matches!(self, Tls::May | Tls::None)
+    }
+
+    /// A level that checks the server's certificate against a CA (`secure`, `verify`).
+    pub fn verifies_certificate(self) -> bool {
+        matches!(self, Tls::Secure | Tls::Verify)
+    }
+
+    /// The level of a relay without a `tls` setting: `secure` for a host name (the big
+    /// relays present publicly trusted certificates for their SMTP host names),
+    /// `encrypt` for an IP literal, which no certificate names.
+    pub fn default_for(relay: &Relay) -> Tls {
+        if relay.is_ip_literal() {
+            Tls::Encrypt
+        } else {
+            Tls::Secure
         }
     }
 }
@@ -159,7 +190,10 @@ impl Desired {
 
     /// The TLS policy of a relay of this desired state.
     pub fn tls_of(&self, relay: &Relay) -> Tls {
-        self.tls.get(relay).copied().unwrap_or(Tls::Encrypt)
+        self.tls
+            .get(relay)
+            .copied()
+            .unwrap_or_else(|| Tls::default_for(relay))
     }
 }
 

@@ -90,8 +90,9 @@ fn private_if_inline_passwords(source: &Source, parts: &Parts, mode: u32, proble
 }
 
 /// One TLS level per relay: the first explicit value in file order wins, a different
-/// explicit value elsewhere is a conflict, and a relay without one gets `encrypt`. A
-/// weak level is a warning unless an entry of that relay sets `accept_cleartext`.
+/// explicit value elsewhere is a conflict, and a relay without one gets its default
+/// ([`Tls::default_for`]). A weak level is a warning unless an entry of that relay sets
+/// `accept_cleartext`.
 fn tls_levels(parts: &Parts, problems: &mut Problems) -> (BTreeMap<Relay, Tls>, Vec<Warning>) {
     let mut uses: Vec<_> = parts.uses.iter().collect();
     uses.sort_by_key(|u| u.tls.map_or(0, |t| t.line));
@@ -120,9 +121,9 @@ fn tls_levels(parts: &Parts, problems: &mut Problems) -> (BTreeMap<Relay, Tls>, 
     let mut levels = BTreeMap::new();
     let mut warnings = Vec::new();
     for (relay, given) in explicit {
-        let tls = given.map_or(Tls::Encrypt, |t| t.tls);
+        let tls = given.map_or_else(|| Tls::default_for(relay), |t| t.tls);
         if let Some(t) = given
-            && t.tls != Tls::Encrypt
+            && t.tls.is_weak()
             && !accepted.contains(relay)
         {
             warnings.push(Warning {

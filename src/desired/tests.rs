@@ -158,7 +158,8 @@ fn minimal_relayhost_only() {
             credentials: None
         })
     );
-    assert_eq!(tls_levels(&d), [("smtp.example.net", Tls::Encrypt)]);
+    // A relay named by host name defaults to secure.
+    assert_eq!(tls_levels(&d), [("smtp.example.net", Tls::Secure)]);
     assert!(d.warnings.is_empty());
 }
 
@@ -224,7 +225,7 @@ fn tls_propagates_per_relay() {
         tls_levels(&d),
         [
             ("[r.example]:587", Tls::None),
-            ("other.example", Tls::Encrypt)
+            ("other.example", Tls::Secure)
         ]
     );
     assert_eq!(
@@ -235,9 +236,11 @@ fn tls_propagates_per_relay() {
             tls: Tls::None
         }]
     );
-    // The relayhost's relay without any explicit tls defaults to encrypt.
+    // Without any explicit tls: secure for a host name, encrypt for an IP literal.
     let d = parse_str(RH).unwrap();
-    assert_eq!(d.tls_of(&relay("[smtp.example.net]:587")), Tls::Encrypt);
+    assert_eq!(d.tls_of(&relay("[smtp.example.net]:587")), Tls::Secure);
+    let d = parse_str("[relayhost]\nrelay = \"[192.0.2.1]:587\"\n").unwrap();
+    assert_eq!(d.tls_of(&relay("[192.0.2.1]:587")), Tls::Encrypt);
 }
 
 #[test]

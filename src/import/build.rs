@@ -458,10 +458,11 @@ impl<'a> Builder<'a> {
         let level = words.next().unwrap_or("").to_ascii_lowercase();
         let attributes: Vec<&str> = words.collect();
         let (tls, problem) = match level.as_str() {
-            "encrypt" => (Tls::Encrypt, None),
-            "may" => (Tls::May, None),
-            "none" => (Tls::None, None),
-            "dane" | "dane-only" | "fingerprint" | "verify" | "secure" => (
+            "secure" | "verify" | "encrypt" | "may" | "none" => (
+                crate::desired::fields::parse_tls(&level).unwrap_or(Tls::Encrypt),
+                None,
+            ),
+            "dane" | "dane-only" | "fingerprint" => (
                 Tls::Encrypt,
                 Some(
                     "checks the server more than postrelay can express; written as \"encrypt\", which does not verify the certificate",

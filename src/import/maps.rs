@@ -195,7 +195,7 @@ fn unsupported(kind: MapKind, map_type: &str, token: &str) -> String {
         format!(" ({token})")
     };
     format!(
-        "{param}: {what}{shown}; not imported: the senders it matches will be routed without it after apply"
+        "{param}: {what}{shown}; not imported: apply keeps it listed after postrelay's own map, so it still answers for what the imported entries do not"
     )
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::Finding;
 use super::build::{Imported, Item};
-use crate::desired::{Desired, SenderKey, Tls};
+use crate::desired::{Desired, SenderKey};
 use crate::secret::Secret;
 
 /// A password file to create: first line the password.
@@ -175,7 +175,7 @@ fn entry(out: &mut String, item: &Item, file: Option<&PasswordFile>) {
     if let Some((tls, from)) = &item.tls {
         comment(out, &format!("tls: {from}"));
         let _ = writeln!(out, "tls = {}", string(tls.as_str()));
-        if *tls != Tls::Encrypt {
+        if tls.is_weak() {
             comment(
                 out,
                 &format!(
@@ -229,7 +229,7 @@ pub fn check_same(parsed: &Desired, imported: &Imported) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{Credentials, parse};
+    use crate::desired::{Credentials, Tls, parse};
     use crate::routing::Relay;
 
     fn item(

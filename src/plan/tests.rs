@@ -54,12 +54,14 @@ fn target(map_type: &str) -> Target {
     }
 }
 
-/// main.cf holding every managed parameter as `d` wants it.
+/// main.cf holding every managed parameter as `d` wants it, and a CA (so relays named
+/// by host name, `secure` by default, need no CA parameter).
 fn synced_main_cf(d: &Desired, map_type: &str) -> String {
-    parameters(d, &target(map_type), &[])
-        .iter()
-        .map(|(n, v)| format!("{n} = {v}\n"))
-        .collect()
+    let mut text = String::from("smtp_tls_CApath = /etc/ssl/certs\n");
+    for (n, v) in parameters(d, &target(map_type), &[]) {
+        text.push_str(&format!("{n} = {v}\n"));
+    }
+    text
 }
 
 /// A host already in sync with `d`: sources, compiled maps and main.cf all right.
@@ -93,6 +95,7 @@ fn synced(d: &Desired, map_type: &str) -> State {
         maps,
         kept: Vec::new(),
         reload_pending: false,
+        ca_bundle: Some(PathBuf::from("/etc/ssl/certs/ca-certificates.crt")),
     }
 }
 
@@ -135,7 +138,8 @@ fn a_fresh_host_gets_everything() {
     assert_eq!(p.maps[0].new, d.table(MapKind::SaslPasswd).bytes);
     assert_eq!(p.maps[0].entries, 2);
     let edits = &p.main_cf.as_ref().unwrap().edits;
-    assert_eq!(edits.len(), 8);
+    // The 8 managed parameters, and a CA for the relays' default level, secure.
+    assert_eq!(edits.len(), 9);
     assert!(edits.iter().all(|e| matches!(e, Edit::Added { .. })));
     let postmap = |name: &str| Command::Postmap {
         source: Path::new(DIR).join(name),
@@ -464,4 +468,41 @@ fn an_owed_reload_is_a_change() {
     let p = plan(&d, &s).unwrap();
     assert!(!p.is_empty());
     assert_eq!(p.commands(), [Command::Check, Command::Reload]);
+}
+
+#[test]
+fn a_verifying_level_gets_a_ca_only_when_main_cf_has_none() {
+    let d = desired();
+    let mut s = synced(&d, "hash");
+    // No CA in main.cf: the system bundle is filled in.
+    let without = synced_main_cf(&d, "hash").replace("smtp_tls_CApath = /etc/ssl/certs\n", "");
+    s.main_cf.snapshot = snapshot(without.as_bytes(), 0o644);
+    let p = plan(&d, &s).unwrap();
+    assert_eq!(
+        p.main_cf.unwrap().edits,
+        [Edit::Added {
+            name: "smtp_tls_CAfile".into()
+        }]
+    );
+    // No bundle either: refused, naming the parameters.
+    s.ca_bundle = None;
+    let err = plan(&d, &s).unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "/etc/postfix/main.cf: relays [a.example]:587, [rh.example]:587 check certificates"
+        ) && err.contains("set smtp_tls_CAfile or smtp_tls_CApath in main.cf"),
+        "{err}"
+    );
+    // Relays that do not verify certificates need no CA.
+    let encrypt =
+        parse_str("[relayhost]\nrelay = \"[rh.example]:587\"\ntls = \"encrypt\"\n").unwrap();
+    let mut s = synced(&encrypt, "hash");
+    s.ca_bundle = None;
+    s.main_cf.snapshot = snapshot(
+        synced_main_cf(&encrypt, "hash")
+            .replace("smtp_tls_CApath = /etc/ssl/certs\n", "")
+            .as_bytes(),
+        0o644,
+    );
+    assert!(plan(&encrypt, &s).unwrap().is_empty());
 }

@@ -110,9 +110,10 @@ fn apply_configures_postfix_and_second_apply_changes_nothing() {
     // wes@ has no relay of its own: DUNNO stops Postfix from falling back to @example.org's
     // relay, so wes goes through the relayhost.
     assert_eq!(q("sender_relay", "wes@example.org"), Some("DUNNO".into()));
+    // A relay named by host name is secure by default; SES's has tls = "encrypt".
     assert_eq!(
         q("tls_policy", "[smtp.mailgun.org]:587"),
-        Some("encrypt".into())
+        Some("secure".into())
     );
     assert_eq!(
         q("tls_policy", "[email-smtp.eu-west-1.amazonaws.com]:587"),
@@ -177,7 +178,8 @@ fn main_cf_edits_are_minimal_and_lossless() {
          smtp_sasl_password_maps = hash:{etc}/sasl_passwd\n\
          sender_dependent_relayhost_maps = hash:{etc}/sender_relay\n\
          smtp_tls_policy_maps = hash:{etc}/tls_policy\n\
-         relayhost = [smtp.mailgun.org]:587\n"
+         relayhost = [smtp.mailgun.org]:587\n\
+         smtp_tls_CAfile = /etc/ssl/certs/ca-certificates.crt\n"
     );
     assert_eq!(text, want);
     assert_eq!(
@@ -455,7 +457,7 @@ fn every_drift_is_reported_by_plan_and_repaired_by_apply() {
         assert_eq!(
             host.postmap_q("hash", "tls_policy", "[smtp.mailgun.org]:587")
                 .as_deref(),
-            Some("encrypt"),
+            Some("secure"),
             "{}",
             drift.name
         );

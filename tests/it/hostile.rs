@@ -211,7 +211,7 @@ fn expected_maps(state: &State) -> [(&'static str, Vec<String>); 3] {
         if let Some(c) = creds {
             sasl.insert(relay.clone(), up(c));
         }
-        tls.insert(relay, "encrypt".to_string());
+        tls.insert(relay, "secure".to_string());
     }
     for s in &state.senders {
         let key = match &s.key {
@@ -224,7 +224,7 @@ fn expected_maps(state: &State) -> [(&'static str, Vec<String>); 3] {
         if let Some(r) = &s.relay {
             let r = r.to_ascii_lowercase();
             relays.insert(key, r.clone());
-            tls.insert(r, "encrypt".to_string());
+            tls.insert(r, "secure".to_string());
         }
     }
     [
@@ -525,8 +525,8 @@ impl Injection {
             (
                 "tls_policy",
                 map(vec![
-                    (relay, "encrypt".into()),
-                    (sender_relay, "encrypt".into()),
+                    (relay, "secure".into()),
+                    (sender_relay, "secure".into()),
                 ]),
             ),
         ]
