@@ -11,6 +11,7 @@ mod e2e;
 mod faults;
 mod hostile;
 mod instance;
+mod live;
 mod parser;
 mod relay;
 mod secrets;
