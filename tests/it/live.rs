@@ -29,9 +29,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::harness::api::{self, RELOAD_PENDING, TEMP_MARK};
 use crate::harness::desired::{Sender, desired, domain};
 use crate::harness::{CANARY, CANARY2, Need};
-use crate::instance::{Instance, WAIT, is_live, message_id};
+use crate::instance::{Instance, WAIT, deliver, is_live, message_id};
 use crate::relay::{Accepted, FakeRelay, RelayConfig};
 use crate::require;
 
@@ -709,4 +710,69 @@ fn live_rotating_a_password_under_traffic() {
         &r.state(Some(OLD)),
         &r.state(Some(NEW)),
     );
+}
+
+/// A change of the maps alone is checked before any file is replaced (the check then
+/// lies outside the window): killed right after `postfix check`, or with `postfix check`
+/// failing, apply has replaced nothing — every file keeps its bytes, inode and mtime,
+/// no reload is owed — and the running instance goes on routing the old way. The next
+/// apply does it all, check first, and the new route takes over.
+#[test]
+fn live_map_change_is_checked_before_any_file_is_replaced() {
+    require!(Need::Live, Need::DebugBuild);
+    let r = Relays::start(&[OLD]);
+    let (before, after) = (r.state(None), r.state(Some(OLD)));
+    let mut inst = Instance::new();
+    inst.desired(&before.toml());
+    inst.apply_ok();
+    inst.start();
+    inst.desired(&after.toml());
+    let untouched = |ctx: &str| {
+        let mut files = inst.files();
+        files.retain(|name, _| !name.contains(TEMP_MARK));
+        assert!(
+            !files.contains_key(RELOAD_PENDING),
+            "{ctx}: a reload is owed"
+        );
+        files
+    };
+    let original = untouched("before");
+
+    let killed = inst.cmd("apply").env("POSTRELAY_FAILPOINT", "check").run();
+    assert_eq!(killed.signal, Some(9), "not killed after check: {killed:?}");
+    assert_eq!(untouched("killed after check"), original);
+
+    let real = api::tool("postfix").unwrap();
+    let path = inst.stub(
+        "postfix",
+        &format!(
+            "case \"$3\" in check) echo 'postfix: fatal: injected check failure' >&2; exit 1;; esac\nexec {} \"$@\"",
+            real.display()
+        ),
+    );
+    inst.cmd("apply")
+        .env("PATH", &path)
+        .run()
+        .code(2)
+        .stderr_has("no file was replaced")
+        .stderr_has("injected check failure");
+    assert_eq!(untouched("check failed"), original);
+    assert!(inst.temporaries().is_empty(), "{:?}", inst.temporaries());
+    let relays = r.all();
+    let changed = format!("a@{CHANGED}");
+    let m = deliver(&inst, &relays, &changed, "x@remote.example");
+    assert_eq!(Route::of(&m), Some(before.route(CHANGED)), "{m:#?}");
+
+    let run = inst.apply_ok();
+    let etc = inst.etc.display();
+    let check = run.stdout.find(&format!("ran postfix -c {etc} check"));
+    let map = run.stdout.find(&format!("{etc}/sasl_passwd"));
+    assert!(
+        check.is_some() && check < map,
+        "the check is not reported first:\n{}",
+        run.stdout
+    );
+    run.stdout_has(&format!("ran postfix -c {etc} reload"));
+    let m = deliver(&inst, &relays, &changed, "y@remote.example");
+    assert_eq!(Route::of(&m), Some(after.route(CHANGED)), "{m:#?}");
 }
