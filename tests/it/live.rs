@@ -5,22 +5,25 @@
 //! domain, both from one fixed sender/recipient pair (the pair trivial-rewrite's client
 //! caches) and from new pairs, and from two unchanged domains (one with its own relay,
 //! one through the relayhost). The fake relays behave as providers do: `530 5.7.0` to
-//! mail without AUTH, 535 to credentials they do not know.
+//! mail without AUTH (Postfix bounces it), 535 to credentials they do not know.
 //!
-//! Each test proves, on the wire: no bounce (none in the mail log, no null-sender
-//! message at any relay), nothing deferred or left in the queue, every message
-//! delivered exactly once; every AUTH any relay saw used credentials that the old or
-//! the new desired state gives that relay; every message went entirely by the old
-//! state's route for its sender or entirely by the new one's (relay, user and password
-//! together: never one map's new state with another's old); every message delivered
-//! before the first map was replaced went the old way, and every message submitted after
-//! the old queue manager exited went the new way (so neither trivial-rewrite's lag nor
-//! its 30 s resolve cache outlives the apply).
+//! What each test proves, on the wire. Every message is delivered exactly once, by
+//! its sender's old route or its new route (relay, user and password together), never
+//! by a route of neither state; nothing is left in the queue. Everything submitted
+//! after the old queue manager exited goes the new way, so neither trivial-rewrite's
+//! lag nor its 30 s resolve cache outlives the apply. A mixed state (one map's new
+//! content used with another's old) can only show as a refusal at a relay — a 530
+//! (then a bounce) or a password the relay's entries do not name (then a 535 and a
+//! deferral) — and every such refusal, bounce and deferral falls inside apply's own
+//! window: from the first compiled map replaced (new smtp processes read it at once) to
+//! the exit of the queue manager that routed by the old maps (the reload replaces
+//! it), which closes within 2 s of apply's end. A rotation on one relay allows no
+//! refusal at all.
 //!
-//! It also measures, from outside, the window in which both states live in Postfix's
-//! daemons: from the first compiled map replaced (new smtp processes read it at once)
-//! to the exit of the queue manager that routed with the old maps. The figures are
-//! printed (`--nocapture`) and recorded in docs/reliability.md.
+//! No order of apply's steps closes that window (docs/reliability.md, "A change under
+//! traffic"); apply keeps it to the reload, and these tests measure it from outside
+//! (the figures are printed: `--nocapture`). The last test proves the order that
+//! does so: a change of the maps alone is checked before any file is replaced.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
