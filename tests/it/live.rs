@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -175,43 +175,69 @@ struct Switch {
     old_rewrite_gone: Option<Instant>,
 }
 
-/// Polls every millisecond until the old queue manager and trivial-rewrite processes
-/// are gone, or `done` has been set for 10 s.
-fn watch(inst: &Instance, done: &AtomicBool) -> Switch {
-    let inode = |name: &str| std::fs::metadata(inst.path(name)).map(|m| m.ino()).ok();
-    let maps: Vec<(PathBuf, Option<u64>)> = COMPILED
-        .iter()
-        .map(|name| (inst.path(name), inode(name)))
-        .collect();
-    let qmgr = inst.daemons("qmgr");
-    let rewrite = inst.daemons("trivial-rewrite");
-    assert_eq!(qmgr.len(), 1, "one queue manager: {qmgr:?}");
-    let mut switch = Switch::default();
-    let mut deadline = None;
-    loop {
-        let now = Instant::now();
-        let replaced = maps
-            .iter()
-            .any(|(path, before)| std::fs::metadata(path).map(|m| m.ino()).ok() != *before);
-        if replaced {
-            switch.maps_replaced.get_or_insert(now);
-        }
-        if !qmgr.iter().copied().any(is_live) {
-            switch.old_qmgr_gone.get_or_insert(now);
-        }
-        if !rewrite.iter().copied().any(is_live) {
-            switch.old_rewrite_gone.get_or_insert(now);
-        }
-        if switch.old_qmgr_gone.is_some() && switch.old_rewrite_gone.is_some() {
-            return switch;
-        }
-        if done.load(Ordering::SeqCst) {
-            let deadline = *deadline.get_or_insert(now + Duration::from_secs(10));
-            if now >= deadline {
+/// What the watcher compares with: the compiled maps' inodes and the daemons running
+/// before the apply.
+struct Before {
+    maps: Vec<(PathBuf, Option<u64>)>,
+    qmgr: Vec<i32>,
+    rewrite: Vec<i32>,
+}
+
+fn inode(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).map(|m| m.ino()).ok()
+}
+
+impl Before {
+    fn note(inst: &Instance) -> Before {
+        let before = Before {
+            maps: COMPILED
+                .iter()
+                .map(|name| (inst.path(name), inode(&inst.path(name))))
+                .collect(),
+            qmgr: inst.daemons("qmgr"),
+            rewrite: inst.daemons("trivial-rewrite"),
+        };
+        assert_eq!(before.qmgr.len(), 1, "one queue manager: {:?}", before.qmgr);
+        before
+    }
+
+    /// Polls every millisecond until the old queue manager and trivial-rewrite
+    /// processes are gone, or `done` has been set for 10 s.
+    fn watch(&self, done: &AtomicBool) -> Switch {
+        let mut switch = Switch::default();
+        let mut deadline = None;
+        loop {
+            let now = Instant::now();
+            if self.maps.iter().any(|(path, was)| inode(path) != *was) {
+                switch.maps_replaced.get_or_insert(now);
+            }
+            if !self.qmgr.iter().copied().any(is_live) {
+                switch.old_qmgr_gone.get_or_insert(now);
+            }
+            if !self.rewrite.iter().copied().any(is_live) {
+                switch.old_rewrite_gone.get_or_insert(now);
+            }
+            if switch.old_qmgr_gone.is_some() && switch.old_rewrite_gone.is_some() {
                 return switch;
             }
+            if done.load(Ordering::SeqCst) {
+                let deadline = *deadline.get_or_insert(now + Duration::from_secs(10));
+                if now >= deadline {
+                    return switch;
+                }
+            }
+            thread::sleep(Duration::from_millis(1));
         }
-        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Sets its flag when dropped, so that a panic in the test's own thread still ends
+/// the threads it waits for.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -269,11 +295,13 @@ fn apply_under_traffic(inst: &Instance, new: &State) -> Observed {
     let stop = AtomicBool::new(false);
     let applied = AtomicBool::new(false);
     thread::scope(|s| {
+        let _stop = SetOnDrop(&stop);
+        let _applied = SetOnDrop(&applied);
         let sender = s.spawn(|| traffic(inst, &stop));
         thread::sleep(LEAD);
-        let watcher = s.spawn(|| watch(inst, &applied));
-        // Time for the watcher to note the old inodes and daemons.
-        thread::sleep(Duration::from_millis(50));
+        let before = Before::note(inst);
+        let done = &applied;
+        let watcher = s.spawn(move || before.watch(done));
         let apply_start = Instant::now();
         let (run, log) = inst.cmd("apply").args(&["-vv"]).run_stamped();
         let apply_end = Instant::now();
