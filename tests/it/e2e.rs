@@ -5,11 +5,11 @@
 //! that sender's credentials, never in clear text, and stays right across rotation and
 //! drift repair on a running instance.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
+use crate::harness::desired::{Sender, address, desired, domain};
 use crate::harness::{CANARY, CANARY2, Need};
-use crate::instance::{Instance, WAIT};
+use crate::instance::{Instance, WAIT, deliver, message_id};
 use crate::relay::{Accepted, FakeRelay, RelayConfig};
 use crate::require;
 
@@ -27,20 +27,6 @@ impl Drop for Timer {
     fn drop(&mut self) {
         eprintln!("e2e {}: {:.2?}", self.0, self.1.elapsed());
     }
-}
-
-/// A Message-ID unique across tests and runs.
-fn message_id(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{tag}.{}.{}.{nanos}@postrelay-e2e.test",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// A relay with STARTTLS accepting the given users.
@@ -77,25 +63,6 @@ fn pw(tag: &str) -> String {
     format!("{CANARY}-{tag}")
 }
 
-/// Sends one message and returns what the relay it reached (one of `relays`) recorded.
-fn deliver(inst: &Instance, relays: &[&FakeRelay], from: &str, to: &str) -> Accepted {
-    let id = message_id(&from.replace('@', "-at-"));
-    inst.send(from, &[to], &id);
-    let m = inst.expect_on(
-        relays,
-        |m| m.message_id.as_deref() == Some(id.as_str()),
-        &format!("<{id}> from {from}"),
-    );
-    // And only that relay.
-    for r in relays.iter().filter(|r| r.port() != m.port) {
-        assert!(
-            r.wait_for_message(&id, Duration::ZERO).is_none(),
-            "<{id}> reached two relays"
-        );
-    }
-    m
-}
-
 /// Sends a message `from` → `to` and asserts that it reached `via` (and no other of
 /// `relays`), authenticated as `user` with `password` under TLS.
 #[track_caller]
@@ -130,64 +97,6 @@ fn running(toml: &str) -> Instance {
 fn assert_all_auth_ok_under_tls(relay: &FakeRelay) {
     for a in relay.auth_attempts() {
         assert!(a.ok && a.tls, "relay {}: {a:?}", relay.port());
-    }
-}
-
-/// A desired-state file: an optional `[relayhost]` (relay, username, password), then
-/// the senders, all with inline passwords.
-fn desired(relayhost: Option<(&FakeRelay, &str, &str)>, senders: &[Sender]) -> String {
-    let mut toml = String::new();
-    if let Some((relay, user, password)) = relayhost {
-        toml += &format!(
-            "[relayhost]\nrelay = \"{}\"\nusername = \"{user}\"\npassword = \"{password}\"\n",
-            relay.relay()
-        );
-    }
-    for s in senders {
-        toml += &format!("\n[[sender]]\n{} = \"{}\"\n", s.kind, s.key);
-        if let Some(relay) = s.relay {
-            toml += &format!("relay = \"{}\"\n", relay.relay());
-        }
-        if let Some((user, password)) = s.credentials {
-            toml += &format!("username = \"{user}\"\npassword = \"{password}\"\n");
-        }
-    }
-    toml
-}
-
-/// One `[[sender]]` entry.
-struct Sender<'a> {
-    /// "domain" or "address".
-    kind: &'static str,
-    key: &'a str,
-    relay: Option<&'a FakeRelay>,
-    credentials: Option<(&'a str, &'a str)>,
-}
-
-fn domain<'a>(
-    key: &'a str,
-    relay: Option<&'a FakeRelay>,
-    user: &'a str,
-    pw: &'a str,
-) -> Sender<'a> {
-    Sender {
-        kind: "domain",
-        key,
-        relay,
-        credentials: Some((user, pw)),
-    }
-}
-
-fn address<'a>(
-    key: &'a str,
-    relay: Option<&'a FakeRelay>,
-    credentials: Option<(&'a str, &'a str)>,
-) -> Sender<'a> {
-    Sender {
-        kind: "address",
-        key,
-        relay,
-        credentials,
     }
 }
 

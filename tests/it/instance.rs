@@ -22,8 +22,9 @@ use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
@@ -36,6 +37,39 @@ use crate::relay::{Accepted, FakeRelay};
 pub const WAIT: Duration = Duration::from_secs(30);
 /// With nothing delivered for this long, ask Postfix to flush its queue.
 const FLUSH_AFTER: Duration = Duration::from_secs(5);
+
+/// A Message-ID unique across tests and runs.
+pub fn message_id(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{tag}.{}.{}.{nanos}@postrelay-e2e.test",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Sends one message and returns what the relay it reached (one of `relays`) recorded.
+pub fn deliver(inst: &Instance, relays: &[&FakeRelay], from: &str, to: &str) -> Accepted {
+    let id = message_id(&from.replace('@', "-at-"));
+    inst.send(from, &[to], &id);
+    let m = inst.expect_on(
+        relays,
+        |m| m.message_id.as_deref() == Some(id.as_str()),
+        &format!("<{id}> from {from}"),
+    );
+    // And only that relay.
+    for r in relays.iter().filter(|r| r.port() != m.port) {
+        assert!(
+            r.wait_for_message(&id, Duration::ZERO).is_none(),
+            "<{id}> reached two relays"
+        );
+    }
+    m
+}
 
 /// A message in the queue, as `postqueue -j` reports it (one JSON object per line;
 /// fields the tests do not use are ignored).
@@ -372,17 +406,33 @@ smtp_tls_loglevel = 1
         entries
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| {
+            .filter(|&pid| {
                 fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&queue))
-                    && fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                        // The state follows the command name, which is in parentheses.
-                        stat.rsplit_once(')')
-                            .and_then(|(_, rest)| rest.split_whitespace().next())
-                            != Some("Z")
-                    })
+                    && is_live(pid)
             })
             .collect()
     }
+
+    /// This instance's live daemons called `name` (`/proc/PID/comm`: "qmgr",
+    /// "trivial-rewrite", "smtp"...).
+    pub fn daemons(&self, name: &str) -> Vec<i32> {
+        self.queue_processes()
+            .into_iter()
+            .filter(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
+            })
+            .collect()
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn is_live(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            != Some("Z")
+    })
 }
 
 impl Drop for Instance {

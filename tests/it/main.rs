@@ -13,6 +13,7 @@ mod faults;
 mod hostile;
 mod import;
 mod instance;
+mod live;
 mod parser;
 mod relay;
 mod scale;

@@ -37,6 +37,10 @@ pub struct RelayConfig {
     pub users: Vec<(String, String)>,
     /// RCPT TO addresses answered `550 5.1.1` (compared case-insensitively).
     pub reject_rcpt: Vec<String>,
+    /// Answer `MAIL FROM` without a successful AUTH `530 5.7.0 Authentication
+    /// required`, as a provider's submission port does: Postfix then hard-bounces the
+    /// message, as it did in the trial of issue 8 when it found no password to send.
+    pub require_auth: bool,
 }
 
 impl Default for RelayConfig {
@@ -45,6 +49,7 @@ impl Default for RelayConfig {
             starttls: true,
             users: Vec::new(),
             reject_rcpt: Vec::new(),
+            require_auth: false,
         }
     }
 }
@@ -65,6 +70,14 @@ impl RelayConfig {
     pub fn user(user: &str, password: &str) -> RelayConfig {
         RelayConfig::users(&[(user, password)])
     }
+
+    /// This relay, refusing mail without AUTH (see [`RelayConfig::require_auth`]).
+    pub fn requiring_auth(self) -> RelayConfig {
+        RelayConfig {
+            require_auth: true,
+            ..self
+        }
+    }
 }
 
 /// One AUTH exchange that got as far as credentials.
@@ -76,6 +89,8 @@ pub struct AuthAttempt {
     pub tls: bool,
     /// Answered 235.
     pub ok: bool,
+    /// When the credentials arrived.
+    pub at: Instant,
 }
 
 /// One message accepted (a DATA completed with at least one accepted recipient).
@@ -93,12 +108,25 @@ pub struct Accepted {
     pub rcpt_to: Vec<String>,
     /// From the Message-ID header, without `<>`.
     pub message_id: Option<String>,
+    /// When the final `.` of DATA arrived.
+    pub at: Instant,
+}
+
+/// A `MAIL FROM` refused because the session had not authenticated
+/// ([`RelayConfig::require_auth`]): the client gets a 530, which Postfix turns into a
+/// bounce.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// Without `<>`.
+    pub mail_from: String,
+    pub at: Instant,
 }
 
 #[derive(Default)]
 struct Log {
     messages: Vec<Accepted>,
     auth_attempts: Vec<AuthAttempt>,
+    refused: Vec<Refused>,
 }
 
 struct Shared {
@@ -169,6 +197,11 @@ impl FakeRelay {
 
     pub fn auth_attempts(&self) -> Vec<AuthAttempt> {
         self.shared.log().auth_attempts.clone()
+    }
+
+    /// Every `MAIL FROM` refused for want of AUTH.
+    pub fn refused(&self) -> Vec<Refused> {
+        self.shared.log().refused.clone()
     }
 
     /// Polls until a message with this Message-ID is recorded; None on timeout.
@@ -554,6 +587,7 @@ impl<'a> Session<'a> {
             password: password.clone(),
             tls: self.tls,
             ok,
+            at: Instant::now(),
         });
         if ok {
             self.login = Some(Login {
@@ -575,6 +609,13 @@ impl<'a> Session<'a> {
             return self.reply("503 5.5.1 Error: nested MAIL command");
         }
         match path_arg(arg, "FROM:") {
+            Some(from) if self.shared.config.require_auth && self.login.is_none() => {
+                self.shared.log().refused.push(Refused {
+                    mail_from: from,
+                    at: Instant::now(),
+                });
+                self.reply("530 5.7.0 Authentication required")
+            }
             Some(from) => {
                 self.mail_from = Some(from);
                 self.reply("250 2.1.0 Ok")
@@ -632,6 +673,7 @@ impl<'a> Session<'a> {
                     .trim_end_matches('>')
                     .to_string()
             }),
+            at: Instant::now(),
         };
         self.shared.log().messages.push(accepted);
         self.queued += 1;
@@ -808,6 +850,7 @@ mod tests {
             starttls: false,
             users: vec![("alice".into(), "pw-alice".into())],
             reject_rcpt: vec!["nobody@remote.test".into()],
+            require_auth: false,
         })
     }
 
@@ -997,6 +1040,39 @@ mod tests {
         let attempts = relay.auth_attempts();
         assert_eq!(attempts.len(), 1);
         assert!(attempts[0].tls && attempts[0].ok);
+    }
+
+    #[test]
+    fn a_relay_requiring_auth_refuses_mail_until_a_login_succeeds() {
+        let relay = FakeRelay::start(RelayConfig {
+            starttls: false,
+            ..RelayConfig::user("alice", "pw-alice").requiring_auth()
+        });
+        let mut c = connect(&relay);
+        assert_eq!(c.code("EHLO client.test"), 250);
+        assert_eq!(
+            c.cmd("MAIL FROM:<a@sender.test>"),
+            (530, vec!["5.7.0 Authentication required".to_string()])
+        );
+        assert_eq!(
+            c.code(&format!("AUTH PLAIN {}", plain("alice", "wrong"))),
+            535
+        );
+        assert_eq!(c.code("MAIL FROM:<a@sender.test>"), 530);
+        assert_eq!(
+            c.code(&format!("AUTH PLAIN {}", plain("alice", "pw-alice"))),
+            235
+        );
+        assert_eq!(c.code("MAIL FROM:<a@sender.test>"), 250);
+        assert_eq!(c.code("QUIT"), 221);
+        let attempts = relay.auth_attempts();
+        assert_eq!(attempts.len(), 2);
+        assert!(attempts[0].at <= attempts[1].at);
+        let refused = relay.refused();
+        assert_eq!(refused.len(), 2);
+        assert_eq!(refused[0].mail_from, "a@sender.test");
+        assert!(refused[1].at <= attempts[1].at);
+        assert!(relay.messages().is_empty());
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`need`]: prerequisites ([`Need`], [`require!`]) and the one skip policy.
 //! - [`api`]: everything the tests take from the postrelay library, in one place
 //!   (parser.rs aside: it tests `postrelay::syntax` itself).
+//! - [`desired`]: desired-state files for the end-to-end tests, whose relays are the
+//!   fake relays of `relay.rs`.
 //! - here: the canary passwords, [`NOBODY`], the managed parameters, and small
 //!   helpers (a closed port, running independent cases side by side).
 //!
@@ -23,6 +25,7 @@
 //! stderr and returns. A missing prerequisite is never a silent pass.
 
 pub mod api;
+pub mod desired;
 pub mod host;
 pub mod need;
 pub mod postfix;

@@ -2,7 +2,7 @@
 //! ([`Run`]) with assertions on exit code and output. Every run, however it was
 //! started, checks that no canary password reached stdout or stderr.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -88,6 +88,33 @@ impl Cmd {
             stdout: out.join().unwrap(),
             stderr: err.join().unwrap(),
         })
+    }
+
+    /// Runs the command, noting when each line of its stderr arrived: with `-v` or
+    /// `-vv`, when each step of the run happened, measured from outside.
+    pub fn run_stamped(&mut self) -> (Run, Vec<(Instant, String)>) {
+        let mut child = self.spawn();
+        let mut stdout = child.stdout.take().unwrap();
+        let out = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stdout.read_to_end(&mut buf);
+            buf
+        });
+        let lines: Vec<(Instant, String)> = BufReader::new(child.stderr.take().unwrap())
+            .lines()
+            .map(|l| (Instant::now(), l.unwrap()))
+            .collect();
+        let status = child.wait().unwrap();
+        let stderr = lines
+            .iter()
+            .map(|(_, l)| format!("{l}\n"))
+            .collect::<String>();
+        let run = Run::from_output(Output {
+            status,
+            stdout: out.join().unwrap(),
+            stderr: stderr.into_bytes(),
+        });
+        (run, lines)
     }
 
     /// Drops root's privileges for the run: as user nobody (from `/`) when the tests run
