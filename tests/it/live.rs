@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::api::{self, RELOAD_PENDING, TEMP_MARK};
+use crate::harness::api::{self, RELOAD_PENDING, TEMP_MARK, TOOL_DIR_VAR};
 use crate::harness::desired::{Sender, desired, domain};
 use crate::harness::{CANARY, CANARY2, Need};
 use crate::instance::{Instance, WAIT, deliver, is_live, message_id};
@@ -782,7 +782,7 @@ fn live_map_change_is_checked_before_any_file_is_replaced() {
         ),
     );
     inst.cmd("apply")
-        .env("PATH", &path)
+        .env(TOOL_DIR_VAR, &path)
         .run()
         .code(2)
         .stderr_has("no file was replaced")
