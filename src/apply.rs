@@ -9,12 +9,13 @@
 //! computed from is checked to still hold what it held. Only then are the files renamed
 //! into place, compiled map before its source, and main.cf last. If the instance runs,
 //! `postfix check` and `postfix reload` follow every change (maps included: daemons
-//! notice a rebuilt map each at its own time, so without a reload a message can be
-//! routed by the old sender_relay and authenticated with the new sasl_passwd); if
-//! either fails, every replaced file gets back its previous bytes, mode and owner.
-//! When main.cf does not change, the check runs before the first rename instead, so
-//! that only the reload separates the first replaced map from the restart of the
-//! routing daemons (the residual window: docs/reliability.md).
+//! notice a rebuilt map each at its own time); if either fails, every replaced file gets
+//! back its previous bytes, mode and owner. When the plan moves senders to other relays
+//! (`plan.hold`), the switch holds their mail in the queue while the daemons of the old
+//! and the new configuration overlap, and releases it after (`held`): otherwise a
+//! message routed by the old sender_relay and authenticated with the new sasl_passwd
+//! bounces or carries its password to another relay. When main.cf does not change, or
+//! mail is held, `postfix check` runs before the first file is replaced.
 //! Until Postfix has re-read the files, the marker [`RELOAD_PENDING`] stays in the
 //! config directory, so a run killed before reloading, or run with `--no-reload` or
 //! without root, leaves the reload to the next one. An empty plan touches nothing: no
@@ -29,10 +30,16 @@ use nix::unistd::Uid;
 use crate::desired::Desired;
 use crate::failpoint;
 use crate::fs::{self, Links, Snapshot, Temp};
+use crate::hold;
 use crate::managed::{LOCK, MAIN_CF, RELOAD_PENDING, replaced_names};
 use crate::plan::{self, Plan};
 use crate::postfix::{self, Control};
 use crate::state::{self, State};
+
+mod held;
+
+use held::Holder;
+pub use held::SWITCH_TIMEOUT;
 
 /// How apply behaves beyond the plan.
 #[derive(Debug, Clone)]
@@ -65,6 +72,18 @@ pub enum Step {
     Ran(Control),
     /// Postfix still has to re-read its configuration: the reload is owed to the next run.
     ReloadOwed,
+    /// Listed the hold (`plan.hold`) in main.cf.
+    Held,
+    /// The plan called for a hold, but master.cf has no `retry` service.
+    NotHeld,
+    /// The queue managers running before the reload exited after this long.
+    Switched(Duration),
+    /// They had not exited after [`SWITCH_TIMEOUT`].
+    SwitchSlow,
+    /// Ran `postqueue -f`: the held mail leaves now.
+    Released,
+    /// `postqueue -f` failed (logged): the held mail leaves at its next retry.
+    NotReleased,
 }
 
 /// What apply did: the plan it carried out and its steps (none when in sync).
@@ -90,6 +109,8 @@ pub fn run(desired: &Desired, postfix_dir: Option<&Path>, options: &Options) -> 
     let state = State::read(desired, dir)?;
     let plan = plan::plan(desired, &state)?;
     let steps = if plan.is_empty() {
+        // main.cf lists no hold (the plan would remove it): a crashed run's file.
+        fs::remove_if_exists(&plan.target.config_dir.join(hold::FILE))?;
         Vec::new()
     } else {
         execute(&plan, &state, options)?
@@ -180,31 +201,23 @@ fn instance(dir: &Path, options: &Options) -> Result<Result<(), Skip>> {
 
 fn execute(plan: &Plan, state: &State, options: &Options) -> Result<Vec<Step>> {
     let dir = &plan.target.config_dir;
-    let mut steps: Vec<Step> = (0..plan.maps.len()).map(Step::Map).collect();
-    if plan.main_cf.is_some() {
-        steps.push(Step::MainCf);
-    }
     let instance = instance(dir, options)?;
-    if let Err(skip) = instance {
-        steps.push(Step::Skipped(skip));
-    }
     let running = instance.is_ok();
-
     let staged = stage(plan)?;
     state.still_holds()?;
-
+    let mut steps = Vec::new();
+    let holder = match &plan.hold {
+        Some(hold) if running => Holder::new(state, hold, &mut steps)?,
+        _ => None,
+    };
     // `postfix check` reads main.cf, not the maps. When main.cf stays as it is, it runs
     // before the first rename, leaving only the reload between the first replaced map
-    // and the restart of qmgr and trivial-rewrite. In that window new smtp processes
-    // read the new maps while qmgr still routes by the old sender_relay, and a message
-    // routed one way and authenticated the other bounces or carries its password to
-    // another relay (tests/it/live.rs measures it; docs/reliability.md: check was
-    // 80 % of the window). A new main.cf can only be checked in place, after the maps.
-    let check_first = running && plan.main_cf.is_none();
+    // and the restart of qmgr and trivial-rewrite. A hold (see `hold`) adds one
+    // parameter to main.cf: what Postfix checks first is what it runs now. A new main.cf
+    // can only be checked in place, after the maps.
+    let check_first = running && (holder.is_some() || plan.main_cf.is_none());
     if check_first {
-        let mut checked = Vec::new();
-        run_control(dir, Control::Check, &mut checked).context("no file was replaced")?;
-        steps.splice(0..0, checked);
+        run_control(dir, Control::Check, &mut steps).context("no file was replaced")?;
     }
 
     // The reload marker: there from before the first rename until Postfix has re-read
@@ -215,29 +228,22 @@ fn execute(plan: &Plan, state: &State, options: &Options) -> Result<Vec<Step>> {
         fs::create_marker(&pending)?;
     }
     let mut journal = Journal::default();
-    let result = commit(plan, staged, &mut journal).and_then(|()| {
-        if running {
-            if !check_first {
+    let result = match &holder {
+        Some(holder) => holder.switch(plan, staged, &mut journal, &mut steps),
+        None => switch_at_once(plan, state, staged, &mut journal, &mut steps).and_then(|()| {
+            if let Err(skip) = instance {
+                steps.push(Step::Skipped(skip));
+            } else if !check_first {
                 run_control(dir, Control::Check, &mut steps)?;
             }
-            run_control(dir, Control::Reload, &mut steps)?;
-        }
-        Ok(())
-    });
-    if let Err(err) = result {
-        return Err(match journal.roll_back() {
-            // Back to the files before this run: what Postfix runs, unless an earlier
-            // apply already owed it a reload.
-            Ok(()) => {
-                if !plan.reload_pending {
-                    fs::remove_if_exists(&pending)?;
-                }
-                err.context("restored the previous files; nothing changed")
+            if running {
+                run_control(dir, Control::Reload, &mut steps)?;
             }
-            Err(rollback) => err.context(format!(
-                "AND restoring the previous files failed: {rollback:#}"
-            )),
-        });
+            Ok(())
+        }),
+    };
+    if let Err(err) = result {
+        return Err(roll_back(plan, holder.as_ref(), journal, &steps, err));
     }
     // Reloaded, or known not to run (it reads the files when it starts).
     if running || instance == Err(Skip::NotRunning) {
@@ -245,7 +251,68 @@ fn execute(plan: &Plan, state: &State, options: &Options) -> Result<Vec<Step>> {
     } else {
         steps.push(Step::ReloadOwed);
     }
+    // Whatever main.cf listed, it no longer lists a hold.
+    fs::remove_if_exists(&dir.join(hold::FILE))?;
+    if running && plan.release && holder.is_none() {
+        held::release(dir, &mut steps);
+    }
     Ok(steps)
+}
+
+/// Puts every replaced file back. After a hold was listed, Postfix may run it and smtp
+/// processes may have read the new maps: the way back holds again, like the way there.
+fn roll_back(
+    plan: &Plan,
+    holder: Option<&Holder>,
+    journal: Journal,
+    steps: &[Step],
+    err: anyhow::Error,
+) -> anyhow::Error {
+    if let Err(rollback) = journal.roll_back() {
+        return err.context(format!(
+            "AND restoring the previous files failed: {rollback:#}"
+        ));
+    }
+    let running_hold = steps.contains(&Step::Held) && steps.contains(&Step::Ran(Control::Reload));
+    if let (true, Some(holder)) = (running_hold, holder)
+        && let Err(e) = holder.back()
+    {
+        return err.context(format!(
+            "restored the previous files, but Postfix may still run the hold: {e:#}; run postrelay apply again"
+        ));
+    }
+    // Back to the files before this run: what Postfix runs, unless an earlier apply
+    // already owed it a reload.
+    if !plan.reload_pending
+        && let Err(e) = fs::remove_if_exists(&plan.target.config_dir.join(RELOAD_PENDING))
+    {
+        return err.context(format!("restored the previous files, but {e:#}"));
+    }
+    err.context("restored the previous files; nothing changed")
+}
+
+/// Replaces the maps and main.cf in one go (Postfix not running, not reloaded by
+/// postrelay, or no route changes).
+fn switch_at_once(
+    plan: &Plan,
+    state: &State,
+    staged: Vec<Staged>,
+    journal: &mut Journal,
+    steps: &mut Vec<Step>,
+) -> Result<()> {
+    let main_cf = plan.main_cf.as_ref().map(|m| m.new.as_slice());
+    commit(plan, state, staged, main_cf, journal)?;
+    steps.extend(replaced(plan));
+    Ok(())
+}
+
+/// The steps that name what [`commit`] replaced.
+fn replaced(plan: &Plan) -> Vec<Step> {
+    let mut steps: Vec<Step> = (0..plan.maps.len()).map(Step::Map).collect();
+    if plan.main_cf.is_some() {
+        steps.push(Step::MainCf);
+    }
+    steps
 }
 
 fn run_control(dir: &Path, action: Control, steps: &mut Vec<Step>) -> Result<()> {
@@ -255,7 +322,13 @@ fn run_control(dir: &Path, action: Control, steps: &mut Vec<Step>) -> Result<()>
     Ok(())
 }
 
-fn commit(plan: &Plan, staged: Vec<Staged>, journal: &mut Journal) -> Result<()> {
+fn commit(
+    plan: &Plan,
+    state: &State,
+    staged: Vec<Staged>,
+    main_cf: Option<&[u8]>,
+    journal: &mut Journal,
+) -> Result<()> {
     for (m, s) in plan.maps.iter().zip(staged) {
         let name = m.kind.file_name();
         if let (Some(compiled), Some(path)) = (s.compiled, &m.compiled_path) {
@@ -267,14 +340,20 @@ fn commit(plan: &Plan, staged: Vec<Staged>, journal: &mut Journal) -> Result<()>
             failpoint::hit(&format!("renamed-source:{name}"));
         }
     }
-    if let Some(m) = &plan.main_cf {
-        let before = fs::read_if_exists(&m.path, u64::MAX, Links::Refuse)?
-            .with_context(|| format!("{}: vanished", m.path.display()))?;
-        journal.replace(&m.path, || {
-            let owner = Some((before.meta.uid, before.meta.gid));
-            fs::write_atomic(&m.path, &m.new, before.meta.mode, owner)
-        })?;
+    if let Some(bytes) = main_cf {
+        write_main_cf(state, bytes, journal)?;
         failpoint::hit("main.cf");
     }
     Ok(())
+}
+
+/// Replaces main.cf (a symlinked one's target), keeping its mode and owner.
+fn write_main_cf(state: &State, bytes: &[u8], journal: &mut Journal) -> Result<()> {
+    let path = &state.main_cf.path;
+    let before = fs::read_if_exists(path, u64::MAX, Links::Refuse)?
+        .with_context(|| format!("{}: vanished", path.display()))?;
+    journal.replace(path, || {
+        let owner = Some((before.meta.uid, before.meta.gid));
+        fs::write_atomic(path, bytes, before.meta.mode, owner)
+    })
 }

@@ -5,8 +5,10 @@
 //! Pure functions over what `state` read; `report` words them as warnings.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use crate::desired::Desired;
+use crate::hold;
 use crate::managed::{MapKind, RELAYHOST};
 use crate::state::{Kept, KeptMap};
 use crate::syntax::maincf::MainCf;
@@ -51,7 +53,9 @@ pub enum Conflict {
 /// main.cf parameters (as Postfix reads them) that defeat sender-dependent relaying:
 /// postconf(5) `sender_dependent_relayhost_maps` is overruled by `relay_transport`,
 /// `sender_dependent_default_transport_maps`, `default_transport` and transport(5).
-pub fn settings(main_cf: &MainCf, desired: &Desired) -> Vec<Conflict> {
+/// A hold a crashed apply left in `dir`'s main.cf is postrelay's own (the next apply
+/// removes it), not a conflict.
+pub fn settings(main_cf: &MainCf, desired: &Desired, dir: &Path) -> Vec<Conflict> {
     let set = |name: &str| main_cf.get(name).filter(|v| !v.trim().is_empty());
     let mut out = Vec::new();
     let mut overrides = |parameter: &'static str, value: Option<String>| {
@@ -65,8 +69,10 @@ pub fn settings(main_cf: &MainCf, desired: &Desired) -> Vec<Conflict> {
         set("default_transport").filter(|v| v.trim() != "smtp"),
     );
     overrides(
-        "sender_dependent_default_transport_maps",
-        set("sender_dependent_default_transport_maps"),
+        hold::PARAMETER,
+        hold::leftover(main_cf, dir)
+            .or_else(|| set(hold::PARAMETER))
+            .filter(|v| !v.trim().is_empty()),
     );
     // relay_domains = $mydestination (the old default) names local domains only.
     overrides(
@@ -147,7 +153,7 @@ mod tests {
               relayhost = [legacy.example]:25\n",
         );
         assert_eq!(
-            settings(&main_cf, &d),
+            settings(&main_cf, &d, Path::new("/etc/postfix")),
             [
                 Conflict::Overrides {
                     parameter: "transport_maps",
@@ -161,9 +167,26 @@ mod tests {
             ]
         );
         let quiet = MainCf::parse(b"default_transport = smtp\nrelay_domains =\nrelayhost =\n");
-        assert_eq!(settings(&quiet, &d), []);
+        assert_eq!(settings(&quiet, &d, Path::new("/etc/postfix")), []);
         let relays = MainCf::parse(b"relay_domains = b.example\n");
-        assert_eq!(settings(&relays, &d).len(), 1);
+        assert_eq!(settings(&relays, &d, Path::new("/etc/postfix")).len(), 1);
+        // A hold a crashed apply left is postrelay's own; what else is listed is not.
+        let held = |value: &str| {
+            let text = format!("sender_dependent_default_transport_maps = {value}\n");
+            settings(
+                &MainCf::parse(text.as_bytes()),
+                &d,
+                Path::new("/etc/postfix"),
+            )
+        };
+        assert_eq!(held("texthash:/etc/postfix/postrelay_hold"), []);
+        assert_eq!(
+            held("texthash:/etc/postfix/postrelay_hold, hash:/etc/postfix/mine"),
+            [Conflict::Overrides {
+                parameter: "sender_dependent_default_transport_maps",
+                value: "hash:/etc/postfix/mine".into()
+            }]
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod conflicts;
 pub mod desired;
 pub mod failpoint;
 pub mod fs;
+pub mod hold;
 pub mod import;
 pub mod init;
 pub mod managed;

@@ -63,9 +63,10 @@ fn run_verify(out: &mut impl Write, checks: Vec<verify::Check>, timeout: Duratio
 /// main.cf settings that defeat the desired state, when main.cf can be read; validate
 /// checks the desired-state file alone otherwise.
 fn host_settings(d: &Desired, postfix_dir: Option<&Path>) -> Vec<Conflict> {
-    let main_cf = state::config_dir(d, postfix_dir).and_then(|dir| state::read_main_cf(&dir));
+    let main_cf =
+        state::config_dir(d, postfix_dir).and_then(|dir| Ok((state::read_main_cf(&dir)?, dir)));
     match main_cf {
-        Ok(m) => conflicts::settings(&MainCf::parse(m.snapshot.bytes.expose()), d),
+        Ok((m, dir)) => conflicts::settings(&MainCf::parse(m.snapshot.bytes.expose()), d, &dir),
         Err(e) => {
             tracing::info!("checked the desired-state file alone: {e:#}");
             Vec::new()

@@ -125,6 +125,7 @@ pub const LOCK: &str = ".postrelay.lock";
 pub fn replaced_names() -> Vec<&'static str> {
     let mut names: Vec<&str> = MapKind::ALL.iter().map(|k| k.file_name()).collect();
     names.push(MAIN_CF);
+    names.push(crate::hold::FILE);
     names
 }
 

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 use crate::conflicts::{self, Conflict};
 use crate::desired::Desired;
+use crate::hold::{self, Hold};
 use crate::managed::{CA_BUNDLES, CA_FILE, CA_PATH, FIXED_PARAMETERS, MapKind, RELAYHOST};
 use crate::problems::Problems;
 use crate::routing::Table;
@@ -121,6 +122,11 @@ pub enum Command {
     Check,
     /// `postfix reload`, if Postfix is running.
     Reload,
+    /// Hold the mail of senders whose route changes (then check, reload, wait for the
+    /// old queue manager to exit), if Postfix is running.
+    Hold(Hold),
+    /// `postqueue -f`: release held mail, if Postfix is running.
+    Release,
 }
 
 /// Everything apply would do.
@@ -138,6 +144,11 @@ pub struct Plan {
     pub kept: Vec<KeptMap>,
     /// Host settings that defeat or shadow what postrelay manages (warnings).
     pub conflicts: Vec<Conflict>,
+    /// The mail apply holds in the queue while a running Postfix switches (`hold`).
+    pub hold: Option<Hold>,
+    /// main.cf still lists the hold of a run that died: it is removed, and the held
+    /// mail released.
+    pub release: bool,
 }
 
 impl Plan {
@@ -158,8 +169,14 @@ impl Plan {
         // Any change is followed by a reload: daemons notice a rebuilt map each at its
         // own time (trivial-rewrite seconds after smtp), and in between a message could be
         // routed by the old sender_relay and authenticated with the new sasl_passwd.
+        if let Some(hold) = &self.hold {
+            out.push(Command::Hold(hold.clone()));
+        }
         if !self.is_empty() {
             out.extend([Command::Check, Command::Reload]);
+        }
+        if self.hold.is_some() || self.release {
+            out.push(Command::Release);
         }
         out
     }
@@ -193,14 +210,15 @@ pub fn parameters(
 
 /// Computes the plan. Fails only on a main.cf Postfix itself would refuse.
 pub fn plan(desired: &Desired, state: &State) -> Result<Plan, Problems> {
-    let (main_cf, notes) = plan_main_cf(desired, state)?;
-    let maps = state
+    let (main_cf, release, notes) = plan_main_cf(desired, state)?;
+    let maps: Vec<MapChange> = state
         .maps
         .iter()
         .filter_map(|m| plan_map(m, desired.table(m.kind), state.owner))
         .collect();
+    let hold = hold_for(&maps, main_cf.as_ref(), state.reload_pending);
     let doc = MainCf::parse(state.main_cf.snapshot.bytes.expose());
-    let mut found = conflicts::settings(&doc, desired);
+    let mut found = conflicts::settings(&doc, desired, &state.target.config_dir);
     found.extend(conflicts::kept(&state.kept, desired));
     Ok(Plan {
         target: state.target.clone(),
@@ -211,13 +229,47 @@ pub fn plan(desired: &Desired, state: &State) -> Result<Plan, Problems> {
         notes,
         kept: state.kept.clone(),
         conflicts: found,
+        hold,
+        release,
     })
 }
 
+/// Whose mail must be held while Postfix switches (see `hold`): the senders whose
+/// sender_relay entry changes, or everyone when the old routing is not known from the
+/// map's source alone.
+fn hold_for(maps: &[MapChange], main_cf: Option<&MainCfChange>, owed: bool) -> Option<Hold> {
+    let routing_parameter = |name: &str| name != CA_FILE && name != hold::PARAMETER;
+    let main_cf_reroutes =
+        main_cf.is_some_and(|m| m.edits.iter().any(|e| routing_parameter(e.name())));
+    if owed || main_cf_reroutes {
+        return Some(Hold::All);
+    }
+    let relay = maps.iter().find(|m| m.kind == MapKind::SenderRelay)?;
+    let unknown = relay.reasons.iter().any(|r| {
+        matches!(
+            r,
+            Reason::New
+                | Reason::CompiledMissing
+                | Reason::CompiledUnreadable
+                | Reason::CompiledDiffers
+        )
+    });
+    if unknown {
+        return Some(Hold::All);
+    }
+    let keys: Vec<String> = relay
+        .entries_changed
+        .iter()
+        .map(|c| entry_key(c).to_string())
+        .collect();
+    (!keys.is_empty()).then_some(Hold::Senders(keys))
+}
+
+/// main.cf's change, whether it removes a leftover hold, and notes.
 fn plan_main_cf(
     desired: &Desired,
     state: &State,
-) -> Result<(Option<MainCfChange>, Vec<Note>), Problems> {
+) -> Result<(Option<MainCfChange>, bool, Vec<Note>), Problems> {
     let file = &state.main_cf;
     let old = file.snapshot.bytes.expose();
     let doc = MainCf::parse(old);
@@ -236,6 +288,11 @@ fn plan_main_cf(
     {
         params.push((CA_FILE, ca));
     }
+    let leftover = hold::leftover(&doc, &state.target.config_dir);
+    let release = leftover.is_some();
+    if let Some(rest) = leftover {
+        params.push((hold::PARAMETER, rest));
+    }
     // A map list already holding these elements stays as written (commas or not).
     for (name, value) in &mut params {
         if let Some(current) = doc.get(name)
@@ -253,7 +310,7 @@ fn plan_main_cf(
         new: new.render(),
         edits,
     });
-    Ok((change, notes))
+    Ok((change, release, notes))
 }
 
 /// The CA file to set: a system bundle when a relay's level verifies certificates and

@@ -231,3 +231,114 @@ pub fn compiled_suffix(map_type: &str) -> Result<Option<&'static str>> {
         }
     })
 }
+
+/// The argv of `postqueue -c DIR -f`, for plans and messages.
+pub fn flush_argv(dir: &Path) -> Vec<String> {
+    vec![
+        "postqueue".into(),
+        "-c".into(),
+        dir.display().to_string(),
+        "-f".into(),
+    ]
+}
+
+/// `postqueue -c DIR -f`: asks the queue manager to retry all queued mail now.
+pub fn flush(dir: &Path) -> Result<()> {
+    let argv = flush_argv(dir);
+    let (shown, out) = run("postqueue", &argv[1..])?;
+    if !out.status.success() {
+        return Err(failure(&shown, &out, ""));
+    }
+    Ok(())
+}
+
+/// The command master.cf runs for `service` (`retry/unix`), or `None` if it has no
+/// such service (`postconf -M` prints nothing and exits 1).
+pub fn service_command(dir: &Path, service: &str) -> Result<Option<String>> {
+    let args = [
+        OsStr::new("-c"),
+        dir.as_os_str(),
+        OsStr::new("-M"),
+        OsStr::new(service),
+    ];
+    let (_, out) = run("postconf", &args)?;
+    // name type private unpriv chroot wakeup maxproc command...
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(7)
+        .map(str::to_string))
+}
+
+/// A process, told apart from a later one with the same PID by its start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Process {
+    pub pid: i32,
+    start: u64,
+}
+
+/// What `/proc/PID/stat` says: (command name, state, parent PID, start time).
+fn stat(pid: i32) -> Option<(String, char, i32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name is in parentheses and may hold anything, ')' included.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_string();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); ppid is field 4, starttime field 22.
+    let state = fields.first()?.chars().next()?;
+    let ppid = fields.get(1)?.parse().ok()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((name, state, ppid, start))
+}
+
+impl Process {
+    /// Whether it still runs (a zombie has exited).
+    pub fn is_running(&self) -> bool {
+        stat(self.pid).is_some_and(|(_, state, _, start)| state != 'Z' && start == self.start)
+    }
+}
+
+/// The instance's `queue_directory`. Asked before main.cf changes: postconf, like every
+/// Postfix program, waits for a main.cf changed in the last second or two to "cool down".
+pub fn queue_directory(dir: &Path) -> Result<PathBuf> {
+    let args = [
+        OsStr::new("-c"),
+        dir.as_os_str(),
+        OsStr::new("-h"),
+        OsStr::new("queue_directory"),
+    ];
+    let (shown, out) = run("postconf", &args)?;
+    let queue = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || queue.is_empty() {
+        return Err(failure(&shown, &out, ""));
+    }
+    Ok(PathBuf::from(queue))
+}
+
+/// The processes named `names` (their command, as `/proc/PID/comm` shows it) that the
+/// master process of the instance with queue directory `queue` runs now, found through
+/// `QUEUE/pid/master.pid`.
+pub fn daemons(queue: &Path, names: &[&str]) -> Result<Vec<Process>> {
+    let pid_file = queue.join("pid/master.pid");
+    let master: i32 = std::fs::read_to_string(&pid_file)
+        .with_context(|| format!("{}: cannot read", pid_file.display()))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{}: not a process ID", pid_file.display()))?;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").context("/proc: cannot list")? {
+        let Some(pid) = entry
+            .ok()
+            .and_then(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some((name, state, ppid, start)) = stat(pid)
+            && ppid == master
+            && state != 'Z'
+            && names.contains(&name.as_str())
+        {
+            found.push(Process { pid, start });
+        }
+    }
+    Ok(found)
+}

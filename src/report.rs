@@ -13,9 +13,10 @@ use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
 
-use crate::apply::{Outcome, Skip, Step};
+use crate::apply::{Outcome, SWITCH_TIMEOUT, Skip, Step};
 use crate::conflicts::{Conflict, Definer};
 use crate::desired::{Desired, Warning};
+use crate::hold::{self, Hold};
 use crate::managed::MapKind;
 use crate::plan::{Changed, Command, EntryChange, MapChange, Note, Part, Plan, Reason};
 use crate::postfix::{self, Control};
@@ -427,8 +428,36 @@ pub fn commands(plan: &Plan) -> Vec<String> {
             }
             Command::Check => if_running(dir, Control::Check),
             Command::Reload => if_running(dir, Control::Reload),
+            Command::Hold(h) => format!(
+                "hold {} in the queue during the switch (if Postfix is running)",
+                held(h)
+            ),
+            Command::Release => format!(
+                "{} (if Postfix is running: releases the held mail)",
+                postfix::flush_argv(dir).join(" ")
+            ),
         })
         .collect()
+}
+
+/// Whose mail a hold keeps in the queue.
+fn held(hold: &Hold) -> String {
+    const SHOWN: usize = 5;
+    match hold {
+        Hold::All => "all outgoing mail".into(),
+        Hold::Senders(keys) => {
+            let mut named = keys
+                .iter()
+                .take(SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if keys.len() > SHOWN {
+                named.push_str(&format!(" and {} more", keys.len() - SHOWN));
+            }
+            format!("the mail of {named}")
+        }
+    }
 }
 
 fn if_running(dir: &std::path::Path, action: Control) -> String {
@@ -531,6 +560,35 @@ fn step(outcome: &Outcome, step: &Step) -> String {
         ),
         Step::ReloadOwed => {
             "Postfix still has to re-read its configuration: the next apply reloads it".into()
+        }
+        Step::Held => match &plan.hold {
+            Some(h) => format!(
+                "holding {} in the queue during the switch ({} {})",
+                held(h),
+                hold::PARAMETER,
+                h.element(&plan.target.config_dir)
+            ),
+            None => String::new(),
+        },
+        Step::NotHeld => format!(
+            "warning: master.cf has no {}/unix service running error(8): switched without holding mail, so a message routed before the reload may meet the new credentials",
+            hold::SERVICE
+        ),
+        Step::Switched(after) => format!(
+            "the daemons of the previous configuration had exited after {} ms",
+            after.as_millis()
+        ),
+        Step::SwitchSlow => format!(
+            "warning: daemons of the previous configuration still ran {} s later",
+            SWITCH_TIMEOUT.as_secs()
+        ),
+        Step::Released => format!(
+            "released the held mail: ran {}",
+            postfix::flush_argv(&plan.target.config_dir).join(" ")
+        ),
+        Step::NotReleased => {
+            "warning: could not release the held mail (see above); it leaves at its next retry"
+                .into()
         }
     }
 }

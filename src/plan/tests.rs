@@ -150,8 +150,10 @@ fn a_fresh_host_gets_everything() {
             postmap("sasl_passwd"),
             postmap("sender_relay"),
             postmap("tls_policy"),
+            Command::Hold(Hold::All),
             Command::Check,
-            Command::Reload
+            Command::Reload,
+            Command::Release
         ]
     );
 }
@@ -278,15 +280,18 @@ fn every_drift_has_its_reason() {
             drift.name
         );
         assert!(p.main_cf.is_none(), "{}", drift.name);
+        // Drift of sender_relay's content: what Postfix routes by now is not known from
+        // the source, so all mail is held during the switch.
+        let held = drift.kind == MapKind::SenderRelay;
+        let mut commands = vec![Command::Postmap {
+            source: Path::new(DIR).join(drift.kind.file_name()),
+        }];
+        commands.extend(held.then_some(Command::Hold(Hold::All)));
+        commands.extend([Command::Check, Command::Reload]);
+        commands.extend(held.then_some(Command::Release));
         assert_eq!(
             p.commands(),
-            [
-                Command::Postmap {
-                    source: Path::new(DIR).join(drift.kind.file_name())
-                },
-                Command::Check,
-                Command::Reload
-            ],
+            commands,
             "{}: a map change is reloaded too",
             drift.name
         );
@@ -406,7 +411,15 @@ fn texthash_maps_are_written_without_postmap() {
         summary(&p),
         [(MapKind::SenderRelay, vec![Reason::New], true, false)]
     );
-    assert_eq!(p.commands(), [Command::Check, Command::Reload]);
+    assert_eq!(
+        p.commands(),
+        [
+            Command::Hold(Hold::All),
+            Command::Check,
+            Command::Reload,
+            Command::Release
+        ]
+    );
 }
 
 #[test]
@@ -426,7 +439,8 @@ fn main_cf_edits_and_relayhost_notes() {
     );
     assert_eq!(m.old, text.as_bytes());
     assert_eq!(m.new, synced_main_cf(&d, "hash").as_bytes());
-    assert_eq!(p.commands(), [Command::Check, Command::Reload]);
+    // A new relayhost moves every sender it serves: all mail is held.
+    assert_eq!(p.hold, Some(Hold::All));
 
     // Without [relayhost], main.cf's relayhost is kept, with a warning.
     let no_rh =
@@ -467,7 +481,16 @@ fn an_owed_reload_is_a_change() {
     s.reload_pending = true;
     let p = plan(&d, &s).unwrap();
     assert!(!p.is_empty());
-    assert_eq!(p.commands(), [Command::Check, Command::Reload]);
+    // What Postfix routes by until it reloads is not known: all mail is held.
+    assert_eq!(
+        p.commands(),
+        [
+            Command::Hold(Hold::All),
+            Command::Check,
+            Command::Reload,
+            Command::Release
+        ]
+    );
 }
 
 #[test]
@@ -505,4 +528,81 @@ fn a_verifying_level_gets_a_ca_only_when_main_cf_has_none() {
         0o644,
     );
     assert!(plan(&encrypt, &s).unwrap().is_empty());
+}
+
+#[test]
+fn only_senders_whose_route_changes_are_held() {
+    let two = |a_relay: &str, b: bool, a_pw: &str| {
+        let b = if b {
+            "[[sender]]\ndomain = \"b.example\"\nrelay = \"[b.example]:587\"\nusername = \"b\"\npassword = \"b-pw\"\n"
+        } else {
+            ""
+        };
+        parse_str(&format!(
+            "[relayhost]\nrelay = \"[rh.example]:587\"\n\
+             [[sender]]\ndomain = \"a.example\"\nrelay = \"{a_relay}\"\nusername = \"a\"\npassword = \"{a_pw}\"\n\
+             [[sender]]\naddress = \"u@c.example\"\nrelay = \"[c.example]:587\"\nusername = \"c\"\npassword = \"c-pw\"\n{b}"
+        ))
+        .unwrap()
+    };
+    let old = two("[a.example]:587", true, "a-pw");
+    let host = synced(&old, "hash");
+    let hold = |new: &Desired| plan(new, &host).unwrap().hold;
+    assert_eq!(hold(&old), None, "in sync");
+    assert_eq!(
+        hold(&two("[a.example]:587", true, "a-pw2")),
+        None,
+        "a rotation"
+    );
+    assert_eq!(
+        hold(&two("[a2.example]:587", true, "a-pw")),
+        Some(Hold::Senders(vec!["@a.example".into()])),
+        "a domain moved to another relay"
+    );
+    assert_eq!(
+        hold(&two("[a.example]:587", false, "a-pw")),
+        Some(Hold::Senders(vec!["@b.example".into()])),
+        "a domain removed: it moves to the relayhost"
+    );
+    let mut added = synced(&two("[a.example]:587", false, "a-pw"), "hash");
+    added.main_cf = host.main_cf.clone();
+    assert_eq!(
+        plan(&old, &added).unwrap().hold,
+        Some(Hold::Senders(vec!["@b.example".into()])),
+        "a domain added: it leaves the relayhost"
+    );
+    // Only permissions: nothing moves.
+    let mut perms = synced(&old, "hash");
+    map(&mut perms, MapKind::SenderRelay)
+        .source
+        .as_mut()
+        .unwrap()
+        .meta
+        .mode = 0o600;
+    assert_eq!(plan(&old, &perms).unwrap().hold, None);
+}
+
+#[test]
+fn a_hold_left_by_a_crashed_run_is_removed_and_the_mail_released() {
+    let d = desired();
+    let mut s = synced(&d, "hash");
+    let text = format!(
+        "{}sender_dependent_default_transport_maps = texthash:{DIR}/postrelay_hold, hash:/etc/postfix/mine\n",
+        synced_main_cf(&d, "hash")
+    );
+    s.main_cf.snapshot = snapshot(text.as_bytes(), 0o644);
+    let p = plan(&d, &s).unwrap();
+    assert!(p.release);
+    assert_eq!(p.hold, None, "removing a hold holds nothing");
+    let m = p.main_cf.as_ref().unwrap();
+    assert_eq!(
+        MainCf::parse(&m.new)
+            .get("sender_dependent_default_transport_maps")
+            .unwrap(),
+        "hash:/etc/postfix/mine"
+    );
+    assert_eq!(
+        p.commands(),
+        [Command::Check, Command::Reload, Command::Release]
+    );
 }

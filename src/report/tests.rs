@@ -97,6 +97,8 @@ fn a_plan(maps: Vec<MapChange>, reload_pending: bool) -> Plan {
         notes: vec![Note::NoRelayhost],
         kept: Vec::new(),
         conflicts: Vec::new(),
+        hold: None,
+        release: false,
     }
 }
 
