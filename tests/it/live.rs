@@ -780,3 +780,163 @@ fn live_map_change_is_checked_before_any_file_is_replaced() {
     let m = deliver(&inst, &relays, &changed, "y@remote.example");
     assert_eq!(Route::of(&m), Some(after.route(CHANGED)), "{m:#?}");
 }
+
+/// Sends one message from `from` and waits until the mail log shows it deferred by
+/// the hold; returns its Message-ID.
+fn send_held(inst: &Instance, from: &str) -> String {
+    let id = message_id("held");
+    let before = inst.maillog().matches(HELD).count();
+    inst.send(from, &["held@remote.example"], &id);
+    let start = Instant::now();
+    while inst.maillog().matches(HELD).count() == before {
+        assert!(
+            start.elapsed() < WAIT,
+            "<{id}> from {from} was not held\n{}",
+            inst.diagnostics()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    id
+}
+
+/// Waits for each of `ids` at the relays; returns the route each took.
+fn routes_of(relays: &[&FakeRelay], ids: &[String]) -> Vec<Option<Route>> {
+    let start = Instant::now();
+    ids.iter()
+        .map(|id| {
+            loop {
+                let found = relays
+                    .iter()
+                    .find_map(|r| r.wait_for_message(id, Duration::ZERO));
+                if let Some(m) = found {
+                    break Route::of(&m);
+                }
+                assert!(start.elapsed() < WAIT, "<{id}> never reached a relay");
+                thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .collect()
+}
+
+/// A run killed while the hold is listed, before Postfix reloaded (`held`) or after the
+/// maps were switched under it (`switched`), leaves the hold to the next run: plan
+/// says it removes it and releases the held mail, apply does, the held mail leaves by
+/// the new route with nothing bounced, and a further apply changes nothing.
+#[test]
+fn live_a_run_killed_while_holding_leaves_the_release_to_the_next() {
+    require!(Need::Live, Need::DebugBuild);
+    let r = Relays::start(&[OLD]);
+    let (before, after) = (r.state(Some(OLD)), r.state(None));
+    let relays = r.all();
+    let changed = format!("a@{CHANGED}");
+    for point in ["held", "switched"] {
+        let mut inst = Instance::new();
+        inst.desired(&before.toml());
+        inst.apply_ok();
+        inst.start();
+        inst.desired(&after.toml());
+        let killed = inst.cmd("apply").env("POSTRELAY_FAILPOINT", point).run();
+        assert_eq!(killed.signal, Some(9), "{point}: not killed: {killed:?}");
+        assert!(inst.path("postrelay_hold").exists(), "{point}: no hold");
+        if point == "held" {
+            inst.postfix("reload");
+        }
+        let held = vec![send_held(&inst, &changed), send_held(&inst, &changed)];
+
+        inst.cmd("plan")
+            .run()
+            .stdout_has("sender_dependent_default_transport_maps")
+            .stdout_has(&format!("postqueue -c {} -f", inst.etc.display()));
+        inst.apply_ok()
+            .stdout_has("released the held mail")
+            .stdout_has(&format!("ran postfix -c {} reload", inst.etc.display()));
+        assert_eq!(
+            routes_of(&relays, &held),
+            [Some(after.route(CHANGED)), Some(after.route(CHANGED))],
+            "{point}: the held mail"
+        );
+        assert!(!inst.path("postrelay_hold").exists(), "{point}");
+        let files = inst.files();
+        inst.apply_ok().stdout_has("no changes");
+        assert_eq!(
+            inst.files(),
+            files,
+            "{point}: the next apply changed something"
+        );
+        let log = inst.maillog();
+        assert_eq!(log.matches("status=bounced").count(), 0, "{point}\n{log}");
+        assert!(inst.queue().is_empty(), "{point}: {:?}", inst.queue());
+        let m = deliver(&inst, &relays, &changed, "x@remote.example");
+        assert_eq!(Route::of(&m), Some(after.route(CHANGED)), "{point}");
+    }
+}
+
+/// When Postfix refuses the switched files (`postfix check` fails once the maps are
+/// replaced), apply goes back the way it came: the previous files are restored (bytes,
+/// mode, owner), the mail held meanwhile is released and leaves by the old route,
+/// nothing bounces, no hold and no reload are left over.
+#[test]
+fn live_a_refused_switch_goes_back_under_the_hold() {
+    require!(Need::Live, Need::DebugBuild);
+    let r = Relays::start(&[OLD]);
+    let (before, after) = (r.state(Some(OLD)), r.state(None));
+    let relays = r.all();
+    let changed = format!("a@{CHANGED}");
+    let mut inst = Instance::new();
+    inst.desired(&before.toml());
+    inst.apply_ok();
+    inst.start();
+    inst.desired(&after.toml());
+    let original = inst.files();
+    // Fails the check of the switched files: main.cf lists the hold and sasl_passwd
+    // no longer names the changed domain.
+    let real = api::tool("postfix").unwrap();
+    let path = inst.stub(
+        "postfix",
+        &format!(
+            "if [ \"$3\" = check ] && grep -q postrelay_hold \"$2/main.cf\" && ! grep -q {CHANGED} \"$2/sasl_passwd\"; then\n\
+             echo 'postfix: fatal: injected check failure' >&2; exit 1; fi\nexec {} \"$@\"",
+            real.display()
+        ),
+    );
+    let stop = AtomicBool::new(false);
+    let sent = thread::scope(|s| {
+        let _stop = SetOnDrop(&stop);
+        let traffic = s.spawn(|| traffic(&inst, &stop));
+        thread::sleep(LEAD);
+        inst.cmd("apply")
+            .env(TOOL_DIR_VAR, &path)
+            .run()
+            .code(2)
+            .stderr_has("injected check failure")
+            .stderr_has("restored the previous files");
+        thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::SeqCst);
+        traffic.join().unwrap()
+    });
+    let now = inst.files();
+    for (name, was) in &original {
+        let is = &now[name];
+        assert_eq!(
+            (&is.bytes, is.mode, is.uid, is.gid),
+            (&was.bytes, was.mode, was.uid, was.gid),
+            "{name} not restored"
+        );
+    }
+    assert_eq!(
+        now.keys().collect::<Vec<_>>(),
+        original.keys().collect::<Vec<_>>()
+    );
+    settle(&inst, &relays, &sent);
+    let log = inst.maillog();
+    assert!(log.contains(HELD), "nothing was held:\n{log}");
+    assert_eq!(log.matches("status=bounced").count(), 0, "{log}");
+    let ids: Vec<String> = sent.iter().map(|m| m.id.clone()).collect();
+    for (m, route) in sent.iter().zip(routes_of(&relays, &ids)) {
+        assert_eq!(route, Some(before.route(m.domain)), "<{}>", m.id);
+    }
+    assert!(inst.queue().is_empty(), "{:?}", inst.queue());
+    inst.apply_ok();
+    let m = deliver(&inst, &relays, &changed, "x@remote.example");
+    assert_eq!(Route::of(&m), Some(after.route(CHANGED)));
+}
