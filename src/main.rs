@@ -133,6 +133,7 @@ fn run(cli: Cli) -> Result<u8> {
             // From cron, a run that changes nothing says nothing, warnings included.
             if !outcome.steps.is_empty() {
                 eprint!("{}", report::warnings(&d, &outcome.plan.conflicts));
+                eprint!("{}", report::apply_warnings(&outcome));
             }
             stdout.write_all(report::applied(&outcome, quiet).as_bytes())?;
             Ok(0)

@@ -571,7 +571,7 @@ fn step(outcome: &Outcome, step: &Step) -> String {
             None => String::new(),
         },
         Step::NotHeld => format!(
-            "warning: master.cf has no {}/unix service running error(8): switched without holding mail, so a message routed before the reload may meet the new credentials",
+            "switched without holding mail: master.cf has no {}/unix service running error(8), so a message routed just before the reload may meet the new credentials",
             hold::SERVICE
         ),
         Step::Switched(after) => format!(
@@ -579,7 +579,7 @@ fn step(outcome: &Outcome, step: &Step) -> String {
             after.as_millis()
         ),
         Step::SwitchSlow => format!(
-            "warning: daemons of the previous configuration still ran {} s later",
+            "daemons of the previous configuration still ran {} s later",
             SWITCH_TIMEOUT.as_secs()
         ),
         Step::Released => format!(
@@ -591,6 +591,16 @@ fn step(outcome: &Outcome, step: &Step) -> String {
                 .into()
         }
     }
+}
+
+/// What apply did that the user must know of, one `postrelay: warning:` line each.
+pub fn apply_warnings(outcome: &Outcome) -> String {
+    outcome
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::NotHeld | Step::SwitchSlow | Step::NotReleased))
+        .map(|s| format!("postrelay: warning: {}\n", step(outcome, s)))
+        .collect()
 }
 
 /// The text `postrelay apply` prints; with `quiet`, nothing when nothing changed.

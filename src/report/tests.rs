@@ -197,6 +197,42 @@ fn what_apply_did_in_words() {
 }
 
 #[test]
+fn a_hold_in_words() {
+    let keys: Vec<String> = (1..=7).map(|i| format!("@d{i}.example")).collect();
+    let mut p = a_plan(Vec::new(), true);
+    p.hold = Some(Hold::Senders(keys));
+    assert_eq!(
+        commands(&p),
+        [
+            "hold the mail of @d1.example, @d2.example, @d3.example, @d4.example, @d5.example and 2 more in the queue during the switch (if Postfix is running)",
+            "postfix -c /etc/postfix check    (if Postfix is running)",
+            "postfix -c /etc/postfix reload   (if Postfix is running)",
+            "postqueue -c /etc/postfix -f (if Postfix is running: releases the held mail)",
+        ]
+    );
+    p.hold = Some(Hold::All);
+    let outcome = Outcome {
+        plan: p,
+        steps: vec![
+            Step::Ran(Control::Check),
+            Step::Held,
+            Step::Ran(Control::Reload),
+            Step::Switched(std::time::Duration::from_millis(31)),
+            Step::Released,
+        ],
+    };
+    assert_eq!(
+        applied(&outcome, false),
+        "ran postfix -c /etc/postfix check\n\
+         holding all outgoing mail in the queue during the switch (sender_dependent_default_transport_maps static:{retry:4.3.0 postrelay is switching this sender's relay})\n\
+         ran postfix -c /etc/postfix reload\n\
+         the daemons of the previous configuration had exited after 31 ms\n\
+         released the held mail: ran postqueue -c /etc/postfix -f\n\
+         postrelay: applied\n"
+    );
+}
+
+#[test]
 fn verify_in_words() {
     let check = |who: Who, user: Option<&str>| Check {
         who,
