@@ -18,5 +18,6 @@ mod parser;
 mod relay;
 mod scale;
 mod secrets;
+mod tls;
 mod trust;
 mod verify;

@@ -1,8 +1,9 @@
 //! A fake SMTP relay for end-to-end tests: a small ESMTP server on 127.0.0.1 that
-//! offers STARTTLS (rustls, self-signed certificate from rcgen) and `AUTH PLAIN LOGIN`,
-//! and records what each session did: every authentication attempt, and for each
-//! completed DATA the envelope, the credentials and whether TLS was active when they
-//! were sent. Tests point a real Postfix at it (`relay = "[127.0.0.1]:PORT"`) and assert
+//! offers STARTTLS (rustls; by default a self-signed certificate from rcgen, or one the
+//! test chooses: see `harness/tls.rs`) and `AUTH PLAIN LOGIN`, and records what each
+//! session did: every command's verb, every completed TLS handshake, every
+//! authentication attempt, and for each completed DATA the envelope, the credentials
+//! and whether TLS was active when they were sent. Tests point a real Postfix at it (`relay = "[127.0.0.1]:PORT"`) and assert
 //! on what it recorded, so "which relay, which user, which password, over TLS or not"
 //! is observed on the wire rather than inferred from configuration files.
 //!
@@ -20,8 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+use crate::harness::tls::Leaf;
 
 /// How long a session waits for the client before giving up.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,6 +43,9 @@ pub struct RelayConfig {
     /// required`, as a provider's submission port does: Postfix then hard-bounces the
     /// message, as it did in the trial of issue 8 when it found no password to send.
     pub require_auth: bool,
+    /// The certificate presented after STARTTLS. None: a self-signed one for
+    /// `localhost` and `127.0.0.1`, fresh for each relay ([`Leaf::localhost_self_signed`]).
+    pub certificate: Option<Leaf>,
 }
 
 impl Default for RelayConfig {
@@ -50,6 +55,7 @@ impl Default for RelayConfig {
             users: Vec::new(),
             reject_rcpt: Vec::new(),
             require_auth: false,
+            certificate: None,
         }
     }
 }
@@ -78,6 +84,26 @@ impl RelayConfig {
             ..self
         }
     }
+
+    /// This relay, presenting `certificate` after STARTTLS.
+    pub fn presenting(self, certificate: Leaf) -> RelayConfig {
+        RelayConfig {
+            certificate: Some(certificate),
+            ..self
+        }
+    }
+}
+
+/// One command a client sent: its verb only, never its argument (which may carry
+/// credentials).
+#[derive(Debug, Clone)]
+pub struct Verb {
+    /// Which connection (numbered across all relays of the test process).
+    pub conn: u64,
+    /// TLS was active.
+    pub tls: bool,
+    /// Upper case: `EHLO`, `STARTTLS`, `AUTH`, `MAIL`, `QUIT`...
+    pub verb: String,
 }
 
 /// One AUTH exchange that got as far as credentials.
@@ -127,6 +153,9 @@ struct Log {
     messages: Vec<Accepted>,
     auth_attempts: Vec<AuthAttempt>,
     refused: Vec<Refused>,
+    verbs: Vec<Verb>,
+    /// Connections whose STARTTLS handshake completed.
+    handshakes: Vec<u64>,
 }
 
 struct Shared {
@@ -160,7 +189,14 @@ impl FakeRelay {
         let port = listener.local_addr().unwrap().port();
         // Non-blocking accept polled with a short sleep: drop only has to set a flag.
         listener.set_nonblocking(true).unwrap();
-        let tls = config.starttls.then(tls_config);
+        let tls = config.starttls.then(|| {
+            tls_config(
+                config
+                    .certificate
+                    .clone()
+                    .unwrap_or_else(Leaf::localhost_self_signed),
+            )
+        });
         let shared = Arc::new(Shared {
             port,
             config,
@@ -191,6 +227,12 @@ impl FakeRelay {
         format!("[127.0.0.1]:{}", self.port())
     }
 
+    /// `[localhost]:PORT`: the relay named by host name, as a certificate can name it
+    /// (`localhost` resolves to 127.0.0.1 through /etc/hosts).
+    pub fn relay_by_name(&self) -> String {
+        format!("[localhost]:{}", self.port())
+    }
+
     pub fn messages(&self) -> Vec<Accepted> {
         self.shared.log().messages.clone()
     }
@@ -202,6 +244,16 @@ impl FakeRelay {
     /// Every `MAIL FROM` refused for want of AUTH.
     pub fn refused(&self) -> Vec<Refused> {
         self.shared.log().refused.clone()
+    }
+
+    /// Every command received, in order (verbs only).
+    pub fn verbs(&self) -> Vec<Verb> {
+        self.shared.log().verbs.clone()
+    }
+
+    /// The connections whose STARTTLS handshake completed, in order.
+    pub fn handshakes(&self) -> Vec<u64> {
+        self.shared.log().handshakes.clone()
     }
 
     /// Polls until a message with this Message-ID is recorded; None on timeout.
@@ -243,12 +295,9 @@ impl Drop for FakeRelay {
     }
 }
 
-/// A self-signed certificate for "localhost" and 127.0.0.1, fresh for each relay.
-fn tls_config() -> Arc<ServerConfig> {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .expect("rcgen: self-signed certificate");
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-    let chain: Vec<CertificateDer<'static>> = vec![cert.cert.der().clone()];
+/// A server configuration presenting `certificate`.
+fn tls_config(certificate: Leaf) -> Arc<ServerConfig> {
+    let (chain, key) = (certificate.chain(), certificate.key());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -298,7 +347,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let spawned = thread::Builder::new()
             .name(format!("fake-relay-{}-{id}", shared.port))
             .spawn(move || {
-                let mut session = Session::new(&shared, stream);
+                let mut session = Session::new(&shared, id, stream);
                 if let Err(e) = session.run() {
                     // Timeouts and resets end a session; they are not test failures.
                     eprintln!("fake relay {}: session ended: {e}", shared.port);
@@ -364,6 +413,8 @@ struct Login {
 
 struct Session<'a> {
     shared: &'a Shared,
+    /// The connection's number (see [`Verb::conn`]).
+    id: u64,
     conn: Conn,
     /// Bytes read but not yet consumed as lines.
     buf: Vec<u8>,
@@ -376,9 +427,10 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn new(shared: &'a Shared, stream: TcpStream) -> Session<'a> {
+    fn new(shared: &'a Shared, id: u64, stream: TcpStream) -> Session<'a> {
         Session {
             shared,
+            id,
             conn: Conn::Plain(stream),
             buf: Vec::new(),
             tls: false,
@@ -434,6 +486,11 @@ impl<'a> Session<'a> {
                 Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_string()),
                 None => (line.trim().to_ascii_uppercase(), String::new()),
             };
+            self.shared.log().verbs.push(Verb {
+                conn: self.id,
+                tls: self.tls,
+                verb: verb.clone(),
+            });
             match verb.as_str() {
                 "HELO" => {
                     self.greeted = true;
@@ -469,6 +526,7 @@ impl<'a> Session<'a> {
                     // Plaintext pipelined after STARTTLS must not count as protected.
                     self.buf.clear();
                     self.start_tls(config)?;
+                    self.shared.log().handshakes.push(self.id);
                     self.tls = true;
                     self.greeted = false;
                     self.login = None;
@@ -777,8 +835,9 @@ mod tests {
     //! The relay against a tiny SMTP client, over plain TCP and over STARTTLS.
 
     use super::*;
+    use crate::harness::tls::TestCa;
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{ServerName, UnixTime};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 
     struct Client<S: Read + Write> {
@@ -850,7 +909,7 @@ mod tests {
             starttls: false,
             users: vec![("alice".into(), "pw-alice".into())],
             reject_rcpt: vec!["nobody@remote.test".into()],
-            require_auth: false,
+            ..RelayConfig::default()
         })
     }
 
@@ -1040,6 +1099,85 @@ mod tests {
         let attempts = relay.auth_attempts();
         assert_eq!(attempts.len(), 1);
         assert!(attempts[0].tls && attempts[0].ok);
+    }
+
+    /// EHLO, STARTTLS, and a handshake that verifies the relay's certificate against
+    /// `ca` for the server name `name`, as a client at Postfix's `secure` level does;
+    /// the client's error when verification failed.
+    fn handshake_verifying(relay: &FakeRelay, ca: &TestCa, name: &str) -> Result<(), String> {
+        let mut c = connect(relay);
+        assert_eq!(c.code("EHLO client.test"), 250);
+        assert_eq!(c.code("STARTTLS"), 220);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.certificate()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(name.to_string()).unwrap();
+        let mut tls = ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut sock = c.s;
+        while tls.is_handshaking() {
+            tls.complete_io(&mut sock).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Waits (up to 5 s) until `pred` holds of the relay: it records a handshake or a
+    /// command after the client has already moved on.
+    fn settle(relay: &FakeRelay, pred: impl Fn(&FakeRelay) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !pred(relay) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_relay_presents_the_certificate_the_test_chose() {
+        let ca = TestCa::new("postrelay test CA");
+        let issued =
+            FakeRelay::start(RelayConfig::user("u", "p").presenting(ca.issue(&["localhost"])));
+        assert_eq!(handshake_verifying(&issued, &ca, "localhost"), Ok(()));
+        settle(&issued, |r| r.handshakes().len() == 1);
+        assert_eq!(issued.handshakes().len(), 1);
+        let verbs: Vec<(bool, String)> = issued
+            .verbs()
+            .into_iter()
+            .map(|v| (v.tls, v.verb))
+            .collect();
+        assert_eq!(
+            verbs,
+            [(false, "EHLO".to_string()), (false, "STARTTLS".to_string())]
+        );
+
+        // The same certificate, checked for another name.
+        let err = handshake_verifying(&issued, &ca, "other.example").unwrap_err();
+        assert!(err.contains("not valid for name"), "{err}");
+        assert_eq!(
+            issued.relay_by_name(),
+            format!("[localhost]:{}", issued.port())
+        );
+
+        let other =
+            FakeRelay::start(RelayConfig::default().presenting(ca.issue(&["other.example"])));
+        assert_eq!(handshake_verifying(&other, &ca, "other.example"), Ok(()));
+        let err = handshake_verifying(&other, &ca, "localhost").unwrap_err();
+        assert!(err.contains("not valid for name"), "{err}");
+
+        let attacker = FakeRelay::start(
+            RelayConfig::default()
+                .presenting(Leaf::self_signed("attacker.invalid", &["attacker.invalid"])),
+        );
+        let err = handshake_verifying(&attacker, &ca, "attacker.invalid").unwrap_err();
+        assert!(err.contains("UnknownIssuer"), "{err}");
+        // The default certificate is self-signed too: no CA vouches for it.
+        let default = FakeRelay::start(RelayConfig::default());
+        let err = handshake_verifying(&default, &ca, "localhost").unwrap_err();
+        assert!(err.contains("UnknownIssuer"), "{err}");
+        settle(&attacker, |r| !r.verbs().is_empty());
+        assert!(attacker.handshakes().is_empty());
     }
 
     #[test]

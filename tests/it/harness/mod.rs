@@ -11,6 +11,8 @@
 //!   (parser.rs aside: it tests `postrelay::syntax` itself).
 //! - [`desired`]: desired-state files for the end-to-end tests, whose relays are the
 //!   fake relays of `relay.rs`.
+//! - [`tls`]: the fake relays' certificates: a test CA that issues them and writes
+//!   its certificate as PEM for an instance's `smtp_tls_CAfile`, and self-signed ones.
 //! - here: the canary passwords, [`NOBODY`], the managed parameters, and small
 //!   helpers (a closed port, running independent cases side by side).
 //!
@@ -30,6 +32,7 @@ pub mod host;
 pub mod need;
 pub mod postfix;
 pub mod run;
+pub mod tls;
 
 use std::ffi::OsStr;
 use std::net::TcpListener;
