@@ -91,8 +91,16 @@ const DEFAULT_NAMESERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCA
 /// the module doc. The error is an [`MxError`] (`err.downcast_ref::<MxError>()`), except
 /// when the nameservers cannot be read from [`RESOLV_CONF`] or [`NAMESERVER_VAR`].
 pub fn mx_hosts(domain: &str, timeout: Duration) -> Result<Vec<String>> {
-    let servers = nameservers()?;
-    Ok(lookup(&servers, domain, timeout)?)
+    mx_hosts_from(&nameservers()?, domain, timeout)
+}
+
+/// [`mx_hosts`], asking `servers` (in order) instead of the system's nameservers.
+pub fn mx_hosts_from(
+    servers: &[SocketAddr],
+    domain: &str,
+    timeout: Duration,
+) -> Result<Vec<String>> {
+    Ok(lookup(servers, domain, timeout)?)
 }
 
 /// Why [`mx_hosts`] found no host. Every message names the domain.

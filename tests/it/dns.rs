@@ -4,22 +4,17 @@
 //! ID, another question, another source port), SERVFAIL, an unreachable server, a
 //! truncated reply asked again over TCP, and a CNAME.
 //!
-//! The library finds a fake server through [`NAMESERVER_VAR`] (debug builds only), a
-//! variable of the process environment. Setting one while other tests run in this
-//! process's threads is unsound (which is why `std::env::set_var` is `unsafe`), so each
-//! lookup runs in a child process: this test binary again, running only
-//! [`lookup_child`] with the variable set; it prints the result as one JSON line
-//! ([`RESULT`]) that [`lookup`] reads back.
+//! The tests name the fake server to `mx_hosts_from`; `mx_hosts` itself asks the
+//! nameservers of /etc/resolv.conf (or, in debug builds, `POSTRELAY_NAMESERVER`, which
+//! the verify tests set for the postrelay binary they run).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use postrelay::dns::NAMESERVER_VAR;
 use simple_dns::rdata::{CNAME, MX, RData};
 use simple_dns::{
     CLASS, Name, Packet, PacketFlag, QCLASS, QTYPE, Question, RCODE, ResourceRecord, TYPE,
@@ -28,84 +23,22 @@ use simple_dns::{
 use crate::harness::Need;
 use crate::require;
 
-/// What the child's domain and timeout come in (besides [`NAMESERVER_VAR`]).
-const CHILD_DOMAIN: &str = "POSTRELAY_TEST_DNS_DOMAIN";
-const CHILD_TIMEOUT_MS: &str = "POSTRELAY_TEST_DNS_TIMEOUT_MS";
-/// The start of the child's result line.
-const RESULT: &str = "postrelay-dns-result: ";
-
-/// What `mx_hosts` gave in the child, and how long it took there.
+/// What `mx_hosts_from` gave, and how long it took.
 #[derive(Debug)]
 struct Lookup {
     result: Result<Vec<String>, String>,
     elapsed: Duration,
 }
 
-/// `mx_hosts(domain, timeout)` in a child process that asks `servers`.
+/// `mx_hosts_from(servers, domain, timeout)`, timed, its error as text.
 fn lookup(servers: &[SocketAddr], domain: &str, timeout: Duration) -> Lookup {
-    let servers: Vec<String> = servers.iter().map(SocketAddr::to_string).collect();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "dns::lookup_child", "--ignored", "--nocapture"])
-        .args(["--test-threads", "1", "-q"])
-        .env(NAMESERVER_VAR, servers.join(","))
-        .env(CHILD_DOMAIN, domain)
-        .env(CHILD_TIMEOUT_MS, timeout.as_millis().to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().find_map(|l| l.strip_prefix(RESULT));
-    let (true, Some(line)) = (out.status.success(), line) else {
-        panic!(
-            "the lookup child failed ({}):\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    let result = match (&v["hosts"], &v["error"]) {
-        (serde_json::Value::Array(hosts), _) => Ok(hosts
-            .iter()
-            .map(|h| h.as_str().unwrap().to_string())
-            .collect()),
-        (_, serde_json::Value::String(e)) => Err(e.clone()),
-        _ => panic!("unexpected child result {line}"),
-    };
+    let start = Instant::now();
+    let result =
+        postrelay::dns::mx_hosts_from(servers, domain, timeout).map_err(|e| format!("{e:#}"));
     Lookup {
         result,
-        elapsed: Duration::from_millis(v["elapsed_ms"].as_u64().unwrap()),
+        elapsed: start.elapsed(),
     }
-}
-
-/// Not a test on its own: the child process of [`lookup`], which sets its variables.
-#[test]
-#[ignore = "run by the other tests of dns.rs as a child process, with its variables set"]
-fn lookup_child() {
-    let (Ok(domain), Ok(ms), Some(_)) = (
-        std::env::var(CHILD_DOMAIN),
-        std::env::var(CHILD_TIMEOUT_MS),
-        std::env::var_os(NAMESERVER_VAR),
-    ) else {
-        panic!(
-            "run by the tests of dns.rs, which set {CHILD_DOMAIN}, {CHILD_TIMEOUT_MS} and {NAMESERVER_VAR}"
-        );
-    };
-    // A release build ignores the fake server: never ask the real resolver.
-    if !cfg!(debug_assertions) {
-        panic!("{NAMESERVER_VAR} needs a debug build");
-    }
-    let timeout = Duration::from_millis(ms.parse().unwrap());
-    let start = Instant::now();
-    let result = postrelay::dns::mx_hosts(&domain, timeout);
-    let elapsed = start.elapsed();
-    let json = match result {
-        Ok(hosts) => {
-            serde_json::json!({ "hosts": hosts, "elapsed_ms": elapsed.as_millis() as u64 })
-        }
-        Err(e) => {
-            serde_json::json!({ "error": format!("{e:#}"), "elapsed_ms": elapsed.as_millis() as u64 })
-        }
-    };
-    println!("{RESULT}{json}");
 }
 
 /// A query the fake server received.
