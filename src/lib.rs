@@ -8,15 +8,17 @@
 //! share; `managed` names the files and parameters postrelay owns; `syntax` is the pure
 //! lossless parsing of main.cf and lookup tables.
 //!
-//! Only `fs` (files), `postfix` (Postfix's tools), `verify` (SMTP logins) and the
-//! reading steps of `desired` and `state` touch the system; `apply` changes it through
-//! `fs` and `postfix`. The library never prints: reports are returned as text, logs go
-//! through `tracing`, and every value that may hold a password is a [`secret::Secret`].
+//! Only `fs` (files), `postfix` (Postfix's tools), `verify` (SMTP logins), `dns` (MX
+//! lookups) and the reading steps of `desired` and `state` touch the system; `apply`
+//! changes it through `fs` and `postfix`. The library never prints: reports are returned
+//! as text, logs go through `tracing`, and every value that may hold a password is a
+//! [`secret::Secret`].
 
 pub mod apply;
 pub mod cli;
 pub mod conflicts;
 pub mod desired;
+pub mod dns;
 pub mod failpoint;
 pub mod fs;
 pub mod hold;

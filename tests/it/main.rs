@@ -8,6 +8,7 @@ mod agreement;
 mod apply;
 mod bad_input;
 mod configured;
+mod dns;
 mod e2e;
 mod faults;
 mod hostile;

@@ -1,6 +1,6 @@
 //! Everything the integration tests take from the postrelay library, except in
-//! parser.rs and agreement.rs, which test `postrelay::syntax` and the shared routing
-//! rule themselves. The tests otherwise treat postrelay as a binary; when the
+//! parser.rs, agreement.rs and dns.rs, which test `postrelay::syntax`, the shared routing
+//! rule and `postrelay::dns` themselves. The tests otherwise treat postrelay as a binary; when the
 //! library's API changes, this file is the one to adapt.
 
 use std::collections::BTreeMap;

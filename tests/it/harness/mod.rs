@@ -8,7 +8,8 @@
 //!   ([`postfix::Postconf`]), `postmap -s`/`-q`.
 //! - [`need`]: prerequisites ([`Need`], [`require!`]) and the one skip policy.
 //! - [`api`]: everything the tests take from the postrelay library, in one place
-//!   (parser.rs aside: it tests `postrelay::syntax` itself).
+//!   (parser.rs and dns.rs aside: they test `postrelay::syntax` and `postrelay::dns`
+//!   themselves).
 //! - [`desired`]: desired-state files for the end-to-end tests, whose relays are the
 //!   fake relays of `relay.rs`.
 //! - [`tls`]: the fake relays' certificates: a test CA that issues them and writes
