@@ -1,0 +1,303 @@
+//! Issue 9, a hostile or tampered network: `postrelay verify` against scripted peers
+//! (`smtp_peer.rs`). A server that never finishes its greeting cannot hold a check past
+//! `--timeout`; one that sends an endless line cannot make verify buffer it; and at
+//! `secure` and `verify` a certificate Postfix's own trust store (`smtp_tls_CAfile`,
+//! `smtp_tls_CApath`, read with postconf) would refuse ends the check before any AUTH
+//! is sent, while `encrypt` accepts any certificate, as Postfix does.
+
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Output};
+use std::time::{Duration, Instant};
+
+use crate::harness::{CANARY, Cmd, Host, Need, Run};
+use crate::require;
+use crate::smtp_peer::{Chain, Peer, Pki, Script};
+
+/// A desired state whose relayhost is `relay`, user `u`, password the canary, and
+/// `tls` when given.
+fn relayhost(host: &Host, relay: &str, tls: Option<&str>) {
+    let tls = tls.map(|t| format!("tls = \"{t}\"\n")).unwrap_or_default();
+    host.desired(&format!(
+        "[relayhost]\nrelay = \"{relay}\"\nusername = \"u\"\npassword = \"{CANARY}\"\n{tls}"
+    ));
+}
+
+/// Runs `cmd` to its end; the run, its wall time, and the peak resident set size of
+/// that one process in KiB (`ru_maxrss` as wait4 reports it for the child).
+fn run_measured(cmd: &mut Cmd) -> (Run, Duration, u64) {
+    let started = Instant::now();
+    let mut child = cmd.spawn();
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let pid = child.id() as nix::libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in; the child is ours and has not
+    // been waited for (std's Child is dropped below without waiting).
+    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { nix::libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
+    let took = started.elapsed();
+    drop(child);
+    let run = Run::from_output(Output {
+        status: ExitStatus::from_raw(status),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    });
+    (run, took, usage.ru_maxrss as u64)
+}
+
+#[test]
+fn an_endless_greeting_ends_at_the_check_deadline() {
+    // 220- continuation lines every second, forever: each read alone would succeed.
+    let peer = Peer::start(Script::EndlessContinuation {
+        every: Duration::from_secs(1),
+    });
+    let host = Host::new("");
+    let relay = format!("[127.0.0.1]:{}", peer.port());
+    relayhost(&host, &relay, None);
+    let started = Instant::now();
+    let run = host
+        .cmd("verify")
+        .args(&["--timeout", "2"])
+        .run_within(Duration::from_secs(20));
+    let took = started.elapsed();
+    eprintln!("endless greeting: verify --timeout 2 took {took:?}");
+    run.code(1).stdout_has(&format!(
+        "FAILED  relayhost via {relay} as u: no greeting within 2 s\n"
+    ));
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
+    assert_eq!(peer.sessions(), 1);
+}
+
+#[test]
+fn an_endless_line_fails_at_once_without_filling_memory() {
+    // A well-behaved relay first: what verify costs anyway.
+    let good = Peer::serving(None, "u", CANARY);
+    let host = Host::new("");
+    relayhost(&host, &format!("[127.0.0.1]:{}", good.port()), Some("may"));
+    let (run, _, baseline) = run_measured(host.cmd("verify").args(&["--timeout", "10"]));
+    run.success();
+
+    // "220 " and then 'A's as fast as the socket takes them.
+    let peer = Peer::start(Script::EndlessLine);
+    let relay = format!("[127.0.0.1]:{}", peer.port());
+    relayhost(&host, &relay, None);
+    let (run, took, peak) = run_measured(host.cmd("verify").args(&["--timeout", "10"]));
+    eprintln!(
+        "endless line: {took:?}, peak RSS {peak} KiB (a good login: {baseline} KiB); the peer wrote {} octets",
+        peer.written()
+    );
+    run.code(1).stdout_has(&format!(
+        "FAILED  relayhost via {relay} as u: bad greeting: reply line longer than 4096 octets\n"
+    ));
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(peak < 50 * 1024, "peak RSS {peak} KiB");
+    // Not a byte more than one line and one read beyond a good login's memory, give or
+    // take the allocator.
+    assert!(
+        peak < baseline + 4 * 1024,
+        "peak RSS {peak} KiB against {baseline} KiB"
+    );
+}
+
+/// A host whose main.cf points `smtp_tls_CAfile` at the test CA (through
+/// `$config_directory`, which postconf expands).
+fn host_trusting(pki: &Pki) -> Host {
+    let host = Host::new("smtp_tls_CAfile = $config_directory/test-ca.pem\n");
+    host.write_etc("test-ca.pem", pki.ca_pem());
+    host
+}
+
+#[test]
+fn certificates_are_checked_against_postfixs_trust_store_before_any_auth() {
+    require!(Need::Postfix);
+    let pki = Pki::new();
+    let forged = || Pki::self_signed(&["localhost"], "attacker.invalid");
+    // (what, certificate, tls, expected end of the verify line; None: ok)
+    let cases: Vec<(&str, Chain, Option<&str>, Option<String>)> = vec![
+        (
+            "a leaf from Postfix's CA, default level (secure)",
+            pki.leaf(&["localhost"]),
+            None,
+            None,
+        ),
+        (
+            "the same at verify",
+            pki.leaf(&["localhost"]),
+            Some("verify"),
+            None,
+        ),
+        (
+            "a self-signed CN=attacker.invalid for localhost",
+            forged(),
+            None,
+            Some("certificate not trusted: no CA in smtp_tls_CAfile = @ETC@/test-ca.pem issued it (tls = \"secure\"); no password was sent".into()),
+        ),
+        (
+            "the same at verify",
+            forged(),
+            Some("verify"),
+            Some("certificate not trusted: no CA in smtp_tls_CAfile = @ETC@/test-ca.pem issued it (tls = \"verify\"); no password was sent".into()),
+        ),
+        (
+            "a leaf from Postfix's CA for another name",
+            pki.leaf(&["other.example"]),
+            None,
+            Some("certificate name mismatch: it is for other.example, not localhost (tls = \"secure\"); no password was sent".into()),
+        ),
+        (
+            "an expired leaf from Postfix's CA",
+            pki.expired_leaf(&["localhost"]),
+            None,
+            Some("certificate expired (tls = \"secure\"); no password was sent".into()),
+        ),
+        (
+            "a self-signed certificate at encrypt: not checked, as in Postfix",
+            forged(),
+            Some("encrypt"),
+            None,
+        ),
+        (
+            "no STARTTLS offered at secure",
+            pki.leaf(&["localhost"]),
+            Some("no-starttls"),
+            Some("TLS required (tls = \"secure\") but the server does not offer STARTTLS; no password was sent".into()),
+        ),
+    ];
+    let host = host_trusting(&pki);
+    for (what, chain, tls, want) in cases {
+        let (peer, tls) = match tls {
+            Some("no-starttls") => (Peer::serving(None, "u", CANARY), None),
+            _ => (Peer::serving(Some(chain), "u", CANARY), tls),
+        };
+        let relay = format!("[localhost]:{}", peer.port());
+        relayhost(&host, &relay, tls);
+        let run = host.cmd("verify").args(&["--timeout", "10"]).run();
+        eprintln!("{what}:\n{}", run.stdout);
+        let line = run.stdout.lines().next().unwrap_or_default().to_string();
+        match want {
+            None => {
+                run.success();
+                assert_eq!(
+                    line,
+                    format!("ok      relayhost via {relay} as u (STARTTLS, AUTH PLAIN)"),
+                    "{what}"
+                );
+                assert_eq!(peer.logins(), [("u".to_string(), true)], "{what}");
+            }
+            Some(want) => {
+                run.code(1);
+                let want = host.expand(&want);
+                let want = format!("FAILED  relayhost via {relay} as u: {want}");
+                assert_eq!(line, want, "{what}");
+                assert!(!peer.saw_auth(), "{what}: AUTH reached the server");
+                // A refused certificate: the client broke the handshake off.
+                assert_eq!(
+                    peer.handshake_failures().len(),
+                    usize::from(want.contains("certificate")),
+                    "{what}: {:?}",
+                    peer.handshake_failures()
+                );
+                assert!(peer.logins().is_empty(), "{what}");
+            }
+        }
+        let verbs: Vec<String> = peer.received().into_iter().map(|r| r.verb).collect();
+        // Never anything that sends mail.
+        assert!(
+            verbs
+                .iter()
+                .all(|v| ["EHLO", "STARTTLS", "AUTH", "QUIT"].contains(&v.as_str())),
+            "{what}: {verbs:?}"
+        );
+    }
+}
+
+#[test]
+fn a_refused_certificate_is_a_failed_check_in_apply_verify_too() {
+    require!(Need::Postfix);
+    let pki = Pki::new();
+    let peer = Peer::serving(
+        Some(Pki::self_signed(&["localhost"], "attacker.invalid")),
+        "u",
+        CANARY,
+    );
+    let host = host_trusting(&pki);
+    relayhost(&host, &format!("[localhost]:{}", peer.port()), None);
+    let before = host.files();
+    host.cmd("apply")
+        .args(&["--verify"])
+        .run()
+        .code(2)
+        .stdout_has("certificate not trusted")
+        .stderr_has("credential verification failed; nothing changed");
+    assert_eq!(host.files(), before);
+    assert!(!peer.saw_auth());
+}
+
+#[test]
+fn the_trust_store_is_ca_path_or_else_the_system_bundle() {
+    require!(Need::Postfix);
+    let pki = Pki::new();
+    let peer = Peer::serving(Some(pki.leaf(&["localhost"])), "u", CANARY);
+    let relay = format!("[localhost]:{}", peer.port());
+
+    // smtp_tls_CApath: every certificate file in the directory counts; other entries
+    // (a file without a certificate, a subdirectory) are skipped.
+    let host = Host::new("smtp_tls_CApath = $config_directory/cas\n");
+    std::fs::create_dir_all(host.path("cas/sub")).unwrap();
+    std::fs::write(host.path("cas/test-ca.pem"), pki.ca_pem()).unwrap();
+    std::fs::write(host.path("cas/README"), "not a certificate\n").unwrap();
+    relayhost(&host, &relay, None);
+    host.cmd("verify").run().success().stdout_has(&format!(
+        "ok      relayhost via {relay} as u (STARTTLS, AUTH PLAIN)"
+    ));
+
+    // Neither set: the system bundle plan would write, which does not hold the test CA.
+    let host = Host::new("");
+    relayhost(&host, &relay, None);
+    let run = host.cmd("verify").run();
+    let bundle = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ]
+    .into_iter()
+    .find(|b| std::path::Path::new(b).is_file());
+    match bundle {
+        Some(bundle) => {
+            run.code(1).stdout_has(&format!(
+                "certificate not trusted: no CA in the system bundle {bundle} issued it (tls = \"secure\"); no password was sent"
+            ));
+        }
+        None => {
+            run.error()
+                .stderr_has("Postfix has no CA to verify relays' certificates with");
+        }
+    }
+    assert_eq!(peer.logins(), [("u".to_string(), true)]);
+    assert_eq!(
+        peer.received().iter().filter(|r| r.verb == "AUTH").count(),
+        1,
+        "AUTH only in the trusted session"
+    );
+
+    // A CA file with no certificate is an error naming it: Postfix could verify nothing.
+    let host = Host::new("smtp_tls_CAfile = $config_directory/empty.pem\n");
+    host.write_etc("empty.pem", "");
+    relayhost(&host, &relay, None);
+    host.cmd("verify")
+        .run()
+        .error()
+        .stderr_has("empty.pem: no usable CA certificate in it");
+}
