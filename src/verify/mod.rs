@@ -5,7 +5,7 @@
 //!
 //! Which relay and which credentials come from `routing`, the same rule validation and
 //! plan use. Each check does what Postfix's SMTP client would do at the relay's TLS
-//! level ([`login`]): STARTTLS when the level is not `none` and the server offers it;
+//! level (`login`): STARTTLS when the level is not `none` and the server offers it;
 //! `encrypt`, `verify` and `secure` without STARTTLS fail before any password is sent;
 //! at `secure` and `verify` the certificate chain is checked against Postfix's own
 //! trust store ([`trust`]) and its name against the relay's host name, and a refused

@@ -3,7 +3,8 @@
 //! `--timeout`; one that sends an endless line cannot make verify buffer it; and at
 //! `secure` and `verify` a certificate Postfix's own trust store (`smtp_tls_CAfile`,
 //! `smtp_tls_CApath`, read with postconf) would refuse ends the check before any AUTH
-//! is sent, while `encrypt` accepts any certificate, as Postfix does.
+//! is sent, while `encrypt` accepts any certificate, as Postfix does. A relay that
+//! quotes the credentials back in its reply finds them masked in every output.
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
@@ -300,4 +301,26 @@ fn the_trust_store_is_ca_path_or_else_the_system_bundle() {
         .run()
         .error()
         .stderr_has("empty.pem: no usable CA certificate in it");
+}
+
+#[test]
+fn a_relay_quoting_the_credentials_back_sees_them_masked_in_every_output() {
+    let peer = Peer::echoing();
+    let host = Host::new("");
+    let relay = format!("[127.0.0.1]:{}", peer.port());
+    relayhost(&host, &relay, Some("may"));
+    // Its 535 quotes AUTH PLAIN's base64 "\0u\0password" back.
+    let plain = crate::relay::encode(format!("\0u\0{CANARY}").as_bytes());
+    let run = host.cmd("verify").loud().run();
+    run.code(1).stdout_has(&format!(
+        "FAILED  relayhost via {relay} as u: authentication failed: 535 5.7.8 rejected AUTH PLAIN ******** ********\n"
+    ));
+    assert!(run.stderr.contains("TRACE"), "{}", run.stderr);
+    for out in [&run.stdout, &run.stderr] {
+        assert!(
+            !out.contains(&plain),
+            "the AUTH PLAIN string leaked:\n{out}"
+        );
+    }
+    assert!(peer.saw_auth());
 }

@@ -118,11 +118,14 @@ impl Pki {
 /// What the peer does once a client connects.
 #[derive(Clone)]
 pub enum Script {
-    /// Behaves: offers STARTTLS when it has a chain, takes AUTH for `user`/`password`.
+    /// Behaves: offers STARTTLS when it has a chain, takes AUTH for `user`/`password`;
+    /// with `echo`, a refused AUTH's reply quotes what the client sent (the base64
+    /// credentials), as a hostile relay could.
     Serve {
         tls: Option<Chain>,
         user: String,
         password: String,
+        echo: bool,
     },
     /// `220-` continuation lines, one every `every`, never the last line.
     EndlessContinuation { every: Duration },
@@ -201,6 +204,17 @@ impl Peer {
             tls,
             user: user.into(),
             password: password.into(),
+            echo: false,
+        })
+    }
+
+    /// A peer without TLS that takes no credentials and quotes them back in its 535.
+    pub fn echoing() -> Peer {
+        Peer::start(Script::Serve {
+            tls: None,
+            user: String::new(),
+            password: String::new(),
+            echo: true,
         })
     }
 
@@ -325,6 +339,7 @@ fn session(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
             tls,
             user,
             password,
+            echo,
         } => Serving {
             shared,
             conn: Conn::Plain(stream),
@@ -332,6 +347,8 @@ fn session(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
             tls,
             user,
             password,
+            echo,
+            sent: Vec::new(),
         }
         .run(),
     }
@@ -380,6 +397,9 @@ struct Serving<'a> {
     tls: Option<Chain>,
     user: String,
     password: String,
+    echo: bool,
+    /// What the client sent in the current AUTH exchange, for `echo`.
+    sent: Vec<String>,
 }
 
 impl Serving<'_> {
@@ -459,6 +479,9 @@ impl Serving<'_> {
                         let tls = self.conn.is_tls();
                         self.shared.log().logins.push((self.user.clone(), tls));
                         self.reply("235 2.7.0 Authentication successful")?;
+                    } else if self.echo {
+                        let sent = std::mem::take(&mut self.sent).join(" ");
+                        self.reply(&format!("535 5.7.8 rejected AUTH {arg} {sent}"))?;
                     } else {
                         self.reply("535 5.7.8 Authentication credentials invalid")?;
                     }
@@ -498,15 +521,18 @@ impl Serving<'_> {
                         self.line()?.unwrap_or_default()
                     }
                 };
+                self.sent.push(response.clone());
                 let plain = text(response);
                 let mut parts = plain.split('\0').skip(1);
                 Ok(parts.next() == Some(&self.user) && parts.next() == Some(&self.password))
             }
             "LOGIN" => {
                 self.reply(&format!("334 {}", encode(b"Username:")))?;
-                let user = text(self.line()?.unwrap_or_default());
+                let user = self.line()?.unwrap_or_default();
                 self.reply(&format!("334 {}", encode(b"Password:")))?;
-                let password = text(self.line()?.unwrap_or_default());
+                let password = self.line()?.unwrap_or_default();
+                self.sent.extend([user.clone(), password.clone()]);
+                let (user, password) = (text(user), text(password));
                 Ok(user == self.user && password == self.password)
             }
             _ => Ok(false),
