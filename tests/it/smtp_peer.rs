@@ -247,6 +247,27 @@ impl Peer {
         self.shared.log().handshake_failures.clone()
     }
 
+    /// Waits until every session has ended (the client hung up and the peer noticed,
+    /// so everything it will record is recorded); false after `limit`.
+    pub fn wait_idle(&self, limit: Duration) -> bool {
+        let started = std::time::Instant::now();
+        loop {
+            if self
+                .shared
+                .conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+            {
+                return true;
+            }
+            if started.elapsed() > limit {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Octets the misbehaving scripts wrote before the client went away.
     pub fn written(&self) -> u64 {
         self.shared.log().written
