@@ -411,13 +411,17 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
-    /// A server on 127.0.0.1 that writes `bytes` and then waits for the client to hang up.
-    fn serving(bytes: Vec<u8>) -> u16 {
+    /// A server on 127.0.0.1 that writes `bytes` and then hangs up, or (`hang_up`
+    /// false) waits for the client to.
+    fn serving(bytes: Vec<u8>, hang_up: bool) -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
             let _ = s.write_all(&bytes);
+            if hang_up {
+                return;
+            }
             let mut sink = [0u8; 64];
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
             while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
@@ -426,7 +430,7 @@ mod tests {
     }
 
     fn reply_to(bytes: &[u8]) -> Result<Reply, Error> {
-        let port = serving(bytes.to_vec());
+        let port = serving(bytes.to_vec(), false);
         let deadline = Deadline::after(Duration::from_secs(5));
         Session::connect("127.0.0.1", port, deadline)?.read_reply()
     }
@@ -475,7 +479,11 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        assert!(matches!(reply_to(b"250-half"), Err(Error::Closed(None))));
+        // Half a reply, then the server hangs up.
+        let port = serving(b"250-half".to_vec(), true);
+        let deadline = Deadline::after(Duration::from_secs(5));
+        let mut session = Session::connect("127.0.0.1", port, deadline).unwrap();
+        assert!(matches!(session.read_reply(), Err(Error::Closed(None))));
     }
 
     #[test]
