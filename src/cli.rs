@@ -71,10 +71,15 @@ pub enum Command {
         /// Only this sender: a domain, `@domain`, an address, or `relayhost`.
         #[arg(long, value_name = "DOMAIN_OR_ADDRESS")]
         sender: Option<String>,
-        /// Seconds to wait for a relay to connect and to answer each command (1 to 3600).
+        /// Seconds one check may take in all, from connect to QUIT (1 to 3600).
         #[arg(long, value_name = "SECONDS", default_value_t = 10,
               value_parser = clap::value_parser!(u64).range(1..=3600))]
         timeout: u64,
+        /// Postfix configuration directory whose CA settings (smtp_tls_CAfile,
+        /// smtp_tls_CApath) relays with tls "secure" or "verify" are checked against
+        /// (like postconf -c); overrides [postfix] config_dir.
+        #[arg(long, value_name = "DIR")]
+        postfix_dir: Option<PathBuf>,
     },
     /// Write a desired-state file from the relaying Postfix does now (relayhost and the
     /// maps main.cf names). Exit 0 imported, 1 imported with findings (on stderr), 2 error.

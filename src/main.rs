@@ -50,12 +50,25 @@ fn load(path: &Path) -> Result<Desired> {
     Ok(d)
 }
 
-/// Connect and command timeout of `apply --verify`, as `verify`'s default.
+/// Each check's budget in `apply --verify`, as `verify`'s default.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs the checks and prints their report; true when all passed.
-fn run_verify(out: &mut impl Write, checks: Vec<verify::Check>, timeout: Duration) -> Result<bool> {
-    let outcomes = verify::run(checks, timeout);
+/// Runs the checks and prints their report; true when all passed. Postfix's trust store
+/// is read only when a check verifies certificates (`secure`, `verify`).
+fn run_verify(
+    out: &mut impl Write,
+    d: &Desired,
+    postfix_dir: Option<&Path>,
+    checks: Vec<verify::Check>,
+    timeout: Duration,
+) -> Result<bool> {
+    let trust = if verify::needs_trust_store(&checks) {
+        let dir = state::config_dir(d, postfix_dir)?;
+        Some(verify::trust::load(&dir)?)
+    } else {
+        None
+    };
+    let outcomes = verify::run(checks, &verify::Settings { timeout, trust });
     out.write_all(report::verify(&outcomes).as_bytes())?;
     Ok(outcomes.iter().all(|o| o.result.is_ok()))
 }
@@ -96,10 +109,12 @@ fn run(cli: Cli) -> Result<u8> {
             config,
             sender,
             timeout,
+            postfix_dir,
         } => {
             let d = load(&config)?;
             let checks = verify::checks(&d, sender.as_deref())?;
-            let ok = run_verify(&mut stdout, checks, Duration::from_secs(timeout))?;
+            let timeout = Duration::from_secs(timeout);
+            let ok = run_verify(&mut stdout, &d, postfix_dir.as_deref(), checks, timeout)?;
             Ok(if ok { 0 } else { 1 })
         }
         Command::Plan {
@@ -122,7 +137,16 @@ fn run(cli: Cli) -> Result<u8> {
             verify,
         } => {
             let d = load(&target.config)?;
-            if verify && !run_verify(&mut stdout, verify::checks(&d, None)?, VERIFY_TIMEOUT)? {
+            let dir = target.postfix_dir.as_deref();
+            if verify
+                && !run_verify(
+                    &mut stdout,
+                    &d,
+                    dir,
+                    verify::checks(&d, None)?,
+                    VERIFY_TIMEOUT,
+                )?
+            {
                 bail!("credential verification failed; nothing changed");
             }
             let options = apply::Options {

@@ -3,7 +3,7 @@
 //! fixed main.cf parameters, and the reload marker. Contents are decided elsewhere
 //! (`routing` for the table entries, `plan` for the parameter values).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One managed lookup table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -105,6 +105,45 @@ pub const CA_BUNDLES: [&str; 3] = [
     "/etc/pki/tls/certs/ca-bundle.crt",
     "/etc/ssl/cert.pem",
 ];
+
+/// The first of [`CA_BUNDLES`] that exists on this host.
+pub fn system_ca_bundle() -> Option<PathBuf> {
+    CA_BUNDLES.iter().map(PathBuf::from).find(|p| p.is_file())
+}
+
+/// Where Postfix finds the CAs it verifies relays' certificates with (`secure`,
+/// `verify`), under postrelay's rule: what main.cf sets, or, when [`CA_FILE`] and
+/// [`CA_PATH`] are both empty, the system bundle, which plan then writes to
+/// [`CA_FILE`]. Plan (what to write) and verify (what to trust) both ask this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    /// main.cf's own: either value may be empty (`None`), not both.
+    Configured {
+        file: Option<String>,
+        path: Option<String>,
+    },
+    /// Both empty: the system bundle postrelay sets.
+    SystemBundle(PathBuf),
+    /// Both empty and no system bundle: Postfix could verify no certificate.
+    Missing,
+}
+
+/// The [`CaSource`] for main.cf's values of [`CA_FILE`] and [`CA_PATH`] (unset and
+/// blank alike count as empty) and the host's system bundle ([`system_ca_bundle`]).
+pub fn ca_source(ca_file: Option<&str>, ca_path: Option<&str>, bundle: Option<&Path>) -> CaSource {
+    let set = |v: Option<&str>| {
+        v.map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    match (set(ca_file), set(ca_path)) {
+        (None, None) => match bundle {
+            Some(b) => CaSource::SystemBundle(b.to_path_buf()),
+            None => CaSource::Missing,
+        },
+        (file, path) => CaSource::Configured { file, path },
+    }
+}
 
 /// The main.cf parameter set from `[relayhost]`.
 pub const RELAYHOST: &str = "relayhost";

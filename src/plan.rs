@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use crate::conflicts::{self, Conflict};
 use crate::desired::Desired;
 use crate::hold::{self, Hold};
-use crate::managed::{CA_BUNDLES, CA_FILE, CA_PATH, FIXED_PARAMETERS, MapKind, RELAYHOST};
+use crate::managed::{
+    self, CA_BUNDLES, CA_FILE, CA_PATH, CaSource, FIXED_PARAMETERS, MapKind, RELAYHOST,
+};
 use crate::problems::Problems;
 use crate::routing::Table;
 use crate::secret::Secret;
@@ -323,15 +325,18 @@ fn ca_file(desired: &Desired, doc: &MainCf, state: &State) -> Result<Option<Stri
         .filter(|(_, t)| t.verifies_certificate())
         .map(|(r, _)| r.as_str())
         .collect();
-    let configured = [CA_FILE, CA_PATH]
-        .iter()
-        .any(|p| doc.get(p).is_some_and(|v| !v.trim().is_empty()));
-    if verifying.is_empty() || configured {
+    if verifying.is_empty() {
         return Ok(None);
     }
-    match &state.ca_bundle {
-        Some(bundle) => Ok(Some(bundle.display().to_string())),
-        None => Err(format!(
+    let source = managed::ca_source(
+        doc.get(CA_FILE).as_deref(),
+        doc.get(CA_PATH).as_deref(),
+        state.ca_bundle.as_deref(),
+    );
+    match source {
+        CaSource::Configured { .. } => Ok(None),
+        CaSource::SystemBundle(bundle) => Ok(Some(bundle.display().to_string())),
+        CaSource::Missing => Err(format!(
             "relays {} check certificates (tls \"secure\" or \"verify\", the default for a relay named by host name), but Postfix has no CA: {CA_FILE} and {CA_PATH} are empty and none of {} exists; set {CA_FILE} or {CA_PATH} in main.cf, or give those relays tls = \"encrypt\"",
             verifying.join(", "),
             CA_BUNDLES.join(", ")

@@ -97,6 +97,27 @@ pub fn default_database_type(dir: &Path) -> Result<String> {
     Ok(value)
 }
 
+/// The values of main.cf parameters as Postfix uses them (`postconf -c DIR -xh NAME...`:
+/// the defaults for what main.cf does not set, `$name` references expanded), in the
+/// order asked. Like every Postfix program, postconf first waits for a main.cf written
+/// in the last second or two to "cool down".
+pub fn values(dir: &Path, names: &[&str]) -> Result<Vec<String>> {
+    let mut args = vec![OsStr::new("-c"), dir.as_os_str(), OsStr::new("-xh")];
+    args.extend(names.iter().map(OsStr::new));
+    let (shown, out) = run("postconf", &args)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let values: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    // An unknown name is a warning on stderr and no line of output. Other warnings
+    // (a config dir without master.cf) do not change the values.
+    if !out.status.success() || values.len() != names.len() {
+        return Err(failure(&shown, &out, ""));
+    }
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        tracing::debug!("{shown}: {line}");
+    }
+    Ok(values)
+}
+
 /// The lookup-table types this Postfix supports (`postconf -m`, which includes the
 /// plugins listed in dynamicmaps.cf).
 pub fn map_types(dir: &Path) -> Result<Vec<String>> {

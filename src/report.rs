@@ -17,7 +17,7 @@ use crate::apply::{Outcome, SWITCH_TIMEOUT, Skip, Step};
 use crate::conflicts::{Conflict, Definer};
 use crate::desired::{Desired, Warning};
 use crate::hold::{self, Hold};
-use crate::managed::MapKind;
+use crate::managed::{CA_FILE, CA_PATH, CaSource, MapKind};
 use crate::plan::{Changed, Command, EntryChange, MapChange, Note, Part, Plan, Reason};
 use crate::postfix::{self, Control};
 use crate::problems::Problems;
@@ -26,7 +26,7 @@ use crate::state::{Kept, KeptMap};
 use crate::syntax::lines::{self, Kind};
 use crate::syntax::maincf::Edit;
 use crate::syntax::table;
-use crate::verify::{self, Failure, Waiting};
+use crate::verify::{self, CertProblem, Failure, ReplyProblem, Waiting};
 
 /// Each physical line of a password map, with everything after `user:` masked, in
 /// entries and in commented-out entries (`# key user:password`) alike. Other comments
@@ -620,25 +620,124 @@ pub fn applied(outcome: &Outcome, quiet: bool) -> String {
     out
 }
 
+/// Most characters of a server's text quoted in a verify line.
+const MAX_QUOTED: usize = 300;
+
+/// Text from a server (already scrubbed and free of control characters), cut to
+/// [`MAX_QUOTED`] characters.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(MAX_QUOTED) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// What verify was waiting for, as the object of "no … within N s".
+fn awaited(waiting: Waiting) -> &'static str {
+    match waiting {
+        Waiting::Connection => "connection",
+        Waiting::Greeting => "greeting",
+        Waiting::Ehlo => "reply to EHLO",
+        Waiting::StartTls => "reply to STARTTLS",
+        Waiting::TlsHandshake => "TLS handshake",
+        Waiting::Auth => "reply to AUTH",
+    }
+}
+
+/// The CAs a certificate was checked against.
+fn trust_store(source: &CaSource) -> String {
+    match source {
+        CaSource::Configured { file, path } => [(CA_FILE, file), (CA_PATH, path)]
+            .iter()
+            .filter_map(|(name, v)| v.as_ref().map(|v| format!("{name} = {v}")))
+            .collect::<Vec<_>>()
+            .join(" or "),
+        CaSource::SystemBundle(bundle) => format!("the system bundle {}", bundle.display()),
+        CaSource::Missing => "no trust store".into(),
+    }
+}
+
+fn reply_problem(p: &ReplyProblem) -> String {
+    match p {
+        ReplyProblem::LineTooLong { limit } => format!("reply line longer than {limit} octets"),
+        ReplyProblem::TooLong { limit } => format!("reply longer than {limit} octets"),
+        ReplyProblem::TooManyLines { limit } => format!("reply of more than {limit} lines"),
+        ReplyProblem::Malformed { line } => format!("malformed reply line {:?}", quoted(line)),
+    }
+}
+
+fn certificate(name: &str, problem: &CertProblem, trust: &CaSource) -> String {
+    match problem {
+        CertProblem::UnknownIssuer => format!(
+            "certificate not trusted: no CA in {} issued it",
+            trust_store(trust)
+        ),
+        CertProblem::NameMismatch { presented } if presented.is_empty() => {
+            format!("certificate name mismatch: it is not for {name}")
+        }
+        CertProblem::NameMismatch { presented } => {
+            let mut names: Vec<String> = presented.iter().take(5).map(|n| quoted(n)).collect();
+            if presented.len() > 5 {
+                names.push(format!("{} more", presented.len() - 5));
+            }
+            format!(
+                "certificate name mismatch: it is for {}, not {name}",
+                names.join(", ")
+            )
+        }
+        CertProblem::Expired => "certificate expired".into(),
+        CertProblem::NotYetValid => "certificate not valid yet".into(),
+        CertProblem::Revoked => "certificate revoked".into(),
+        CertProblem::Other(e) => format!("certificate refused: {}", quoted(e)),
+    }
+}
+
 fn failure(f: &Failure) -> String {
     match f {
         Failure::Connect { host, port, error } => {
             format!("cannot connect to {host} port {port}: {error}")
         }
         Failure::TlsSetup(e) => format!("TLS setup: {e}"),
-        Failure::StartTls(e) => format!("STARTTLS failed: {e}"),
-        Failure::NoStartTls => "TLS required (tls = \"encrypt\") but the server does not offer STARTTLS; no password was sent".into(),
+        Failure::StartTls(e) => format!("STARTTLS failed: {}", quoted(e)),
+        Failure::NoStartTls(level) => format!(
+            "TLS required (tls = \"{}\") but the server does not offer STARTTLS; no password was sent",
+            level.as_str()
+        ),
+        Failure::Certificate {
+            level,
+            name,
+            problem,
+            trust,
+        } => format!(
+            "{} (tls = \"{}\"); no password was sent",
+            certificate(name, problem, trust),
+            level.as_str()
+        ),
         Failure::NoAuthMechanism => "the server offers no AUTH PLAIN or LOGIN".into(),
         Failure::TimedOut { waiting, after } => {
-            let what = match waiting {
-                Waiting::Connection => "connection",
-                Waiting::Greeting => "greeting",
-                Waiting::StartTls => "reply to STARTTLS",
-                Waiting::Auth => "reply to AUTH",
-            };
-            format!("no {what} within {} s", after.as_secs_f64())
+            format!("no {} within {} s", awaited(*waiting), after.as_secs_f64())
         }
-        Failure::Auth(e) => format!("authentication failed: {e}"),
+        Failure::Closed { waiting, error } => match error {
+            None => format!(
+                "the server closed the connection; no {} came",
+                awaited(*waiting)
+            ),
+            Some(e) => format!(
+                "connection lost waiting for the {}: {}",
+                awaited(*waiting),
+                quoted(e)
+            ),
+        },
+        Failure::BadReply { waiting, problem } => match waiting {
+            Waiting::Greeting => format!("bad greeting: {}", reply_problem(problem)),
+            w => format!("bad {}: {}", awaited(*w), reply_problem(problem)),
+        },
+        Failure::Refused { waiting, reply } => match waiting {
+            Waiting::Greeting => format!("the server refused the session: {}", quoted(reply)),
+            Waiting::Ehlo => format!("EHLO refused: {}", quoted(reply)),
+            w => format!("{} refused: {}", awaited(*w), quoted(reply)),
+        },
+        Failure::Auth(e) => format!("authentication failed: {}", quoted(e)),
     }
 }
 

@@ -184,10 +184,7 @@ impl State {
         let kept = read_kept(&doc, &target, desired, &mut maps)?;
         let reload_pending =
             std::fs::symlink_metadata(target.config_dir.join(RELOAD_PENDING)).is_ok();
-        let ca_bundle = managed::CA_BUNDLES
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file());
+        let ca_bundle = managed::system_ca_bundle();
         Ok(State {
             target,
             owner: (Uid::effective().as_raw(), Gid::effective().as_raw()),

@@ -263,7 +263,7 @@ fn verify_in_words() {
                 Who::Sender(SenderKey::Address("x@a.example".into())),
                 Some("x"),
             ),
-            result: Err(Failure::NoStartTls),
+            result: Err(Failure::NoStartTls(crate::desired::Tls::Encrypt)),
         },
     ];
     assert_eq!(

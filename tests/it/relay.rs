@@ -190,12 +190,11 @@ impl FakeRelay {
         // Non-blocking accept polled with a short sleep: drop only has to set a flag.
         listener.set_nonblocking(true).unwrap();
         let tls = config.starttls.then(|| {
-            tls_config(
-                config
-                    .certificate
-                    .clone()
-                    .unwrap_or_else(Leaf::localhost_self_signed),
-            )
+            config
+                .certificate
+                .clone()
+                .unwrap_or_else(Leaf::localhost_self_signed)
+                .server_config()
         });
         let shared = Arc::new(Shared {
             port,
@@ -293,19 +292,6 @@ impl Drop for FakeRelay {
             let _ = conn.shutdown(Shutdown::Both);
         }
     }
-}
-
-/// A server configuration presenting `certificate`.
-fn tls_config(certificate: Leaf) -> Arc<ServerConfig> {
-    let (chain, key) = (certificate.chain(), certificate.key());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("rustls: protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("rustls: server certificate");
-    Arc::new(config)
 }
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {

@@ -148,7 +148,7 @@ impl Host {
     pub fn cmd(&self, sub: &str) -> Cmd {
         let mut c = Cmd::new(&[sub]);
         c.args(&["--config", &self.config.display().to_string()]);
-        if matches!(sub, "plan" | "apply" | "validate") {
+        if matches!(sub, "plan" | "apply" | "validate" | "verify") {
             c.args(&["--postfix-dir", &self.etc.display().to_string()]);
         }
         c

@@ -13,11 +13,13 @@ use std::fmt;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// A server certificate (with the chain a server sends: the leaf only, as the test CA
@@ -75,6 +77,18 @@ impl Leaf {
     pub fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()))
     }
+
+    /// A rustls server configuration presenting this certificate.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("rustls: protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(self.chain(), self.key())
+            .expect("rustls: server certificate");
+        Arc::new(config)
+    }
 }
 
 /// Parameters of a server certificate: subject `CN=cn`, the names as subject
@@ -117,13 +131,33 @@ impl TestCa {
     /// A server certificate signed by this CA: subject `CN=` the first name, every name
     /// a subject alternative name.
     pub fn issue(&self, names: &[&str]) -> Leaf {
+        self.sign(names, |_| {}, "")
+    }
+
+    /// The same, but valid only in the year 2000: expired.
+    pub fn issue_expired(&self, names: &[&str]) -> Leaf {
+        let expired = |params: &mut CertificateParams| {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        };
+        self.sign(names, expired, ", expired in 2001")
+    }
+
+    fn sign(
+        &self,
+        names: &[&str],
+        adjust: impl FnOnce(&mut CertificateParams),
+        note: &str,
+    ) -> Leaf {
         let cn = names.first().copied().unwrap_or("no name");
         let key = KeyPair::generate().expect("rcgen: key pair");
-        let cert = leaf_params(cn, names)
+        let mut params = leaf_params(cn, names);
+        adjust(&mut params);
+        let cert = params
             .signed_by(&key, &self.issuer)
             .expect("rcgen: certificate signed by the test CA");
         Leaf {
-            what: format!("CN={cn} for {names:?}, issued by CN={}", self.cn),
+            what: format!("CN={cn} for {names:?}, issued by CN={}{note}", self.cn),
             chain: vec![cert.der().clone()],
             key: key.serialize_der(),
         }

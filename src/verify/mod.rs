@@ -1,33 +1,46 @@
 //! `postrelay verify`: logs in to every relay with the credentials Postfix would use for
 //! each sender (connect, EHLO, STARTTLS, AUTH, QUIT) without sending mail, so a wrong
-//! password or a relay without TLS is found before Postfix starts deferring mail.
+//! password, a relay without TLS or a certificate Postfix would refuse is found before
+//! Postfix starts deferring mail.
 //!
 //! Which relay and which credentials come from `routing`, the same rule validation and
-//! plan use. Each check does what Postfix's SMTP client would do with the settings
-//! postrelay writes: STARTTLS when the relay's policy is `encrypt` or `may` and the
-//! server offers it; `encrypt` without STARTTLS is a failure before any password is
-//! sent. Like Postfix's `encrypt` level, the server certificate is not verified (that
-//! would be `verify` or `secure`). A relay written without brackets is connected to
-//! directly (its address records), where Postfix would look up its MX records first.
+//! plan use. Each check does what Postfix's SMTP client would do at the relay's TLS
+//! level (`login`): STARTTLS when the level is not `none` and the server offers it;
+//! `encrypt`, `verify` and `secure` without STARTTLS fail before any password is sent;
+//! at `secure` and `verify` the certificate chain is checked against Postfix's own
+//! trust store ([`trust`]) and its name against the relay's host name, and a refused
+//! certificate ends the check before AUTH ([`tls`]). Which servers a check tries is
+//! decided in one place, [`servers`]: today a relay's host itself, also for a relay
+//! without brackets, where Postfix would look up its MX records first.
 //!
-//! The SMTP dialogue is lettre's (a maintained client: STARTTLS with rustls, AUTH PLAIN
-//! and LOGIN, reply parsing), not hand-written. Results are data ([`Outcome`]); `report`
-//! words them. Failures never contain the password: server replies are scrubbed of it.
+//! The SMTP client is our own ([`smtp`]) rather than a crate's, because a check must
+//! stay bounded against a hostile network: one deadline for the whole dialogue, capped
+//! reply lines and replies, and certificate checks against Postfix's CA settings. One
+//! check's budget is `--timeout`, from connect to QUIT. Results are data ([`Outcome`]);
+//! `report` words them. Failures never contain the password: everything taken from a
+//! server's reply is scrubbed of it and of its base64 AUTH forms.
+
+mod login;
+pub mod smtp;
+pub mod tls;
+pub mod trust;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use lettre::transport::smtp::authentication::{Credentials as SmtpCredentials, Mechanism};
-use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use base64::Engine as _;
 
 use crate::desired::{Credentials, Desired, SenderKey, Tls};
 use crate::routing::{Relay, Route};
-use base64::Engine as _;
+use crate::secret::{MASK, Secret};
 
-use crate::secret::MASK;
+pub use smtp::ReplyProblem;
+pub use tls::CertProblem;
+
+use crate::managed::CaSource;
+use smtp::Deadline;
 
 /// Whose mail a check is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,12 +70,14 @@ impl Who {
     }
 }
 
-/// What the client was waiting for when a check timed out.
+/// What the client was waiting for when a check failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waiting {
     Connection,
     Greeting,
+    Ehlo,
     StartTls,
+    TlsHandshake,
     Auth,
 }
 
@@ -84,7 +99,8 @@ pub struct Success {
     pub mechanism: Option<String>,
 }
 
-/// Why a login failed.
+/// Why a login failed. Text that came from the server is kept as data (control
+/// characters replaced) and scrubbed of the password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     Connect {
@@ -93,13 +109,38 @@ pub enum Failure {
         error: String,
     },
     TlsSetup(String),
+    /// STARTTLS refused, or a TLS handshake that failed for another reason than the
+    /// certificate.
     StartTls(String),
-    /// `tls = "encrypt"` and no STARTTLS offered: no password was sent.
-    NoStartTls,
-    /// Nothing came within the timeout.
+    /// A level that needs TLS (`encrypt`, `verify`, `secure`) and no STARTTLS offered:
+    /// no password was sent.
+    NoStartTls(Tls),
+    /// `secure` or `verify`: the certificate for `name` was refused; no password was sent.
+    Certificate {
+        level: Tls,
+        name: String,
+        problem: CertProblem,
+        trust: CaSource,
+    },
+    /// The check's whole budget (`after`) ran out.
     TimedOut {
         waiting: Waiting,
         after: Duration,
+    },
+    /// The server closed the connection, or it broke (`error`).
+    Closed {
+        waiting: Waiting,
+        error: Option<String>,
+    },
+    /// A reply postrelay refuses to read (too long, malformed).
+    BadReply {
+        waiting: Waiting,
+        problem: ReplyProblem,
+    },
+    /// The greeting or the EHLO reply was not a success.
+    Refused {
+        waiting: Waiting,
+        reply: String,
     },
     NoAuthMechanism,
     Auth(String),
@@ -107,7 +148,7 @@ pub enum Failure {
 
 /// Every form of a login that may come back in a server's reply: the password, the
 /// base64 `AUTH PLAIN` string (`\0user\0password`) and `AUTH LOGIN`'s base64 password.
-fn secret_forms(c: &Credentials) -> Vec<String> {
+fn secret_forms(c: &Credentials) -> Vec<Secret<String>> {
     let password = c.password.expose();
     if password.is_empty() {
         return Vec::new();
@@ -120,19 +161,35 @@ fn secret_forms(c: &Credentials) -> Vec<String> {
     ];
     // Longest first, so no form is cut by a shorter one inside it.
     forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
-    forms
+    forms.into_iter().map(Secret::new).collect()
+}
+
+/// Replaces every secret form in text that came from a server or a library.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scrubber {
+    forms: Vec<Secret<String>>,
+}
+
+impl Scrubber {
+    fn new(credentials: Option<&Credentials>) -> Scrubber {
+        Scrubber {
+            forms: credentials.map(secret_forms).unwrap_or_default(),
+        }
+    }
+
+    fn clean(&self, text: &str) -> String {
+        let mut t = text.to_string();
+        for form in &self.forms {
+            t = t.replace(form.expose().as_str(), MASK);
+        }
+        t
+    }
 }
 
 impl Failure {
-    /// Replaces every occurrence of each of `secrets` in the texts from the server or
-    /// library.
-    fn scrub(self, secrets: &[String]) -> Failure {
-        let s = |mut t: String| {
-            for secret in secrets {
-                t = t.replace(secret.as_str(), MASK);
-            }
-            t
-        };
+    /// The failure with every secret form replaced in the texts from the server or library.
+    fn scrub(self, scrubber: &Scrubber) -> Failure {
+        let s = |t: String| scrubber.clean(&t);
         match self {
             Failure::Connect { host, port, error } => Failure::Connect {
                 host,
@@ -142,6 +199,32 @@ impl Failure {
             Failure::TlsSetup(e) => Failure::TlsSetup(s(e)),
             Failure::StartTls(e) => Failure::StartTls(s(e)),
             Failure::Auth(e) => Failure::Auth(s(e)),
+            Failure::Closed { waiting, error } => Failure::Closed {
+                waiting,
+                error: error.map(s),
+            },
+            Failure::Refused { waiting, reply } => Failure::Refused {
+                waiting,
+                reply: s(reply),
+            },
+            Failure::BadReply {
+                waiting,
+                problem: ReplyProblem::Malformed { line },
+            } => Failure::BadReply {
+                waiting,
+                problem: ReplyProblem::Malformed { line: s(line) },
+            },
+            Failure::Certificate {
+                level,
+                name,
+                problem: CertProblem::Other(e),
+                trust,
+            } => Failure::Certificate {
+                level,
+                name,
+                problem: CertProblem::Other(s(e)),
+                trust,
+            },
             other => other,
         }
     }
@@ -218,117 +301,55 @@ pub fn checks(desired: &Desired, only: Option<&str>) -> Result<Vec<Check>> {
     Ok(out)
 }
 
-fn hello_name() -> ClientId {
-    let name = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    ClientId::Domain(name)
+/// One server a check may log in to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
 }
 
-/// Runs one check. Failures are scrubbed of the password.
-pub fn run_check(check: &Check, timeout: Duration) -> Result<Success, Failure> {
-    login(check, timeout).map_err(|f| match &check.credentials {
-        Some(c) => f.scrub(&secret_forms(c)),
-        None => f,
-    })
+/// The servers a check tries, in order, until one answers: the one place that decides
+/// them. Postfix connects to a relay in brackets (and to an IP literal) directly, by its
+/// address records; for a relay without brackets it looks up the domain's MX records
+/// first and tries those hosts in order of preference. Until that lookup is wired in
+/// here (`dns::mx_hosts(domain, deadline.left())`), every relay's host is tried
+/// directly. The deadline is the check's: a lookup must fit in it.
+pub fn servers(relay: &Relay, _deadline: &Deadline) -> Result<Vec<Server>, Failure> {
+    let (host, port) = relay.endpoint();
+    Ok(vec![Server {
+        host: host.to_string(),
+        port,
+    }])
 }
 
-/// A timeout in lettre's error, as what was awaited: a connect that timed out, or a read
-/// that did (`EAGAIN` from the socket's read timeout).
-fn timed_out(
-    e: &lettre::transport::smtp::Error,
-    reading: Waiting,
-    timeout: Duration,
-) -> Option<Failure> {
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            let waiting = match io.kind() {
-                std::io::ErrorKind::TimedOut if reading == Waiting::Greeting => Waiting::Connection,
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => reading,
-                _ => return None,
-            };
-            return Some(Failure::TimedOut {
-                waiting,
-                after: timeout,
-            });
-        }
-        source = err.source();
-    }
-    None
+/// Whether any of `checks` verifies certificates, and so needs Postfix's trust store.
+pub fn needs_trust_store(checks: &[Check]) -> bool {
+    checks.iter().any(|c| c.tls.verifies_certificate())
 }
 
-fn login(check: &Check, timeout: Duration) -> Result<Success, Failure> {
-    let (host, port) = check.relay.endpoint();
-    let hello = hello_name();
-    tracing::debug!(
-        "verify {}: connecting to {host} port {port}",
-        check.who.name()
-    );
-    let mut conn = SmtpConnection::connect((host, port), Some(timeout), &hello, None, None)
-        .map_err(|e| {
-            timed_out(&e, Waiting::Greeting, timeout).unwrap_or_else(|| Failure::Connect {
-                host: host.to_string(),
-                port,
-                error: chain(&e),
-            })
-        })?;
-    let starttls = check.tls != Tls::None && conn.can_starttls();
-    if starttls {
-        let params = TlsParameters::builder(host.to_string())
-            .dangerous_accept_invalid_certs(true)
-            .dangerous_accept_invalid_hostnames(true)
-            .build_rustls()
-            .map_err(|e| Failure::TlsSetup(chain(&e)))?;
-        conn.starttls(&params, &hello).map_err(|e| {
-            timed_out(&e, Waiting::StartTls, timeout)
-                .unwrap_or_else(|| Failure::StartTls(chain(&e)))
-        })?;
-    } else if !check.tls.is_weak() {
-        let _ = conn.quit();
-        return Err(Failure::NoStartTls);
-    }
-    let mechanism = match &check.credentials {
-        Some(c) => {
-            let mechanisms = [Mechanism::Plain, Mechanism::Login];
-            let Some(mechanism) = conn.server_info().get_auth_mechanism(&mechanisms) else {
-                let _ = conn.quit();
-                return Err(Failure::NoAuthMechanism);
-            };
-            let creds = SmtpCredentials::new(c.username.clone(), c.password.expose().to_string());
-            conn.auth(&[mechanism], &creds).map_err(|e| {
-                timed_out(&e, Waiting::Auth, timeout).unwrap_or_else(|| Failure::Auth(chain(&e)))
-            })?;
-            Some(mechanism.to_string())
-        }
-        None => None,
-    };
-    let _ = conn.quit();
-    Ok(Success {
-        starttls,
-        mechanism,
-    })
+/// How checks run: each check's whole budget, and the trust store for `secure` and
+/// `verify` (`None` when no check needs one: see [`needs_trust_store`]).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub timeout: Duration,
+    pub trust: Option<trust::TrustStore>,
 }
 
-/// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
+/// Runs one check within `settings.timeout`. Failures are scrubbed of the password.
+fn run_check(
+    check: &Check,
+    clients: &Result<tls::Clients, String>,
+    settings: &Settings,
+) -> Result<Success, Failure> {
+    let scrubber = Scrubber::new(check.credentials.as_ref());
+    let deadline = Deadline::after(settings.timeout);
+    let trust = settings.trust.as_ref().map(|t| &t.source);
+    login::login(check, clients, trust, deadline, &scrubber).map_err(|f| f.scrub(&scrubber))
 }
 
 /// Runs all checks, several at a time, and returns their outcomes in the order given.
-pub fn run(checks: Vec<Check>, timeout: Duration) -> Vec<Outcome> {
+pub fn run(checks: Vec<Check>, settings: &Settings) -> Vec<Outcome> {
+    let clients = tls::Clients::new(settings.trust.as_ref());
     let results: Vec<Mutex<Option<Result<Success, Failure>>>> =
         checks.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
@@ -339,7 +360,7 @@ pub fn run(checks: Vec<Check>, timeout: Duration) -> Vec<Outcome> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(check) = checks.get(i) else { break };
-                    let result = run_check(check, timeout);
+                    let result = run_check(check, &clients, settings);
                     *results[i].lock().expect("verify result lock") = Some(result);
                 }
             });
@@ -468,16 +489,69 @@ mod tests {
             username: "u".into(),
             password: crate::secret::Secret::new("hunter2".into()),
         };
-        let forms = secret_forms(&c);
+        let forms: Vec<String> = secret_forms(&c)
+            .into_iter()
+            .map(Secret::into_inner)
+            .collect();
         // AUTH PLAIN's "\0u\0hunter2" and AUTH LOGIN's "hunter2", in base64.
         assert_eq!(forms, ["AHUAaHVudGVyMg==", "aHVudGVyMg==", "hunter2"]);
+        let scrubber = Scrubber::new(Some(&c));
+        // Secret forms do not show in a Debug print of the scrubber either.
+        assert!(!format!("{scrubber:?}").contains("hunter2"));
         let f = Failure::Auth(
             "535 bad credentials for u:hunter2, echo AHUAaHVudGVyMg== / aHVudGVyMg==".into(),
         );
         assert_eq!(
-            f.scrub(&forms),
+            f.scrub(&scrubber),
             Failure::Auth("535 bad credentials for u:********, echo ******** / ********".into())
         );
-        assert_eq!(Failure::NoStartTls.scrub(&forms), Failure::NoStartTls);
+        // Every text that may quote the server is scrubbed.
+        let waiting = Waiting::Greeting;
+        for (dirty, clean) in [
+            (
+                Failure::Refused {
+                    waiting,
+                    reply: "554 hunter2".into(),
+                },
+                Failure::Refused {
+                    waiting,
+                    reply: "554 ********".into(),
+                },
+            ),
+            (
+                Failure::BadReply {
+                    waiting,
+                    problem: ReplyProblem::Malformed {
+                        line: "xyz aHVudGVyMg==".into(),
+                    },
+                },
+                Failure::BadReply {
+                    waiting,
+                    problem: ReplyProblem::Malformed {
+                        line: "xyz ********".into(),
+                    },
+                },
+            ),
+            (
+                Failure::Closed {
+                    waiting,
+                    error: Some("reset after hunter2".into()),
+                },
+                Failure::Closed {
+                    waiting,
+                    error: Some("reset after ********".into()),
+                },
+            ),
+            (
+                Failure::StartTls("454 hunter2".into()),
+                Failure::StartTls("454 ********".into()),
+            ),
+        ] {
+            assert_eq!(dirty.scrub(&scrubber), clean);
+        }
+        assert_eq!(
+            Failure::NoStartTls(Tls::Encrypt).scrub(&scrubber),
+            Failure::NoStartTls(Tls::Encrypt)
+        );
     }
 }
