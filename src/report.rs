@@ -635,6 +635,7 @@ fn quoted(text: &str) -> String {
 /// What verify was waiting for, as the object of "no … within N s".
 fn awaited(waiting: Waiting) -> &'static str {
     match waiting {
+        Waiting::Lookup => "MX lookup",
         Waiting::Connection => "connection",
         Waiting::Greeting => "greeting",
         Waiting::Ehlo => "reply to EHLO",
@@ -694,6 +695,9 @@ fn certificate(name: &str, problem: &CertProblem, trust: &CaSource) -> String {
 
 fn failure(f: &Failure) -> String {
     match f {
+        Failure::Lookup { domain, error } => {
+            format!("no server for {domain} (a relay without brackets: its MX hosts): {error}")
+        }
         Failure::Connect { host, port, error } => {
             format!("cannot connect to {host} port {port}: {error}")
         }

@@ -10,8 +10,8 @@
 //! at `secure` and `verify` the certificate chain is checked against Postfix's own
 //! trust store ([`trust`]) and its name against the relay's host name, and a refused
 //! certificate ends the check before AUTH ([`tls`]). Which servers a check tries is
-//! decided in one place, [`servers`]: today a relay's host itself, also for a relay
-//! without brackets, where Postfix would look up its MX records first.
+//! decided in one place, [`servers`]: a relay in brackets itself, a relay without
+//! brackets its MX hosts in order of preference (`dns`), as Postfix's SMTP client.
 //!
 //! The SMTP client is our own ([`smtp`]) rather than a crate's, because a check must
 //! stay bounded against a hostile network: one deadline for the whole dialogue, capped
@@ -33,6 +33,7 @@ use anyhow::{Result, bail};
 use base64::Engine as _;
 
 use crate::desired::{Credentials, Desired, SenderKey, Tls};
+use crate::dns;
 use crate::routing::{Relay, Route};
 use crate::secret::{MASK, Secret};
 
@@ -73,6 +74,8 @@ impl Who {
 /// What the client was waiting for when a check failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waiting {
+    /// The MX lookup of a relay written without brackets.
+    Lookup,
     Connection,
     Greeting,
     Ehlo,
@@ -103,6 +106,11 @@ pub struct Success {
 /// characters replaced) and scrubbed of the password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
+    /// The MX lookup of a relay written without brackets found no server (`dns`).
+    Lookup {
+        domain: String,
+        error: String,
+    },
     Connect {
         host: String,
         port: u16,
@@ -311,15 +319,32 @@ pub struct Server {
 /// The servers a check tries, in order, until one answers: the one place that decides
 /// them. Postfix connects to a relay in brackets (and to an IP literal) directly, by its
 /// address records; for a relay without brackets it looks up the domain's MX records
-/// first and tries those hosts in order of preference. Until that lookup is wired in
-/// here (`dns::mx_hosts(domain, deadline.left())`), every relay's host is tried
-/// directly. The deadline is the check's: a lookup must fit in it.
-pub fn servers(relay: &Relay, _deadline: &Deadline) -> Result<Vec<Server>, Failure> {
+/// first and tries those hosts in order of preference, on the relay's port (`dns`).
+/// The deadline is the check's: the lookup must fit in it.
+pub fn servers(relay: &Relay, deadline: &Deadline) -> Result<Vec<Server>, Failure> {
     let (host, port) = relay.endpoint();
-    Ok(vec![Server {
+    let direct = || Server {
         host: host.to_string(),
         port,
-    }])
+    };
+    if relay.is_bracketed() || relay.is_ip_literal() {
+        return Ok(vec![direct()]);
+    }
+    let Some(left) = deadline.left() else {
+        return Err(Failure::TimedOut {
+            waiting: Waiting::Lookup,
+            after: deadline.total(),
+        });
+    };
+    let hosts = dns::mx_hosts(host, left).map_err(|e| Failure::Lookup {
+        domain: host.to_string(),
+        error: format!("{e:#}"),
+    })?;
+    tracing::debug!("verify: MX hosts of {host}: {}", hosts.join(", "));
+    Ok(hosts
+        .into_iter()
+        .map(|host| Server { host, port })
+        .collect())
 }
 
 /// Whether any of `checks` verifies certificates, and so needs Postfix's trust store.

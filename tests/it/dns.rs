@@ -43,16 +43,16 @@ fn lookup(servers: &[SocketAddr], domain: &str, timeout: Duration) -> Lookup {
 
 /// A query the fake server received.
 #[derive(Debug, Clone)]
-struct Asked {
+pub struct Asked {
     id: u16,
-    name: String,
+    pub name: String,
     qtype: QTYPE,
     recursion_desired: bool,
     tcp: bool,
 }
 
 /// What the fake server sends back for a query.
-enum Out {
+pub enum Out {
     Datagram(Vec<u8>),
     /// The same, from another port of 127.0.0.1: a reply the client must drop.
     FromAnotherPort(Vec<u8>),
@@ -62,15 +62,15 @@ type Script = Box<dyn Fn(&Asked) -> Vec<Out> + Send + Sync>;
 
 /// A DNS server on 127.0.0.1 (UDP, and TCP on the same port when it has a TCP script)
 /// that records every query and answers as its script says. Stops when dropped.
-struct FakeDns {
-    addr: SocketAddr,
+pub struct FakeDns {
+    pub addr: SocketAddr,
     asked: Arc<Mutex<Vec<Asked>>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl FakeDns {
-    fn start(udp: impl Fn(&Asked) -> Vec<Out> + Send + Sync + 'static) -> FakeDns {
+    pub fn start(udp: impl Fn(&Asked) -> Vec<Out> + Send + Sync + 'static) -> FakeDns {
         FakeDns::start_with(Box::new(udp), None)
     }
 
@@ -198,7 +198,7 @@ fn write_tcp(stream: &mut TcpStream, bytes: &[u8]) {
 }
 
 /// A reply to `q` as a recursive server gives it: same ID and question, QR, RD, RA.
-fn reply(q: &Asked, rcode: RCODE, answers: Vec<ResourceRecord<'_>>) -> Vec<u8> {
+pub fn reply(q: &Asked, rcode: RCODE, answers: Vec<ResourceRecord<'_>>) -> Vec<u8> {
     reply_as(q.id, &q.name, rcode, answers)
 }
 
@@ -225,7 +225,7 @@ fn mx<'a>(owner: &'a str, preference: u16, host: &'a str) -> ResourceRecord<'a> 
 }
 
 /// A reply to `q` with these MX records for the name asked.
-fn mx_reply(q: &Asked, records: &[(u16, &str)]) -> Vec<u8> {
+pub fn mx_reply(q: &Asked, records: &[(u16, &str)]) -> Vec<u8> {
     let answers = records.iter().map(|(p, h)| mx(&q.name, *p, h)).collect();
     reply(q, RCODE::NoError, answers)
 }

@@ -4,6 +4,9 @@
 
 use std::net::TcpListener;
 
+use simple_dns::RCODE;
+
+use crate::dns::{FakeDns, Out, mx_reply, reply};
 use crate::harness::{CANARY, CANARY2, Host, Need, Run, closed_port};
 use crate::relay::{FakeRelay, RelayConfig};
 use crate::require;
@@ -231,4 +234,52 @@ fn verify_at_the_highest_verbosity_shows_no_password_even_encoded() {
         );
     }
     assert!(r.auth_attempts()[0].ok);
+}
+
+/// A relay written without brackets is reached through its MX hosts, as Postfix's SMTP
+/// client reaches it: `relay.test` has no address record, its MX (a fake DNS server,
+/// named through the debug-only `POSTRELAY_NAMESERVER`) points at `localhost`, where the
+/// relay listens on the relay's port. A domain that does not exist fails, naming it,
+/// and nothing is sent anywhere.
+#[test]
+fn verify_reaches_a_relay_without_brackets_through_its_mx_hosts() {
+    require!(Need::DebugBuild);
+    let good = relay(true, "mx-user", CANARY);
+    let dns = FakeDns::start(|q| {
+        vec![Out::Datagram(match q.name.as_str() {
+            "relay.test" => mx_reply(q, &[(20, "unreachable.invalid"), (10, "localhost")]),
+            _ => reply(q, RCODE::NameError, Vec::new()),
+        })]
+    });
+    let host = Host::new("");
+    host.desired(&format!(
+        r#"
+[[sender]]
+domain = "example.com"
+relay = "relay.test:{port}"
+username = "mx-user"
+password = "{CANARY}"
+tls = "encrypt"
+
+[[sender]]
+domain = "example.org"
+relay = "gone.test:{port}"
+username = "mx-user"
+password = "{CANARY}"
+tls = "encrypt"
+"#,
+        port = good.port()
+    ));
+    let run = host
+        .cmd("verify")
+        .env("POSTRELAY_NAMESERVER", &dns.addr.to_string())
+        .args(&["--timeout", "5"])
+        .run();
+    run.code(1)
+        .stdout_has("ok      @example.com via relay.test:")
+        .stdout_has("no server for gone.test (a relay without brackets: its MX hosts): gone.test: no such domain (NXDOMAIN)");
+    assert!(!run.stdout.contains(CANARY) && !run.stderr.contains(CANARY));
+    let logins = good.auth_attempts();
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert!(good.messages().is_empty(), "verify sent mail");
 }
