@@ -195,26 +195,13 @@ fn attempt(
     scrubber: &Scrubber,
 ) -> Result<Success, Failure> {
     let who = check.who.name();
-    let (host, port) = (&server.host, server.port);
-    tracing::debug!("verify {who}: connecting to {host} port {port}");
-    let session = Session::connect(host, port, deadline).map_err(|e| match e {
-        smtp::Error::TimedOut => Failure::TimedOut {
-            waiting: Waiting::Connection,
-            after: deadline.total(),
-        },
-        smtp::Error::Closed(error) => Failure::Connect {
-            host: host.clone(),
-            port,
-            error: error.unwrap_or_else(|| "connection closed".into()),
-        },
-        other => Failure::Connect {
-            host: host.clone(),
-            port,
-            error: format!("{other:?}"),
-        },
-    })?;
+    tracing::debug!(
+        "verify {who}: connecting to {} port {}",
+        server.host,
+        server.port
+    );
     let mut d = Dialogue {
-        session,
+        session: connect(server, deadline)?,
         deadline,
         scrubber,
         who,
@@ -235,52 +222,7 @@ fn attempt(
             let refused = format!("refused: {}", reply.text());
             return d.quit_with(Failure::StartTls(refused));
         }
-        let config = clients
-            .as_ref()
-            .map_err(|e| Failure::TlsSetup(e.clone()))?
-            .for_level(check.tls)
-            .ok_or_else(|| Failure::TlsSetup("no trust store was loaded".into()))?;
-        let name = certificate_name(check, server);
-        let server_name = ServerName::try_from(name.to_string())
-            .map_err(|e| Failure::TlsSetup(format!("{name}: {e}")))?;
-        let Dialogue {
-            session,
-            deadline,
-            scrubber,
-            who,
-        } = d;
-        let session = session
-            .start_tls(config, server_name)
-            .map_err(|e| match e {
-                smtp::Error::Tls(e) => match CertProblem::of(&e) {
-                    Some(problem) if check.tls.verifies_certificate() => Failure::Certificate {
-                        level: check.tls,
-                        name: name.to_string(),
-                        problem,
-                        trust: trust.cloned().unwrap_or(CaSource::Missing),
-                    },
-                    _ => Failure::StartTls(format!("TLS handshake failed: {e}")),
-                },
-                smtp::Error::TimedOut => Failure::TimedOut {
-                    waiting: Waiting::TlsHandshake,
-                    after: deadline.total(),
-                },
-                smtp::Error::Closed(error) => Failure::Closed {
-                    waiting: Waiting::TlsHandshake,
-                    error,
-                },
-                smtp::Error::Reply(problem) => Failure::BadReply {
-                    waiting: Waiting::TlsHandshake,
-                    problem,
-                },
-            })?;
-        tracing::debug!("verify {who}: TLS established with {host}");
-        d = Dialogue {
-            session,
-            deadline,
-            scrubber,
-            who,
-        };
+        d = start_tls(d, check, server, clients, trust)?;
         ext = d.ehlo()?;
     } else if !check.tls.is_weak() {
         return d.quit_with(Failure::NoStartTls(check.tls));
@@ -298,6 +240,84 @@ fn attempt(
     Ok(Success {
         starttls,
         mechanism,
+    })
+}
+
+/// The TCP connection to `server`, within `deadline`.
+fn connect(server: &Server, deadline: Deadline) -> Result<Session, Failure> {
+    let (host, port) = (&server.host, server.port);
+    Session::connect(host, port, deadline).map_err(|e| match e {
+        smtp::Error::TimedOut => Failure::TimedOut {
+            waiting: Waiting::Connection,
+            after: deadline.total(),
+        },
+        smtp::Error::Closed(error) => Failure::Connect {
+            host: host.clone(),
+            port,
+            error: error.unwrap_or_else(|| "connection closed".into()),
+        },
+        other => Failure::Connect {
+            host: host.clone(),
+            port,
+            error: format!("{other:?}"),
+        },
+    })
+}
+
+/// The TLS handshake after the server accepted STARTTLS, at the check's level: the
+/// certificate checked at `secure` and `verify` (a refusal ends the check before AUTH).
+fn start_tls<'a>(
+    d: Dialogue<'a>,
+    check: &Check,
+    server: &Server,
+    clients: &Result<Clients, String>,
+    trust: Option<&CaSource>,
+) -> Result<Dialogue<'a>, Failure> {
+    let config = clients
+        .as_ref()
+        .map_err(|e| Failure::TlsSetup(e.clone()))?
+        .for_level(check.tls)
+        .ok_or_else(|| Failure::TlsSetup("no trust store was loaded".into()))?;
+    let name = certificate_name(check, server);
+    let server_name = ServerName::try_from(name.to_string())
+        .map_err(|e| Failure::TlsSetup(format!("{name}: {e}")))?;
+    let Dialogue {
+        session,
+        deadline,
+        scrubber,
+        who,
+    } = d;
+    let session = session
+        .start_tls(config, server_name)
+        .map_err(|e| match e {
+            smtp::Error::Tls(e) => match CertProblem::of(&e) {
+                Some(problem) if check.tls.verifies_certificate() => Failure::Certificate {
+                    level: check.tls,
+                    name: name.to_string(),
+                    problem,
+                    trust: trust.cloned().unwrap_or(CaSource::Missing),
+                },
+                _ => Failure::StartTls(format!("TLS handshake failed: {e}")),
+            },
+            smtp::Error::TimedOut => Failure::TimedOut {
+                waiting: Waiting::TlsHandshake,
+                after: deadline.total(),
+            },
+            smtp::Error::Closed(error) => Failure::Closed {
+                waiting: Waiting::TlsHandshake,
+                error,
+            },
+            smtp::Error::Reply(problem) => Failure::BadReply {
+                waiting: Waiting::TlsHandshake,
+                problem,
+            },
+        })?;
+    tracing::debug!("verify {who}: TLS established with {}", server.host);
+    Ok(Dialogue {
+        session,
+        deadline,
+        scrubber,
+        who,
     })
 }
 

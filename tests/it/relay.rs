@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use crate::harness::tls::Leaf;
+use crate::harness::wire::{self, Conn};
 
 /// How long a session waits for the client before giving up.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -354,42 +355,6 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// The connection, before or after STARTTLS.
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
-    /// Only while switching to TLS.
-    Closed,
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf),
-            Conn::Tls(s) => s.read(buf),
-            Conn::Closed => Ok(0),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.write(buf),
-            Conn::Tls(s) => s.write(buf),
-            Conn::Closed => Err(io::ErrorKind::NotConnected.into()),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Conn::Plain(s) => s.flush(),
-            Conn::Tls(s) => s.flush(),
-            Conn::Closed => Ok(()),
-        }
-    }
-}
-
 /// A successful AUTH: user, password, TLS active.
 struct Login {
     user: String,
@@ -429,35 +394,12 @@ impl<'a> Session<'a> {
     }
 
     fn reply(&mut self, text: &str) -> io::Result<()> {
-        self.conn.write_all(text.as_bytes())?;
-        self.conn.write_all(b"\r\n")?;
-        self.conn.flush()
+        wire::write_line(&mut self.conn, text)
     }
 
     /// One line without its CRLF or bare LF; None at EOF.
     fn read_line(&mut self) -> io::Result<Option<String>> {
-        loop {
-            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=i).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
-            }
-            if self.buf.len() > MAX_LINE {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));
-            }
-            let mut chunk = [0u8; 8192];
-            match self.conn.read(&mut chunk) {
-                Ok(0) => return Ok(None),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // A TLS peer that closes without close_notify.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-                Err(e) => return Err(e),
-            }
-        }
+        wire::read_line(&mut self.conn, &mut self.buf, MAX_LINE)
     }
 
     fn reset_transaction(&mut self) {

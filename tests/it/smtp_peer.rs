@@ -9,7 +9,7 @@
 //! connection on its own thread; every socket has timeouts, and dropping the peer
 //! shuts its connections down, so a stuck client never hangs a test.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
+use crate::harness::wire::{self, Conn};
 use crate::relay::{decode, encode};
 
 /// How long a session waits for the client.
@@ -289,42 +290,6 @@ fn session(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
     }
 }
 
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
-}
-
-impl Conn {
-    fn is_tls(&self) -> bool {
-        matches!(self, Conn::Tls(_))
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf),
-            Conn::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.write(buf),
-            Conn::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Conn::Plain(s) => s.flush(),
-            Conn::Tls(s) => s.flush(),
-        }
-    }
-}
-
 struct Serving<'a> {
     shared: &'a Shared,
     conn: Conn,
@@ -339,33 +304,12 @@ struct Serving<'a> {
 
 impl Serving<'_> {
     fn reply(&mut self, text: &str) -> io::Result<()> {
-        self.conn.write_all(text.as_bytes())?;
-        self.conn.write_all(b"\r\n")?;
-        self.conn.flush()
+        wire::write_line(&mut self.conn, text)
     }
 
-    /// One line without its line end; None at EOF.
+    /// One line without its CRLF or bare LF; None at EOF.
     fn line(&mut self) -> io::Result<Option<String>> {
-        loop {
-            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=i).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
-            }
-            if self.buf.len() > MAX_LINE {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));
-            }
-            let mut chunk = [0u8; 4096];
-            match self.conn.read(&mut chunk) {
-                Ok(0) => return Ok(None),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-                Err(e) => return Err(e),
-            }
-        }
+        wire::read_line(&mut self.conn, &mut self.buf, MAX_LINE)
     }
 
     fn run(mut self) -> io::Result<()> {
@@ -435,7 +379,7 @@ impl Serving<'_> {
     fn plain_clone(&self) -> io::Result<TcpStream> {
         match &self.conn {
             Conn::Plain(s) => s.try_clone(),
-            Conn::Tls(_) => Err(io::Error::other("TLS is already up")),
+            Conn::Tls(_) | Conn::Closed => Err(io::Error::other("TLS is already up")),
         }
     }
 

@@ -14,6 +14,8 @@
 //!   fake relays of `relay.rs`.
 //! - [`tls`]: the fake relays' certificates: a test CA that issues them and writes
 //!   its certificate as PEM for an instance's `smtp_tls_CAfile`, and self-signed ones.
+//! - [`wire`]: the server side of the tests' SMTP peers: a plain or TLS connection and
+//!   its bounded lines.
 //! - here: the canary passwords, [`NOBODY`], the managed parameters, and small
 //!   helpers (a closed port, running independent cases side by side).
 //!
@@ -34,6 +36,7 @@ pub mod need;
 pub mod postfix;
 pub mod run;
 pub mod tls;
+pub mod wire;
 
 use std::ffi::OsStr;
 use std::net::TcpListener;
