@@ -7,27 +7,22 @@
 //! on what it recorded, so "which relay, which user, which password, over TLS or not"
 //! is observed on the wire rather than inferred from configuration files.
 //!
-//! One thread accepts, one thread per connection serves. Every socket has read and
-//! write timeouts, and dropping the relay shuts all of its connections down, so a stuck
-//! client can never hang a test. Lines may end in CRLF or bare LF. Anything pipelined
+//! Listening, timeouts and shutting sessions down on drop are `harness::wire`'s
+//! (shared with the scripted peer of `smtp_peer.rs`). Lines may end in CRLF or bare LF. Anything pipelined
 //! before STARTTLS is discarded (as a real server must), and the session restarts after
 //! the handshake: the client must EHLO again and any earlier AUTH is forgotten.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use crate::harness::tls::Leaf;
-use crate::harness::wire::{self, Conn};
+use crate::harness::wire::{self, Conn, Listening, Server, Sessions};
 
-/// How long a session waits for the client before giving up.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest command or message line accepted (RFC 5321 allows 1000 octets).
 const MAX_LINE: usize = 64 * 1024;
 
@@ -164,9 +159,17 @@ struct Shared {
     config: RelayConfig,
     tls: Option<Arc<ServerConfig>>,
     log: Mutex<Log>,
-    stop: AtomicBool,
-    /// Clones of the open connections, so that drop can shut them down.
-    conns: Mutex<HashMap<u64, TcpStream>>,
+    sessions: Sessions,
+}
+
+impl Server for Shared {
+    fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    fn serve(&self, id: u64, stream: TcpStream) -> io::Result<()> {
+        Session::new(self, id, stream).run()
+    }
 }
 
 impl Shared {
@@ -178,18 +181,13 @@ impl Shared {
 
 /// A running fake relay; stops when dropped.
 pub struct FakeRelay {
-    shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    listening: Listening<Shared>,
 }
 
 impl FakeRelay {
     /// Binds 127.0.0.1 on a port the kernel chooses and serves each connection on its
     /// own thread.
     pub fn start(config: RelayConfig) -> FakeRelay {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("fake relay: bind 127.0.0.1:0");
-        let port = listener.local_addr().unwrap().port();
-        // Non-blocking accept polled with a short sleep: drop only has to set a flag.
-        listener.set_nonblocking(true).unwrap();
         let tls = config.starttls.then(|| {
             config
                 .certificate
@@ -197,29 +195,22 @@ impl FakeRelay {
                 .unwrap_or_else(Leaf::localhost_self_signed)
                 .server_config()
         });
-        let shared = Arc::new(Shared {
+        let listening = Listening::start("fake-relay", |port| Shared {
             port,
             config,
             tls,
             log: Mutex::default(),
-            stop: AtomicBool::new(false),
-            conns: Mutex::default(),
+            sessions: Sessions::default(),
         });
-        let acceptor = {
-            let shared = shared.clone();
-            thread::Builder::new()
-                .name(format!("fake-relay-{port}"))
-                .spawn(move || accept_loop(listener, shared))
-                .unwrap()
-        };
-        FakeRelay {
-            shared,
-            acceptor: Some(acceptor),
-        }
+        FakeRelay { listening }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.listening.server
     }
 
     pub fn port(&self) -> u16 {
-        self.shared.port
+        self.listening.port
     }
 
     /// `[127.0.0.1]:PORT`, as written in desired-state files.
@@ -234,26 +225,26 @@ impl FakeRelay {
     }
 
     pub fn messages(&self) -> Vec<Accepted> {
-        self.shared.log().messages.clone()
+        self.shared().log().messages.clone()
     }
 
     pub fn auth_attempts(&self) -> Vec<AuthAttempt> {
-        self.shared.log().auth_attempts.clone()
+        self.shared().log().auth_attempts.clone()
     }
 
     /// Every `MAIL FROM` refused for want of AUTH.
     pub fn refused(&self) -> Vec<Refused> {
-        self.shared.log().refused.clone()
+        self.shared().log().refused.clone()
     }
 
     /// Every command received, in order (verbs only).
     pub fn verbs(&self) -> Vec<Verb> {
-        self.shared.log().verbs.clone()
+        self.shared().log().verbs.clone()
     }
 
     /// The connections whose STARTTLS handshake completed, in order.
     pub fn handshakes(&self) -> Vec<u64> {
-        self.shared.log().handshakes.clone()
+        self.shared().log().handshakes.clone()
     }
 
     /// Polls until a message with this Message-ID is recorded; None on timeout.
@@ -269,88 +260,13 @@ impl FakeRelay {
     ) -> Option<Accepted> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(m) = self.shared.log().messages.iter().find(|m| pred(m)) {
+            if let Some(m) = self.shared().log().messages.iter().find(|m| pred(m)) {
                 return Some(m.clone());
             }
             if Instant::now() >= deadline {
                 return None;
             }
             thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for FakeRelay {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(acceptor) = self.acceptor.take() {
-            // The accept loop polls the flag every few milliseconds.
-            let _ = acceptor.join();
-        }
-        // Session threads then see EOF or an error at once and end on their own.
-        let conns = self.shared.conns.lock().unwrap_or_else(|e| e.into_inner());
-        for conn in conns.values() {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-    while !shared.stop.load(Ordering::SeqCst) {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(5));
-                continue;
-            }
-            Err(e) => {
-                eprintln!("fake relay {}: accept: {e}", shared.port);
-                thread::sleep(Duration::from_millis(5));
-                continue;
-            }
-        };
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let setup = || -> io::Result<TcpStream> {
-            stream.set_nonblocking(false)?;
-            stream.set_read_timeout(Some(IO_TIMEOUT))?;
-            stream.set_write_timeout(Some(IO_TIMEOUT))?;
-            stream.set_nodelay(true)?;
-            stream.try_clone()
-        };
-        let clone = match setup() {
-            Ok(clone) => clone,
-            Err(e) => {
-                eprintln!("fake relay {}: {e}", shared.port);
-                continue;
-            }
-        };
-        shared
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, clone);
-        let shared = shared.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("fake-relay-{}-{id}", shared.port))
-            .spawn(move || {
-                let mut session = Session::new(&shared, id, stream);
-                if let Err(e) = session.run() {
-                    // Timeouts and resets end a session; they are not test failures.
-                    eprintln!("fake relay {}: session ended: {e}", shared.port);
-                }
-                let conn = shared
-                    .conns
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
-                // The clone would keep the socket open after the session's end.
-                if let Some(conn) = conn {
-                    let _ = conn.shutdown(Shutdown::Both);
-                }
-            });
-        if let Err(e) = spawned {
-            eprintln!("fake relay: cannot spawn a session thread: {e}");
         }
     }
 }

@@ -5,24 +5,20 @@
 //! received and whether TLS was up, so a test can prove that no AUTH arrived.
 //!
 //! Certificates come from `harness::tls` (a test CA made with rcgen at test time, the
-//! leaves it issues, expired or not, and self-signed ones). Each peer serves each
-//! connection on its own thread; every socket has timeouts, and dropping the peer
-//! shuts its connections down, so a stuck client never hangs a test.
+//! leaves it issues, expired or not, and self-signed ones); listening, timeouts and
+//! shutting sessions down on drop from `harness::wire`, as for the fake relay.
 
 use std::io::{self, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
-use crate::harness::wire::{self, Conn};
+use crate::harness::wire::{self, Conn, Listening, Server, Sessions};
 use crate::relay::{decode, encode};
 
-/// How long a session waits for the client.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest command line accepted.
 const MAX_LINE: usize = 8192;
 
@@ -71,8 +67,18 @@ struct Log {
 struct Shared {
     script: Script,
     log: Mutex<Log>,
-    stop: AtomicBool,
-    conns: Mutex<Vec<(u64, TcpStream)>>,
+    sessions: Sessions,
+}
+
+impl Server for Shared {
+    fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    fn serve(&self, _id: u64, stream: TcpStream) -> io::Result<()> {
+        self.log().sessions += 1;
+        session(self, stream)
+    }
 }
 
 impl Shared {
@@ -83,34 +89,21 @@ impl Shared {
 
 /// A running peer; stops when dropped.
 pub struct Peer {
-    port: u16,
-    shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    listening: Listening<Shared>,
 }
 
 impl Peer {
     pub fn start(script: Script) -> Peer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("smtp peer: bind 127.0.0.1:0");
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let shared = Arc::new(Shared {
+        let listening = Listening::start("smtp-peer", |_| Shared {
             script,
             log: Mutex::default(),
-            stop: AtomicBool::new(false),
-            conns: Mutex::default(),
+            sessions: Sessions::default(),
         });
-        let acceptor = {
-            let shared = shared.clone();
-            thread::Builder::new()
-                .name(format!("smtp-peer-{port}"))
-                .spawn(move || accept_loop(listener, shared))
-                .unwrap()
-        };
-        Peer {
-            port,
-            shared,
-            acceptor: Some(acceptor),
-        }
+        Peer { listening }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.listening.server
     }
 
     /// A behaving peer: STARTTLS with `tls` (if any), AUTH for `user`/`password`.
@@ -134,17 +127,17 @@ impl Peer {
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.listening.port
     }
 
     /// Connections accepted so far.
     pub fn sessions(&self) -> usize {
-        self.shared.log().sessions
+        self.shared().log().sessions
     }
 
     /// Every command verb received, in order.
     pub fn received(&self) -> Vec<Received> {
-        self.shared.log().received.clone()
+        self.shared().log().received.clone()
     }
 
     /// Whether an AUTH command (or anything after one) ever arrived.
@@ -154,12 +147,12 @@ impl Peer {
 
     /// Successful logins: (user, over TLS).
     pub fn logins(&self) -> Vec<(String, bool)> {
-        self.shared.log().logins.clone()
+        self.shared().log().logins.clone()
     }
 
     /// Handshakes that failed, with rustls's reason (the client's alert).
     pub fn handshake_failures(&self) -> Vec<String> {
-        self.shared.log().handshake_failures.clone()
+        self.shared().log().handshake_failures.clone()
     }
 
     /// Waits until every session has ended (the client hung up and the peer noticed,
@@ -167,13 +160,7 @@ impl Peer {
     pub fn wait_idle(&self, limit: Duration) -> bool {
         let started = std::time::Instant::now();
         loop {
-            if self
-                .shared
-                .conns
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
-            {
+            if self.shared().sessions.is_empty() {
                 return true;
             }
             if started.elapsed() > limit {
@@ -185,76 +172,14 @@ impl Peer {
 
     /// Octets the misbehaving scripts wrote before the client went away.
     pub fn written(&self) -> u64 {
-        self.shared.log().written
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        let conns = self.shared.conns.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, conn) in conns.iter() {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-    while !shared.stop.load(Ordering::SeqCst) {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(5));
-                continue;
-            }
-            Err(e) => {
-                eprintln!("smtp peer: accept: {e}");
-                thread::sleep(Duration::from_millis(5));
-                continue;
-            }
-        };
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let setup = || -> io::Result<TcpStream> {
-            stream.set_nonblocking(false)?;
-            stream.set_read_timeout(Some(IO_TIMEOUT))?;
-            stream.set_write_timeout(Some(IO_TIMEOUT))?;
-            stream.try_clone()
-        };
-        let clone = match setup() {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("smtp peer: {e}");
-                continue;
-            }
-        };
-        shared
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((id, clone));
-        shared.log().sessions += 1;
-        let shared = shared.clone();
-        thread::spawn(move || {
-            if let Err(e) = session(&shared, stream) {
-                eprintln!("smtp peer: session ended: {e}");
-            }
-            let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = conns.iter().position(|(c, _)| *c == id) {
-                let (_, conn) = conns.remove(i);
-                let _ = conn.shutdown(Shutdown::Both);
-            }
-        });
+        self.shared().log().written
     }
 }
 
 fn session(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
     match shared.script.clone() {
         Script::EndlessContinuation { every } => {
-            while !shared.stop.load(Ordering::SeqCst) {
+            while !shared.sessions.stopping() {
                 let line = b"220-still greeting you\r\n";
                 stream.write_all(line)?;
                 shared.log().written += line.len() as u64;
@@ -265,7 +190,7 @@ fn session(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
         Script::EndlessLine => {
             stream.write_all(b"220 ")?;
             let chunk = [b'A'; 64 * 1024];
-            while !shared.stop.load(Ordering::SeqCst) {
+            while !shared.sessions.stopping() {
                 let n = stream.write(&chunk)?;
                 shared.log().written += n as u64;
             }
