@@ -321,16 +321,13 @@ impl Process {
 /// The instance's `queue_directory`. Asked before main.cf changes: postconf, like every
 /// Postfix program, waits for a main.cf changed in the last second or two to "cool down".
 pub fn queue_directory(dir: &Path) -> Result<PathBuf> {
-    let args = [
-        OsStr::new("-c"),
-        dir.as_os_str(),
-        OsStr::new("-h"),
-        OsStr::new("queue_directory"),
-    ];
-    let (shown, out) = run("postconf", &args)?;
-    let queue = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() || queue.is_empty() {
-        return Err(failure(&shown, &out, ""));
+    let [queue] = <[String; 1]>::try_from(values(dir, &["queue_directory"])?)
+        .map_err(|v| anyhow::anyhow!("postconf gave {} values for queue_directory", v.len()))?;
+    if queue.is_empty() {
+        bail!(
+            "{}: queue_directory is empty",
+            dir.join("main.cf").display()
+        );
     }
     Ok(PathBuf::from(queue))
 }
