@@ -109,12 +109,13 @@ pub fn run(desired: &Desired, postfix_dir: Option<&Path>, options: &Options) -> 
     let state = State::read(desired, dir)?;
     let plan = plan::plan(desired, &state)?;
     let steps = if plan.is_empty() {
-        // main.cf lists no hold (the plan would remove it): a crashed run's file.
-        fs::remove_if_exists(&plan.target.config_dir.join(hold::FILE))?;
         Vec::new()
     } else {
         execute(&plan, &state, options)?
     };
+    // main.cf lists no hold now (a plan removes one a crashed run left): its table, if
+    // still there, is that run's.
+    fs::remove_if_exists(&plan.target.config_dir.join(hold::FILE))?;
     Ok(Outcome { plan, steps })
 }
 
@@ -251,8 +252,6 @@ fn execute(plan: &Plan, state: &State, options: &Options) -> Result<Vec<Step>> {
     } else {
         steps.push(Step::ReloadOwed);
     }
-    // Whatever main.cf listed, it no longer lists a hold.
-    fs::remove_if_exists(&dir.join(hold::FILE))?;
     if running && plan.release && holder.is_none() {
         held::release(dir, &mut steps);
     }

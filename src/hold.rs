@@ -7,13 +7,15 @@
 //! it exits, while smtp processes started after the reload already read the new maps.
 //! A message routed by the old sender_relay and authenticated with the new sasl_passwd
 //! bounces (`530`) or carries its password to another relay (docs/reliability.md,
-//! "A change under traffic"). So on a running instance apply switches in three steps:
-//! (1) list the hold first in [`PARAMETER`], sending the moved senders' mail to
-//! Postfix's [`SERVICE`] service (error(8) in retry mode: deferred, kept in the queue),
-//! reload and wait for the old queue manager to exit; (2) replace the maps and main.cf,
-//! the hold gone, reload and wait again; (3) remove the hold file and flush the queue,
-//! so the held mail leaves by its new route. A moved sender's message is routed either
-//! before step 1 (old maps throughout) or after step 2 (new maps throughout), or held.
+//! "A change under traffic"). So on a running instance apply switches in three steps
+//! (`apply::held`): (1) list the hold first in [`PARAMETER`], sending the moved
+//! senders' mail to Postfix's [`SERVICE`] service (error(8) in retry mode: deferred,
+//! kept in the queue), reload and wait for the old routing daemons to exit; (2) replace
+//! the maps and main.cf with the hold still listed, reload and wait again; (3) once the
+//! smtp processes that read the old maps have exited, drop the hold, reload, remove the
+//! hold's table and flush the queue, so the held mail leaves by its new route. A moved
+//! sender's message is routed before step 1 (old maps throughout), after step 3 (new
+//! maps throughout), or held.
 //!
 //! The senders are the keys of sender_relay whose entry a plan adds, removes or
 //! changes, held in `texthash:DIR/postrelay_hold` (read once by trivial-rewrite; no
