@@ -957,7 +957,7 @@ fn live_without_a_retry_service_apply_warns_and_switches_unheld() {
     let mut inst = Instance::new();
     inst.desired(&before.toml());
     inst.apply_ok();
-    let master_cf = fs_read(&inst.path("master.cf"));
+    let master_cf = std::fs::read_to_string(inst.path("master.cf")).unwrap();
     let without: String = master_cf
         .lines()
         .filter(|l| !l.starts_with("retry "))
@@ -980,8 +980,4 @@ fn live_without_a_retry_service_apply_warns_and_switches_unheld() {
     assert!(!inst.path("postrelay_hold").exists());
     let m = deliver(&inst, &r.all(), &format!("a@{CHANGED}"), "x@remote.example");
     assert_eq!(Route::of(&m), Some(after.route(CHANGED)));
-}
-
-fn fs_read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap()
 }
