@@ -61,6 +61,12 @@ pub enum Command {
         /// Log in to every relay first (as `verify` does); change nothing if any check fails.
         #[arg(long)]
         verify: bool,
+        /// Record nothing in the mail log. Without it, an apply that changes something
+        /// logs one line saying what (no password), and a failed apply one warning,
+        /// through Postfix's postlog (tag postrelay); an apply that changes nothing
+        /// logs nothing.
+        #[arg(long)]
+        no_syslog: bool,
     },
     /// Log in to each relay with each credential (EHLO, STARTTLS, AUTH, QUIT; no mail is sent).
     /// Exit 0 all ok, 1 any check failed, 2 error.

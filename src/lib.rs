@@ -10,11 +10,13 @@
 //!
 //! Only `fs` (files), `postfix` (Postfix's tools), `verify` (SMTP logins), `dns` (MX
 //! lookups) and the reading steps of `desired` and `state` touch the system; `apply`
-//! changes it through `fs` and `postfix`. The library never prints: reports are returned
-//! as text, logs go through `tracing`, and every value that may hold a password is a
-//! [`secret::Secret`].
+//! changes it through `fs` and `postfix`; `audit` records each apply that changed
+//! something or failed in the mail log, through `postfix`. The library never prints:
+//! reports are returned as text, logs go through `tracing`, and every value that may
+//! hold a password is a [`secret::Secret`].
 
 pub mod apply;
+pub mod audit;
 pub mod cli;
 pub mod conflicts;
 pub mod desired;

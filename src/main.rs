@@ -17,7 +17,7 @@ use postrelay::conflicts::{self, Conflict};
 use postrelay::desired::{self, Desired};
 use postrelay::state::{self, State};
 use postrelay::syntax::maincf::MainCf;
-use postrelay::{apply, plan, report, verify};
+use postrelay::{apply, audit, plan, report, verify};
 
 fn init_logging(verbose: u8) {
     let level = match verbose {
@@ -135,25 +135,41 @@ fn run(cli: Cli) -> Result<u8> {
             no_reload,
             lock_timeout,
             verify,
+            no_syslog,
         } => {
-            let d = load(&target.config)?;
-            let dir = target.postfix_dir.as_deref();
-            if verify
-                && !run_verify(
-                    &mut stdout,
-                    &d,
-                    dir,
-                    verify::checks(&d, None)?,
-                    VERIFY_TIMEOUT,
-                )?
-            {
-                bail!("credential verification failed; nothing changed");
+            let loaded = load(&target.config);
+            // Where a failure is recorded: --postfix-dir, else the desired state's.
+            let audit_dir = target
+                .postfix_dir
+                .clone()
+                .or_else(|| loaded.as_ref().ok()?.config_dir.clone());
+            let result = loaded.and_then(|d| {
+                let dir = target.postfix_dir.as_deref();
+                if verify
+                    && !run_verify(
+                        &mut stdout,
+                        &d,
+                        dir,
+                        verify::checks(&d, None)?,
+                        VERIFY_TIMEOUT,
+                    )?
+                {
+                    bail!("credential verification failed; nothing changed");
+                }
+                let options = apply::Options {
+                    reload: !no_reload,
+                    lock_timeout: Duration::from_secs(lock_timeout),
+                };
+                let outcome = apply::run(&d, dir, &options)?;
+                Ok((d, outcome))
+            });
+            if !no_syslog {
+                let done = result.as_ref().map(|(_, outcome)| outcome);
+                if let Err(e) = audit::record(&target.config, audit_dir.as_deref(), done) {
+                    eprint!("{}", report::audit_not_recorded(&e));
+                }
             }
-            let options = apply::Options {
-                reload: !no_reload,
-                lock_timeout: Duration::from_secs(lock_timeout),
-            };
-            let outcome = apply::run(&d, target.postfix_dir.as_deref(), &options)?;
+            let (d, outcome) = result?;
             // From cron, a run that changes nothing says nothing, warnings included.
             if !outcome.steps.is_empty() {
                 eprint!("{}", report::warnings(&d, &outcome.plan.conflicts));

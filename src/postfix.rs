@@ -1,4 +1,5 @@
-//! The one place that runs Postfix's own tools: postconf, postmap and postfix.
+//! The one place that runs Postfix's own tools: postconf, postmap, postfix, postqueue
+//! and postlog.
 //!
 //! Every call passes `-c DIR` so it acts on the chosen instance only. Tools are found only
 //! in Postfix's own directories (`/usr/sbin`, `/usr/local/sbin`, `/sbin`), never through
@@ -11,11 +12,15 @@
 //! Facts this relies on (see the Postfix semantics reference): postmap exits 0 even
 //! when it skips malformed lines, so its stderr is read too; `postfix` prints nothing
 //! unless stderr is a TTY, so its failures carry only an exit status; `postfix status`
-//! returns 1 both for "not running" and for a broken main.cf.
+//! returns 1 both for "not running" and for a broken main.cf; `postlog` writes the
+//! mail log itself when postlogd does not run, and may take a second or two (see
+//! [`log`]), so it alone runs under a deadline.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -359,4 +364,102 @@ pub fn daemons(queue: &Path, names: &[&str]) -> Result<Vec<Process>> {
         }
     }
     Ok(found)
+}
+
+/// The tag of postrelay's records in the mail log (`postrelay[PID]: …`).
+pub const LOG_TAG: &str = "postrelay";
+
+/// How long postlog may take before it is killed. It first waits for a main.cf written
+/// in the last second or two to "cool down", and after a fatal error (a mail log it
+/// cannot open) it pauses 1 s before exiting: both well within this.
+pub const LOG_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The severity of a record in the mail log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Info,
+    /// Postfix writes `warning: ` after the tag.
+    Warning,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Info => "info",
+            Priority::Warning => "warning",
+        }
+    }
+}
+
+/// The options of `postlog -c DIR -t postrelay -p PRIORITY -- TEXT`, without the text.
+fn log_options(dir: &Path, priority: Priority) -> Vec<OsString> {
+    vec![
+        "-c".into(),
+        dir.into(),
+        "-t".into(),
+        LOG_TAG.into(),
+        "-p".into(),
+        priority.as_str().into(),
+    ]
+}
+
+/// Records `text` (one line, no password: see `report::audit_applied`) as one record in
+/// the mail log of the instance using `dir`: `postlog -c DIR -t postrelay -p PRIORITY --
+/// TEXT`. Postfix sends it where its own logging goes: to postlogd, which writes
+/// `maillog_file`, when main.cf sets one and Postfix runs; to that file directly when
+/// Postfix does not run (only root may); to syslog otherwise (nothing at all when no
+/// syslog daemon listens on /dev/log, and postlog still exits 0). postlog echoes the
+/// record to stderr only when that is a terminal: here it is a pipe, so nothing but the
+/// report reaches postrelay's stdout. Killed after [`LOG_TIMEOUT`].
+pub fn log(dir: &Path, priority: Priority, text: &str) -> Result<()> {
+    let program = tool("postlog")?;
+    let options = log_options(dir, priority);
+    let shown = format!("postlog {} -- TEXT", display_argv(&options));
+    tracing::debug!("running {shown} with TEXT {text:?}");
+    let mut child = Command::new(&program)
+        .args(&options)
+        .arg("--")
+        .arg(text)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", program.display()))?;
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + LOG_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("cannot wait for postlog")? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            // Our own child, by its PID.
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stderr = reader.join().unwrap_or_default();
+    let Some(status) = status else {
+        bail!(
+            "`{shown}` did not finish within {} s: killed",
+            LOG_TIMEOUT.as_secs()
+        );
+    };
+    tracing::debug!("{shown}: {status}");
+    let output = Output {
+        status,
+        stdout: Vec::new(),
+        stderr,
+    };
+    if !status.success() {
+        let hint = " (postlog says why only on a terminal)";
+        return Err(failure(&shown, &output, hint));
+    }
+    Ok(())
 }

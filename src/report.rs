@@ -18,7 +18,9 @@ use crate::conflicts::{Conflict, Definer};
 use crate::desired::{Desired, Warning};
 use crate::hold::{self, Hold};
 use crate::managed::{CA_FILE, CA_PATH, CaSource, MapKind};
-use crate::plan::{Changed, Command, EntryChange, MapChange, Note, Part, Plan, Reason};
+use crate::plan::{
+    Changed, Command, EntryChange, MainCfChange, MapChange, Note, Part, Plan, Reason,
+};
 use crate::postfix::{self, Control};
 use crate::problems::Problems;
 use crate::secret::MASK;
@@ -470,23 +472,32 @@ fn if_running(dir: &std::path::Path, action: Control) -> String {
     )
 }
 
+/// A changed map in one line: why, its entries, which of them change.
+fn map_summary(m: &MapChange) -> String {
+    format!(
+        "{}: {} ({} entries){}",
+        m.kind.file_name(),
+        reasons(m),
+        m.entries,
+        entry_changes(m)
+    )
+}
+
+/// main.cf's change in one line: the parameters set (old values masked).
+fn main_cf_summary(m: &MainCfChange) -> String {
+    format!("main.cf: set {}", edits(&m.edits))
+}
+
 /// The text `postrelay plan` prints.
 pub fn plan(plan: &Plan, show_secrets: bool) -> String {
     let mut out = String::new();
     if let Some(m) = &plan.main_cf {
-        let _ = writeln!(out, "main.cf: set {}", edits(&m.edits));
+        let _ = writeln!(out, "{}", main_cf_summary(m));
         let path = m.path.display().to_string();
         out.push_str(&diff(&path, Some(&m.old), &m.new, Mask::MainCf));
     }
     for m in &plan.maps {
-        let _ = writeln!(
-            out,
-            "{}: {} ({} entries){}",
-            m.kind.file_name(),
-            reasons(m),
-            m.entries,
-            entry_changes(m)
-        );
+        let _ = writeln!(out, "{}", map_summary(m));
         let old = m.old.as_ref().map(|o| o.expose().as_slice());
         if m.write_source && old != Some(m.new.expose().as_slice()) {
             let mask = match m.kind.is_secret() && !show_secrets {
@@ -618,6 +629,134 @@ pub fn applied(outcome: &Outcome, quiet: bool) -> String {
     }
     out.push_str("postrelay: applied\n");
     out
+}
+
+/// Most bytes of an audit line, the text of apply's record in the mail log (after the
+/// `postrelay[PID]: ` Postfix puts first): within the 1024 of a classic syslog record.
+pub const MAX_AUDIT: usize = 900;
+
+/// Most bytes of one part of an audit line (one file's changes, one problem): room
+/// for every parameter of a first apply's main.cf edit.
+const MAX_AUDIT_PART: usize = 400;
+
+/// `text` as one line for the mail log: each line trimmed, blank lines and the `---`
+/// rulers around a tool's stderr dropped, the rest joined with spaces; tabs become
+/// spaces and other control characters `?` (as Postfix writes them).
+fn one_line(text: &str) -> String {
+    let joined = text
+        .lines()
+        .map(|l| {
+            let l = l.trim();
+            l.strip_prefix("---").unwrap_or(l).trim()
+        })
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    joined
+        .chars()
+        .map(|c| match c {
+            '\t' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary, `...` marking the cut
+/// (ASCII: Postfix logs other bytes as `?` unless `smtputf8_enable` is on).
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// `head: `, then as many `parts` as fit (the others counted as "and N more `noun`"),
+/// then `tail`, joined with `; `: one line of at most [`MAX_AUDIT`] bytes.
+fn audit_line(head: &str, parts: &[String], noun: &str, tail: &str) -> String {
+    let head = one_line(head);
+    let tail = one_line(tail);
+    let parts: Vec<String> = parts
+        .iter()
+        .map(|p| cut(&one_line(p), MAX_AUDIT_PART))
+        .collect();
+    let more = |n: usize| format!("and {n} more {noun}");
+    let reserve = more(parts.len()).len() + tail.len() + 6;
+    let budget = MAX_AUDIT.saturating_sub(head.len() + reserve);
+    let mut body: Vec<String> = Vec::new();
+    let mut used = 0;
+    for (i, p) in parts.iter().enumerate() {
+        if used + p.len() + 2 > budget {
+            body.push(more(parts.len() - i));
+            break;
+        }
+        used += p.len() + 2;
+        body.push(p.clone());
+    }
+    if !tail.is_empty() {
+        body.push(tail);
+    }
+    cut(&format!("{head}: {}", body.join("; ")), MAX_AUDIT)
+}
+
+/// What apply did with Postfix, for the audit line: reloaded, or why not.
+fn audit_postfix(outcome: &Outcome) -> String {
+    if outcome.steps.contains(&Step::Ran(Control::Reload)) {
+        return "reloaded".into();
+    }
+    outcome
+        .steps
+        .iter()
+        .find(|s| matches!(s, Step::Skipped(_)))
+        .map(|s| step(outcome, s))
+        .unwrap_or_default()
+}
+
+/// The text of apply's record in the mail log when it changed something: the
+/// desired-state file and the config dir, what changed in each file (the entries and
+/// main.cf parameters, as the plan names them, passwords masked), and whether Postfix
+/// was reloaded. One line of at most [`MAX_AUDIT`] bytes, without control characters.
+pub fn audit_applied(config: &std::path::Path, outcome: &Outcome) -> String {
+    let plan = &outcome.plan;
+    let mut parts: Vec<String> = plan.maps.iter().map(map_summary).collect();
+    parts.extend(plan.main_cf.as_ref().map(main_cf_summary));
+    let head = format!(
+        "applied {} to {}",
+        config.display(),
+        plan.target.config_dir.display()
+    );
+    audit_line(&head, &parts, "file(s)", &audit_postfix(outcome))
+}
+
+/// The start of every line [`error`] writes.
+const ERROR_PREFIX: &str = "postrelay: error: ";
+
+/// The text of a failed apply's record in the mail log (logged as a warning): the
+/// error as [`error`] prints it, each problem a part, without the prefix. One line of
+/// at most [`MAX_AUDIT`] bytes, without control characters.
+pub fn audit_failed(config: &std::path::Path, err: &anyhow::Error) -> String {
+    let mut problems: Vec<String> = Vec::new();
+    for line in error(err).lines() {
+        match (line.strip_prefix(ERROR_PREFIX), problems.last_mut()) {
+            (Some(first), _) => problems.push(first.to_string()),
+            (None, Some(last)) => {
+                last.push('\n');
+                last.push_str(line);
+            }
+            (None, None) => problems.push(line.to_string()),
+        }
+    }
+    let head = format!("apply of {} failed", config.display());
+    audit_line(&head, &problems, "problem(s)", "")
+}
+
+/// The warning when apply's record could not be written to the mail log.
+pub fn audit_not_recorded(err: &anyhow::Error) -> String {
+    format!("postrelay: warning: not recorded in the mail log: {err:#}\n")
 }
 
 /// Most characters of a server's text quoted in a verify line.

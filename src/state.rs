@@ -114,6 +114,9 @@ pub struct State {
     pub ca_bundle: Option<PathBuf>,
 }
 
+/// Postfix's own default config directory, the one without `-c`.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/postfix";
+
 /// The config directory a run acts on: `--postfix-dir`, else `[postfix] config_dir`,
 /// else `/etc/postfix`; canonical.
 /// As root, it must be one root alone can change (it steers what root executes: main.cf
@@ -123,7 +126,7 @@ pub fn config_dir(desired: &Desired, postfix_dir: Option<&Path>) -> Result<PathB
     let dir = postfix_dir
         .map(Path::to_path_buf)
         .or_else(|| desired.config_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("/etc/postfix"));
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR));
     resolve_config_dir(&dir)
 }
 

@@ -398,3 +398,173 @@ fn secrets_in_main_cf_values_are_masked() {
     }]);
     assert_eq!(e, "smtp_sasl_password_maps (was \"inline:{ a=********}\")");
 }
+
+/// An audit line is fit for `postlog TEXT`: one line, no control character, at most
+/// [`MAX_AUDIT`] bytes.
+#[track_caller]
+fn assert_loggable(line: &str) {
+    assert!(line.len() <= MAX_AUDIT, "{} bytes: {line}", line.len());
+    assert!(!line.chars().any(char::is_control), "{line:?}");
+}
+
+#[test]
+fn an_applied_change_in_one_audit_line() {
+    let rotated = MapChange {
+        entries_changed: vec![
+            EntryChange::Changed("@a.example".into(), Changed::Password),
+            EntryChange::Added("shop@b.example".into()),
+        ],
+        ..change(vec![Reason::ContentDiffers])
+    };
+    let mut p = a_plan(vec![rotated], false);
+    p.main_cf = Some(MainCfChange {
+        path: PathBuf::from("/etc/postfix/main.cf"),
+        old: Vec::new(),
+        new: Vec::new(),
+        edits: vec![
+            Edit::Changed {
+                name: "relayhost".into(),
+                old: "[old.example]:587".into(),
+            },
+            Edit::Changed {
+                name: "smtp_sasl_password_maps".into(),
+                old: "static:user:CANARY-main-cf".into(),
+            },
+        ],
+    });
+    let outcome = |steps: Vec<Step>| Outcome {
+        plan: p.clone(),
+        steps,
+    };
+    let config = Path::new("/etc/postrelay/postrelay.toml");
+    let line = audit_applied(
+        config,
+        &outcome(vec![
+            Step::Map(0),
+            Step::MainCf,
+            Step::Ran(Control::Check),
+            Step::Ran(Control::Reload),
+        ]),
+    );
+    assert_eq!(
+        line,
+        "applied /etc/postrelay/postrelay.toml to /etc/postfix: \
+         sasl_passwd: content differs (1 entries): @a.example password changed; shop@b.example added; \
+         main.cf: set relayhost (was \"[old.example]:587\"), smtp_sasl_password_maps (was \"static:********\"); \
+         reloaded"
+    );
+    assert_loggable(&line);
+    // Without a reload, the line says why.
+    let line = audit_applied(
+        config,
+        &outcome(vec![
+            Step::Map(0),
+            Step::MainCf,
+            Step::Skipped(Skip::NoReload),
+            Step::ReloadOwed,
+        ]),
+    );
+    assert!(
+        line.ends_with("; skipped postfix check and reload (--no-reload)"),
+        "{line}"
+    );
+    let line = audit_applied(config, &outcome(vec![Step::Skipped(Skip::NotRunning)]));
+    assert!(
+        line.ends_with(
+            "; Postfix is not running (postfix -c /etc/postfix status): skipped check and reload"
+        ),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_large_change_is_one_bounded_audit_line() {
+    // 40 entries in each of three maps, and hostile bytes in a key and the path.
+    let map = |kind: MapKind| MapChange {
+        kind,
+        entries: 40,
+        entries_changed: (0..40)
+            .map(|i| EntryChange::Added(format!("@d{i}.example\n\t\u{1b}[31m")))
+            .collect(),
+        ..change(vec![Reason::ContentDiffers])
+    };
+    let p = a_plan(
+        vec![
+            map(MapKind::SaslPasswd),
+            map(MapKind::SenderRelay),
+            map(MapKind::TlsPolicy),
+        ],
+        false,
+    );
+    let outcome = Outcome {
+        steps: vec![
+            Step::Map(0),
+            Step::Map(1),
+            Step::Map(2),
+            Step::Ran(Control::Reload),
+        ],
+        plan: p,
+    };
+    let line = audit_applied(Path::new("/etc/post\nrelay.toml"), &outcome);
+    assert_loggable(&line);
+    assert!(line.starts_with("applied /etc/post relay.toml to /etc/postfix: sasl_passwd: content differs (40 entries): @d0.example ?[31m added; "), "{line}");
+    // Each map names ten entries, then counts the rest; what does not fit is counted
+    // by file; the reload is always said.
+    assert!(line.contains("; and 30 more; "), "{line}");
+    assert!(line.contains("and 1 more file(s); reloaded"), "{line}");
+    assert!(line.ends_with("; reloaded"), "{line}");
+
+    // A part longer than its share is cut.
+    let long = MapChange {
+        entries_changed: vec![EntryChange::Added(format!("@{}.example", "x".repeat(2000)))],
+        ..change(vec![Reason::ContentDiffers])
+    };
+    let outcome = Outcome {
+        steps: vec![Step::Map(0), Step::Ran(Control::Reload)],
+        plan: a_plan(vec![long], false),
+    };
+    let line = audit_applied(Path::new("/p.toml"), &outcome);
+    assert_loggable(&line);
+    assert!(line.contains("xxx...; reloaded"), "{line}");
+}
+
+#[test]
+fn a_failed_apply_in_one_audit_line() {
+    let config = Path::new("/etc/postrelay/postrelay.toml");
+    // A tool's failure: its stderr between rulers, in context.
+    let err = anyhow::anyhow!(
+        "`postfix -c /etc/postfix check` failed (exit status: 1):\n---\npostfix: fatal: bad\n\tthing\n---"
+    )
+    .context("restored the previous files; nothing changed");
+    let line = audit_failed(config, &err);
+    assert_eq!(
+        line,
+        "apply of /etc/postrelay/postrelay.toml failed: restored the previous files; nothing changed: \
+         `postfix -c /etc/postfix check` failed (exit status: 1): postfix: fatal: bad thing"
+    );
+    assert_loggable(&line);
+    // Problems of an input file: one part each, as `error` prints them.
+    let mut p = Problems::new(config);
+    for line in 1..=100 {
+        p.at(line, "unknown key \"x\u{7}\"");
+    }
+    let err = anyhow::Error::new(p.into_result().unwrap_err());
+    let line = audit_failed(config, &err);
+    assert_loggable(&line);
+    assert!(
+        line.starts_with("apply of /etc/postrelay/postrelay.toml failed: /etc/postrelay/postrelay.toml, line 1: unknown key \"x?\"; /etc/postrelay/postrelay.toml, line 2: "),
+        "{line}"
+    );
+    // Those that do not fit are counted: every problem is named or counted.
+    let (_, more) = line.rsplit_once("; and ").unwrap();
+    let more: usize = more
+        .strip_suffix(" more problem(s)")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(line.matches(": unknown key").count() + more, 100, "{line}");
+    assert_eq!(
+        audit_not_recorded(&anyhow::anyhow!("`postlog -c /x` failed (exit status: 1)")),
+        "postrelay: warning: not recorded in the mail log: `postlog -c /x` failed (exit status: 1)\n"
+    );
+}
