@@ -444,13 +444,14 @@ pub fn log(dir: &Path, priority: Priority, text: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    let stderr = reader.join().unwrap_or_default();
+    // Killed, its stderr is not waited for: a process it started may hold the pipe.
     let Some(status) = status else {
         bail!(
             "`{shown}` did not finish within {} s: killed",
             LOG_TIMEOUT.as_secs()
         );
     };
+    let stderr = reader.join().unwrap_or_default();
     tracing::debug!("{shown}: {status}");
     let output = Output {
         status,

@@ -718,12 +718,15 @@ fn audit_postfix(outcome: &Outcome) -> String {
 
 /// The text of apply's record in the mail log when it changed something: the
 /// desired-state file and the config dir, what changed in each file (the entries and
-/// main.cf parameters, as the plan names them, passwords masked), and whether Postfix
-/// was reloaded. One line of at most [`MAX_AUDIT`] bytes, without control characters.
+/// main.cf parameters, as the plan names them, passwords masked), a reload owed by an
+/// earlier run, and whether Postfix was reloaded. One line of at most [`MAX_AUDIT`] bytes, without control characters.
 pub fn audit_applied(config: &std::path::Path, outcome: &Outcome) -> String {
     let plan = &outcome.plan;
     let mut parts: Vec<String> = plan.maps.iter().map(map_summary).collect();
     parts.extend(plan.main_cf.as_ref().map(main_cf_summary));
+    if plan.reload_pending {
+        parts.push("the reload an earlier apply owed".into());
+    }
     let head = format!(
         "applied {} to {}",
         config.display(),

@@ -475,6 +475,15 @@ fn an_applied_change_in_one_audit_line() {
         ),
         "{line}"
     );
+    // A reload owed by an earlier run, and nothing else.
+    let owed = Outcome {
+        plan: a_plan(Vec::new(), true),
+        steps: vec![Step::Ran(Control::Check), Step::Ran(Control::Reload)],
+    };
+    assert_eq!(
+        audit_applied(config, &owed),
+        "applied /etc/postrelay/postrelay.toml to /etc/postfix: the reload an earlier apply owed; reloaded"
+    );
 }
 
 #[test]

@@ -623,6 +623,49 @@ fn no_password_in_any_output_at_the_highest_verbosity() {
     }
 }
 
+/// Logs are coloured only for a terminal: at -vvv with stdout and stderr on pipes (as
+/// from cron or a script), not one ESC byte; the same plan on a terminal (`script`'s
+/// pseudo-terminal) has colour, so the first check is not vacuous.
+#[test]
+fn logs_carry_no_colour_unless_stderr_is_a_terminal() {
+    require!(Need::Postfix);
+    let host = multi_host();
+    for sub in ["plan", "apply", "plan", "apply"] {
+        let run = host.cmd(sub).loud().run();
+        assert!(run.stderr.contains("TRACE"), "{sub}: {}", run.stderr);
+        for (name, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+            assert!(!text.contains('\x1b'), "{sub}: ESC on {name}:\n{text:?}");
+        }
+    }
+    let Some(script) = which("script") else {
+        harness::skip_or_fail("needs script(1) (package bsdutils) for a pseudo-terminal");
+        return;
+    };
+    let bin = assert_cmd::cargo::cargo_bin("postrelay");
+    let line = format!(
+        "{} plan -vvv --config {} --postfix-dir {}",
+        bin.display(),
+        host.config.display(),
+        host.etc.display()
+    );
+    let out = std::process::Command::new(script)
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\x1b["), "no colour on a terminal:\n{text}");
+}
+
+/// The first `name` in `/usr/bin` or `/bin`.
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    ["/usr/bin", "/bin"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
 #[test]
 fn failed_postfix_check_restores_every_file() {
     // Root: postrelay asks whether Postfix runs only as root.

@@ -117,7 +117,7 @@ impl Default for Instance {
 impl Instance {
     /// Writes the instance's files; does not start it.
     pub fn new() -> Instance {
-        let host = Host::new("");
+        let mut host = Host::new("");
         let root = fs::canonicalize(host.tmp.path()).unwrap();
         // The master opens data_directory/master.lock as the mail owner, through the
         // absolute path: the temp dir must be searchable by others whatever the umask.
@@ -125,6 +125,7 @@ impl Instance {
         // data/ is left to `postfix start` (post-install create-missing), which makes it
         // owned by the mail owner, as tlsmgr and verify need.
         fs::create_dir(root.join("log")).unwrap();
+        host.maillog = Some(root.join("log/maillog"));
         let instance = Instance {
             host,
             root,
@@ -373,11 +374,6 @@ smtp_tls_loglevel = 1
                 },
             ));
         }
-    }
-
-    /// The instance's mail log ("" before Postfix wrote one).
-    pub fn maillog(&self) -> String {
-        fs::read_to_string(self.root.join("log/maillog")).unwrap_or_default()
     }
 
     /// The queue and the mail log, for failure messages.

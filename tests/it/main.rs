@@ -6,6 +6,7 @@ mod harness;
 
 mod agreement;
 mod apply;
+mod audit;
 mod bad_input;
 mod configured;
 mod dns;

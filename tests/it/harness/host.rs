@@ -48,6 +48,9 @@ pub struct Host {
     pub etc: PathBuf,
     /// The desired-state file.
     pub config: PathBuf,
+    /// The mail log in the temp dir, when main.cf sends Postfix's logging there
+    /// (`maillog_file`). Without one, [`Host::cmd`] runs apply with `--no-syslog`.
+    pub maillog: Option<PathBuf>,
 }
 
 impl Host {
@@ -61,13 +64,41 @@ impl Host {
         // postfix exits 1 after a 1 s pause).
         fs::create_dir(tmp.path().join("queue")).unwrap();
         let config = tmp.path().join("postrelay.toml");
-        let host = Host { tmp, etc, config };
+        let host = Host {
+            tmp,
+            etc,
+            config,
+            maillog: None,
+        };
         let root = host.tmp.path().display();
         host.write_etc(
             "main.cf",
             format!("queue_directory = {root}/queue\ndata_directory = {root}/data\n{main_cf}"),
         );
         host
+    }
+
+    /// Like [`Host::new`], with Postfix's logging, apply's audit line included, sent to
+    /// `log/maillog` in the temp dir (`maillog_file`). Postfix does not run: as root,
+    /// postlog writes that file itself.
+    pub fn with_maillog(main_cf: &str) -> Host {
+        let mut host = Host::new("");
+        let log = host.tmp.path().join("log");
+        fs::create_dir(&log).unwrap();
+        let root = host.tmp.path().display();
+        host.edit_main_cf(|text| {
+            format!(
+                "{text}maillog_file = {root}/log/maillog\nmaillog_file_prefixes = {root}\n{main_cf}"
+            )
+        });
+        host.maillog = Some(log.join("maillog"));
+        host
+    }
+
+    /// The host's mail log ("" before anything was logged); see [`Host::maillog`].
+    pub fn maillog(&self) -> String {
+        let path = self.maillog.as_ref().expect("this host has no mail log");
+        fs::read_to_string(path).unwrap_or_default()
     }
 
     /// A host whose main.cf is exactly `bytes` (no plumbing lines added).
@@ -145,8 +176,12 @@ impl Host {
 
     /// The postrelay binary running subcommand `sub` on this host: `--config`, and
     /// `--postfix-dir` for the commands that read main.cf (so none reads the system's).
+    /// apply records in the mail log only when the host has its own (see [`Cmd::new`]).
     pub fn cmd(&self, sub: &str) -> Cmd {
-        let mut c = Cmd::new(&[sub]);
+        let mut c = match self.maillog {
+            Some(_) => Cmd::with_audit(&[sub]),
+            None => Cmd::new(&[sub]),
+        };
         c.args(&["--config", &self.config.display().to_string()]);
         if matches!(sub, "plan" | "apply" | "validate" | "verify") {
             c.args(&["--postfix-dir", &self.etc.display().to_string()]);

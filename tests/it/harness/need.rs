@@ -9,7 +9,7 @@ use super::api;
 /// A prerequisite of a test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
-    /// postconf, postmap and postfix.
+    /// postconf, postmap, postfix and postlog.
     Postfix,
     /// Effective uid 0: chown, mount, switching to nobody.
     Root,
@@ -26,12 +26,12 @@ impl Need {
         let mut missing = Vec::new();
         match self {
             Need::Postfix => {
-                if ["postconf", "postmap", "postfix"]
+                if ["postconf", "postmap", "postfix", "postlog"]
                     .iter()
                     .any(|t| api::tool(t).is_none())
                 {
                     missing.push(
-                        "the Postfix tools postconf, postmap and postfix (package postfix; scripts/install-deps installs it)"
+                        "the Postfix tools postconf, postmap, postfix and postlog (package postfix; scripts/install-deps installs it)"
                             .to_string(),
                     );
                 }

@@ -18,7 +18,22 @@ pub struct Cmd {
 }
 
 impl Cmd {
+    /// `postrelay ARGS`; apply gets `--no-syslog`: the tests write nothing to the
+    /// system's log (apply's audit line would go there through postlog).
     pub fn new(args: &[&str]) -> Cmd {
+        let mut c = Cmd::with_audit(args);
+        if args.first() == Some(&"apply") {
+            c.args(&["--no-syslog"]);
+        }
+        c
+    }
+
+    /// `postrelay ARGS` as given: apply records in the mail log of the config dir's
+    /// main.cf, which must send it to a file of the test's own ([`Host::with_maillog`],
+    /// an `Instance`).
+    ///
+    /// [`Host::with_maillog`]: super::Host::with_maillog
+    pub fn with_audit(args: &[&str]) -> Cmd {
         let mut cmd = Command::cargo_bin("postrelay").unwrap();
         cmd.args(args);
         cmd.env_remove("RUST_LOG");
