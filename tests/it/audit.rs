@@ -242,6 +242,7 @@ fn a_failed_record_is_a_warning_and_the_apply_stands() {
         .env(TOOL_DIR_VAR, &stub)
         .run_within(Duration::from_secs(30));
     let took = start.elapsed();
+    eprintln!("apply with a hanging postlog: {took:?}");
     run.success().stdout_has("postrelay: applied\n");
     assert_eq!(
         run.stderr,

@@ -239,10 +239,14 @@ fn no_password_in_any_output_or_stray_file_at_the_highest_verbosity() {
     // covered apply's audit lines, the failures' included.
     if nix::unistd::Uid::effective().is_root() {
         let log = host.maillog();
-        assert!(
-            log.matches(" postrelay[").count() >= 4 + errors.len()
-                && log.contains("]: warning: apply of "),
-            "apply's audit lines are missing from the mail log:\n{log}"
+        // Three changes, and apply --verify and each bad file failing.
+        assert_eq!(
+            (
+                log.matches(" postrelay[").count(),
+                log.matches("]: warning: apply of ").count()
+            ),
+            (3 + 1 + errors.len(), 1 + errors.len()),
+            "apply's audit lines in the mail log:\n{log}"
         );
     }
 }
