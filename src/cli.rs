@@ -61,10 +61,8 @@ pub enum Command {
         /// Log in to every relay first (as `verify` does); change nothing if any check fails.
         #[arg(long)]
         verify: bool,
-        /// Record nothing in the mail log. Without it, an apply that changes something
-        /// logs one line saying what (no password), and a failed apply one warning,
-        /// through Postfix's postlog (tag postrelay); an apply that changes nothing
-        /// logs nothing.
+        /// Record nothing in the mail log (by default an apply that changes something, or
+        /// fails, logs one line saying what, without passwords, through Postfix's postlog).
         #[arg(long)]
         no_syslog: bool,
     },

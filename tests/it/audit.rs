@@ -82,7 +82,8 @@ fn as_recorded(config: &Path, run: &Run) -> String {
     )
 }
 
-/// A change records one line naming it; the same apply again nothing; `--no-reload`
+/// A change records one line naming it; the same apply again nothing (`--quiet`: nothing
+/// on stdout or stderr either); `--no-reload`
 /// one line; the reload it owed one more; `--no-syslog` nothing. Each failure (an
 /// unparsable desired state, a postmap failure, `--verify` refusing) one warning with
 /// the error apply printed, unless `--no-syslog`. No password anywhere in the log.
@@ -111,6 +112,13 @@ fn apply_records_each_change_and_each_failure_in_the_mail_log() {
         "one line for the change, none for the second apply:\n{}",
         host.maillog()
     );
+    // From cron: a no-op says nothing, anywhere.
+    let quiet = host.cmd("apply").args(&["--quiet"]).run();
+    assert_eq!(
+        (quiet.code, quiet.stdout.as_str(), quiet.stderr.as_str()),
+        (0, "", "")
+    );
+    assert_eq!(records(&host.maillog()).len(), 1);
 
     // A rotation without a reload: one line; the owed reload, one more; then nothing.
     host.desired(&state(&relay, CANARY_FILE, ""));
