@@ -248,6 +248,20 @@ pub fn read_resolved(
     ))
 }
 
+/// Standard input, read to its end, at most `limit` bytes (`--config -`).
+pub fn read_stdin(limit: u64) -> Result<Secret<Vec<u8>>, ReadError> {
+    let mut bytes = Vec::new();
+    io::stdin()
+        .lock()
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Read)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    Ok(Secret::new(bytes))
+}
+
 /// Whether root may trust a file or directory: owned by root and not writable by group
 /// or others, except (`sticky_ok`, for directories above) a root-owned directory with
 /// the sticky bit, like /tmp, where others cannot replace root's entries.

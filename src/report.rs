@@ -18,7 +18,9 @@ use crate::conflicts::{Conflict, Definer};
 use crate::desired::{Desired, Warning};
 use crate::hold::{self, Hold};
 use crate::managed::{CA_FILE, CA_PATH, CaSource, MapKind};
-use crate::plan::{Changed, Command, EntryChange, MapChange, Note, Part, Plan, Reason};
+use crate::plan::{
+    Changed, Command, EntryChange, MainCfChange, MapChange, Note, Part, Plan, Reason,
+};
 use crate::postfix::{self, Control};
 use crate::problems::Problems;
 use crate::secret::MASK;
@@ -407,37 +409,64 @@ fn conflict_text(c: &Conflict) -> String {
 
 /// The warnings about a desired state and the host, one `postrelay: warning:` line each.
 pub fn warnings(d: &Desired, conflicts: &[Conflict]) -> String {
-    let texts = d
-        .warnings
+    warning_lines(&warning_texts(d, conflicts))
+}
+
+/// The warnings about a desired state and the host.
+fn warning_texts(d: &Desired, conflicts: &[Conflict]) -> Vec<String> {
+    d.warnings
         .iter()
         .map(|w| warning(d, w))
-        .chain(conflicts.iter().map(conflict));
+        .chain(conflicts.iter().map(conflict))
+        .collect()
+}
+
+/// Warnings as printed on stderr.
+fn warning_lines(texts: &[String]) -> String {
     texts
+        .iter()
         .map(|t| format!("postrelay: warning: {t}\n"))
         .collect()
 }
 
 /// The command lines of a plan's commands, as shown.
 pub fn commands(plan: &Plan) -> Vec<String> {
-    let dir = &plan.target.config_dir;
     plan.commands()
         .iter()
-        .map(|c| match c {
-            Command::Postmap { source } => {
-                postfix::postmap_argv(dir, &plan.target.map_type, source).join(" ")
+        .map(|c| {
+            let line = command_line(plan, c);
+            match c {
+                Command::Postmap { .. } => line.unwrap_or_default(),
+                Command::Check | Command::Reload => {
+                    let line = line.unwrap_or_default();
+                    let (prefix, action) = line.rsplit_once(' ').unwrap_or(("", &line));
+                    format!("{prefix} {action:<8} (if Postfix is running)")
+                }
+                Command::Hold(h) => format!(
+                    "hold {} in the queue during the switch (if Postfix is running)",
+                    held(h)
+                ),
+                Command::Release => format!(
+                    "{} (if Postfix is running: releases the held mail)",
+                    line.unwrap_or_default()
+                ),
             }
-            Command::Check => if_running(dir, Control::Check),
-            Command::Reload => if_running(dir, Control::Reload),
-            Command::Hold(h) => format!(
-                "hold {} in the queue during the switch (if Postfix is running)",
-                held(h)
-            ),
-            Command::Release => format!(
-                "{} (if Postfix is running: releases the held mail)",
-                postfix::flush_argv(dir).join(" ")
-            ),
         })
         .collect()
+}
+
+/// The command line a plan's command runs; `None` for the hold, which is a sequence
+/// of edits and reloads.
+fn command_line(plan: &Plan, c: &Command) -> Option<String> {
+    let dir = &plan.target.config_dir;
+    let argv = match c {
+        Command::Postmap { source } => postfix::postmap_argv(dir, &plan.target.map_type, source),
+        Command::Check => postfix::control_argv(dir, Control::Check),
+        Command::Reload => postfix::control_argv(dir, Control::Reload),
+        Command::Hold(_) => return None,
+        Command::Release => postfix::flush_argv(dir),
+    };
+    Some(argv.join(" "))
 }
 
 /// Whose mail a hold keeps in the queue.
@@ -460,14 +489,25 @@ fn held(hold: &Hold) -> String {
     }
 }
 
-fn if_running(dir: &std::path::Path, action: Control) -> String {
-    let argv = postfix::control_argv(dir, action);
-    let (prefix, action) = argv.split_at(argv.len() - 1);
-    format!(
-        "{} {:<8} (if Postfix is running)",
-        prefix.join(" "),
-        action[0]
-    )
+/// main.cf's diff, secrets in map values masked.
+fn main_cf_diff(m: &MainCfChange) -> String {
+    let path = m.path.display().to_string();
+    diff(&path, Some(&m.old), &m.new, Mask::MainCf)
+}
+
+/// A map source's diff, passwords masked unless `show_secrets`; `None` when its
+/// content stays (only its permissions or its compiled form change).
+fn map_diff(m: &MapChange, show_secrets: bool) -> Option<String> {
+    let old = m.old.as_ref().map(|o| o.expose().as_slice());
+    if !m.write_source || old == Some(m.new.expose().as_slice()) {
+        return None;
+    }
+    let mask = match m.kind.is_secret() && !show_secrets {
+        true => Mask::PasswordMap,
+        false => Mask::Nothing,
+    };
+    let path = m.source_path.display().to_string();
+    Some(diff(&path, old, m.new.expose(), mask))
 }
 
 /// The text `postrelay plan` prints.
@@ -475,8 +515,7 @@ pub fn plan(plan: &Plan, show_secrets: bool) -> String {
     let mut out = String::new();
     if let Some(m) = &plan.main_cf {
         let _ = writeln!(out, "main.cf: set {}", edits(&m.edits));
-        let path = m.path.display().to_string();
-        out.push_str(&diff(&path, Some(&m.old), &m.new, Mask::MainCf));
+        out.push_str(&main_cf_diff(m));
     }
     for m in &plan.maps {
         let _ = writeln!(
@@ -487,14 +526,8 @@ pub fn plan(plan: &Plan, show_secrets: bool) -> String {
             m.entries,
             entry_changes(m)
         );
-        let old = m.old.as_ref().map(|o| o.expose().as_slice());
-        if m.write_source && old != Some(m.new.expose().as_slice()) {
-            let mask = match m.kind.is_secret() && !show_secrets {
-                true => Mask::PasswordMap,
-                false => Mask::Nothing,
-            };
-            let path = m.source_path.display().to_string();
-            out.push_str(&diff(&path, old, m.new.expose(), mask));
+        if let Some(d) = map_diff(m, show_secrets) {
+            out.push_str(&d);
         }
     }
     if plan.reload_pending {
@@ -587,19 +620,23 @@ fn step(outcome: &Outcome, step: &Step) -> String {
             postfix::flush_argv(&plan.target.config_dir).join(" ")
         ),
         Step::NotReleased => {
-            "warning: could not release the held mail (see above); it leaves at its next retry"
-                .into()
+            "could not release the held mail (see above); it leaves at its next retry".into()
         }
     }
 }
 
 /// What apply did that the user must know of, one `postrelay: warning:` line each.
 pub fn apply_warnings(outcome: &Outcome) -> String {
+    warning_lines(&apply_warning_texts(outcome))
+}
+
+/// What apply did that the user must know of.
+fn apply_warning_texts(outcome: &Outcome) -> Vec<String> {
     outcome
         .steps
         .iter()
         .filter(|s| matches!(s, Step::NotHeld | Step::SwitchSlow | Step::NotReleased))
-        .map(|s| format!("postrelay: warning: {}\n", step(outcome, s)))
+        .map(|s| step(outcome, s))
         .collect()
 }
 
@@ -812,6 +849,17 @@ pub fn warning(d: &Desired, w: &Warning) -> String {
     )
 }
 
+/// How many problems an input file has, in a few words.
+fn problems_summary(problems: &Problems) -> String {
+    let n = problems.iter().count();
+    let file = problems.iter().next().map(|p| p.file.display().to_string());
+    format!(
+        "{n} problem{} in {}",
+        if n == 1 { "" } else { "s" },
+        file.unwrap_or_default()
+    )
+}
+
 /// An error as printed on stderr: one `postrelay: error:` line per problem of an input
 /// file, else the error and its causes.
 pub fn error(err: &anyhow::Error) -> String {
@@ -823,6 +871,8 @@ pub fn error(err: &anyhow::Error) -> String {
         _ => format!("postrelay: error: {err:#}\n"),
     }
 }
+
+pub mod json;
 
 #[cfg(test)]
 mod tests;

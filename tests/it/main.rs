@@ -15,6 +15,7 @@ mod hostile;
 mod hostile_network;
 mod import;
 mod instance;
+mod json;
 mod live;
 mod parser;
 mod relay;
