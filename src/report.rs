@@ -548,17 +548,20 @@ pub fn plan(plan: &Plan, show_secrets: bool) -> String {
     for n in &plan.notes {
         let _ = writeln!(out, "note: {}", note(n));
     }
-    if plan.is_empty() {
-        out.push_str("plan: in sync, nothing to do\n");
-    } else {
-        let files = plan.maps.len() + usize::from(plan.main_cf.is_some());
-        let _ = writeln!(
-            out,
-            "plan: {files} file(s) to change, {} command(s) to run",
-            commands.len()
-        );
-    }
+    let _ = writeln!(out, "plan: {}", plan_summary(plan));
     out
+}
+
+/// A plan in a few words, as its report's last line says it.
+fn plan_summary(plan: &Plan) -> String {
+    if plan.is_empty() {
+        return "in sync, nothing to do".into();
+    }
+    let files = plan.maps.len() + usize::from(plan.main_cf.is_some());
+    format!(
+        "{files} file(s) to change, {} command(s) to run",
+        plan.commands().len()
+    )
 }
 
 fn step(outcome: &Outcome, step: &Step) -> String {
@@ -642,19 +645,23 @@ fn apply_warning_texts(outcome: &Outcome) -> Vec<String> {
 
 /// The text `postrelay apply` prints; with `quiet`, nothing when nothing changed.
 pub fn applied(outcome: &Outcome, quiet: bool) -> String {
-    if outcome.steps.is_empty() {
-        return if quiet {
-            String::new()
-        } else {
-            "postrelay: no changes\n".into()
-        };
+    if outcome.steps.is_empty() && quiet {
+        return String::new();
     }
     let mut out = String::new();
     for s in &outcome.steps {
         let _ = writeln!(out, "{}", step(outcome, s));
     }
-    out.push_str("postrelay: applied\n");
+    let _ = writeln!(out, "postrelay: {}", apply_summary(outcome));
     out
+}
+
+/// What apply did, in a word.
+fn apply_summary(outcome: &Outcome) -> &'static str {
+    match outcome.steps.is_empty() {
+        true => "no changes",
+        false => "applied",
+    }
 }
 
 /// Most characters of a server's text quoted in a verify line.
@@ -805,9 +812,14 @@ pub fn verify(outcomes: &[verify::Outcome]) -> String {
             Err(f) => writeln!(out, "FAILED  {who} via {relay}{user}: {}", failure(f)),
         };
     }
-    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
-    let _ = writeln!(out, "verify: {} checked, {failed} failed", outcomes.len());
+    let _ = writeln!(out, "verify: {}", verify_summary(outcomes));
     out
+}
+
+/// verify's outcome in a few words.
+fn verify_summary(outcomes: &[verify::Outcome]) -> String {
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    format!("{} checked, {failed} failed", outcomes.len())
 }
 
 /// What `postrelay init` prints: where the file is, and what to do next.
@@ -825,8 +837,13 @@ pub fn initialized(path: &std::path::Path) -> String {
 
 /// What `postrelay validate` prints for a valid file.
 pub fn validated(d: &Desired) -> String {
+    format!("{}\n", validate_summary(d))
+}
+
+/// A valid desired state in a few words.
+fn validate_summary(d: &Desired) -> String {
     format!(
-        "{}: valid ({} sender(s), {} relay(s){})\n",
+        "{}: valid ({} sender(s), {} relay(s){})",
         d.path.display(),
         d.senders.len(),
         d.tls.len(),

@@ -7,8 +7,9 @@
 use serde::Serialize;
 
 use super::{
-    apply_warning_texts, command_line, edits, failure, main_cf_diff, map_diff, mask_map_secrets,
-    note, problems_summary, reason, step, warning_texts,
+    apply_summary, apply_warning_texts, command_line, edits, failure, main_cf_diff, map_diff,
+    mask_map_secrets, note, plan_summary, problems_summary, reason, step, validate_summary,
+    verify_summary, warning_texts,
 };
 use crate::apply::{Outcome, Skip, Step};
 use crate::desired::Desired;
@@ -33,6 +34,8 @@ struct Document {
     config: String,
     /// plan: whether apply would change anything; apply: whether it did.
     changed: bool,
+    /// The text report's summary line (what Salt's stateful `cmd.run` shows).
+    comment: String,
     files: Vec<File>,
     /// plan: the commands apply would run (`postfix` and `postqueue` only if Postfix is
     /// running); apply: those it ran.
@@ -68,6 +71,7 @@ impl Document {
             command,
             config,
             changed: false,
+            comment: String::new(),
             files: Vec::new(),
             commands: Vec::new(),
             hold: None,
@@ -437,6 +441,7 @@ fn check(o: &verify::Outcome) -> CheckResult {
 pub fn plan(d: &Desired, plan: &Plan, show_secrets: bool) -> String {
     let mut doc = Document::planned("plan", d, plan, show_secrets);
     doc.changed = !plan.is_empty();
+    doc.comment = plan_summary(plan);
     doc.commands = plan
         .commands()
         .iter()
@@ -459,6 +464,7 @@ pub fn applied(d: &Desired, outcome: &Outcome, checks: &[verify::Outcome]) -> St
         doc.files.clear();
     }
     doc.changed = !outcome.steps.is_empty();
+    doc.comment = apply_summary(outcome).to_string();
     doc.commands = commands_run(outcome);
     if outcome.steps.contains(&Step::Held) {
         doc.hold = plan.hold.as_ref().map(hold);
@@ -513,6 +519,7 @@ fn commands_run(outcome: &Outcome) -> Vec<String> {
 pub fn verify(d: &Desired, outcomes: &[verify::Outcome]) -> String {
     let mut doc = Document::new("verify", d.path.display().to_string());
     doc.checks = outcomes.iter().map(check).collect();
+    doc.comment = verify_summary(outcomes);
     doc.render()
 }
 
@@ -520,6 +527,7 @@ pub fn verify(d: &Desired, outcomes: &[verify::Outcome]) -> String {
 pub fn validated(d: &Desired, conflicts: &[crate::conflicts::Conflict]) -> String {
     let mut doc = Document::new("validate", d.path.display().to_string());
     doc.warnings = warning_texts(d, conflicts);
+    doc.comment = validate_summary(d);
     doc.summary = Some(Summary {
         senders: d.senders.len(),
         relays: d.tls.len(),

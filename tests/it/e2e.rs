@@ -434,10 +434,17 @@ fn e2e_rotated_password_is_used_without_restart() {
     assert_eq!(report["reload"], "done", "{report}");
     let reload = format!("postfix -c {etc} reload");
     assert!(
-        report["commands"].as_array().unwrap().iter().any(|c| *c == reload.as_str()),
+        report["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| *c == reload.as_str()),
         "{report}"
     );
-    assert_eq!(report["files"][0]["entries_changed"][0]["change"], "password");
+    assert_eq!(
+        report["files"][0]["entries_changed"][0]["change"],
+        "password"
+    );
     assert_routed(
         &inst,
         &[&r],
