@@ -2,7 +2,7 @@
 //! ([`Run`]) with assertions on exit code and output. Every run, however it was
 //! started, checks that no canary password reached stdout or stderr.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -48,19 +48,7 @@ impl Cmd {
 
     /// Runs the command with `input` on its stdin (`--config -`).
     pub fn run_with_input(&mut self, input: &[u8]) -> Run {
-        let mut child = self
-            .cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        let writer = std::thread::spawn(move || stdin.write_all(&input));
-        let run = Run::wait(child);
-        writer.join().unwrap().unwrap();
-        run
+        Run::from_output(super::output_with_input(&mut self.cmd, input))
     }
 
     /// Starts the process with stdout and stderr piped; finish it with [`Run::wait`].
