@@ -100,6 +100,11 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 10,
               value_parser = clap::value_parser!(u64).range(1..=3600))]
         timeout: u64,
+        /// Logins run at once (1 to 256). Senders that share a relay and credentials
+        /// share one login.
+        #[arg(long, value_name = "N", default_value_t = 32,
+              value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: u16,
         /// Postfix configuration directory whose CA settings (smtp_tls_CAfile,
         /// smtp_tls_CApath) relays with tls "secure" or "verify" are checked against
         /// (like postconf -c); overrides [postfix] config_dir.

@@ -60,6 +60,7 @@ fn run_verify(
     postfix_dir: Option<&Path>,
     checks: Vec<verify::Check>,
     timeout: Duration,
+    jobs: usize,
 ) -> Result<Vec<verify::Outcome>> {
     let trust = if verify::needs_trust_store(&checks) {
         let dir = state::config_dir(d, postfix_dir)?;
@@ -67,7 +68,12 @@ fn run_verify(
     } else {
         None
     };
-    Ok(verify::run(checks, &verify::Settings { timeout, trust }))
+    let settings = verify::Settings {
+        timeout,
+        jobs,
+        trust,
+    };
+    Ok(verify::run(checks, &settings))
 }
 
 fn all_ok(outcomes: &[verify::Outcome]) -> bool {
@@ -129,13 +135,14 @@ fn run(cli: Cli) -> Result<u8> {
             config,
             sender,
             timeout,
+            jobs,
             postfix_dir,
             ..
         } => {
             let d = load(&config)?;
             let checks = verify::checks(&d, sender.as_deref())?;
             let timeout = Duration::from_secs(timeout);
-            let outcomes = run_verify(&d, postfix_dir.as_deref(), checks, timeout)?;
+            let outcomes = run_verify(&d, postfix_dir.as_deref(), checks, timeout, jobs.into())?;
             let out = match json {
                 true => report::json::verify(&d, &outcomes),
                 false => report::verify(&outcomes),
@@ -172,7 +179,10 @@ fn run(cli: Cli) -> Result<u8> {
             let d = load(&target.config)?;
             let dir = target.postfix_dir.as_deref();
             let checks = match verify {
-                true => run_verify(&d, dir, verify::checks(&d, None)?, VERIFY_TIMEOUT)?,
+                true => {
+                    let checks = verify::checks(&d, None)?;
+                    run_verify(&d, dir, checks, VERIFY_TIMEOUT, verify::DEFAULT_JOBS)?
+                }
                 false => Vec::new(),
             };
             if verify && !json {

@@ -819,7 +819,12 @@ pub fn verify(outcomes: &[verify::Outcome]) -> String {
 /// verify's outcome in a few words.
 fn verify_summary(outcomes: &[verify::Outcome]) -> String {
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
-    format!("{} checked, {failed} failed", outcomes.len())
+    let logins: std::collections::HashSet<usize> = outcomes.iter().map(|o| o.login).collect();
+    let shared = match logins.len() < outcomes.len() {
+        true => format!(" ({} logins)", logins.len()),
+        false => String::new(),
+    };
+    format!("{} checked, {failed} failed{shared}", outcomes.len())
 }
 
 /// What `postrelay init` prints: where the file is, and what to do next.

@@ -60,7 +60,7 @@ pub const MAP_TYPES: &[&str] = &["hash", "btree", "lmdb", "cdb", "texthash"];
 
 /// TLS policy for one relay, as written to `tls_policy` (Postfix's TLS security levels,
 /// TLS_README).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tls {
     /// TLS, certificate chain verified and its name matching the next hop.
     Secure,
@@ -107,7 +107,7 @@ impl Tls {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Credentials {
     pub username: String,
     pub password: Secret<String>,
