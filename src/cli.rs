@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::desired::DEFAULT_CONFIG;
+use crate::state::Depth;
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -175,7 +176,7 @@ impl Command {
     }
 }
 
-/// Which desired state and which Postfix instance.
+/// Which desired state and which Postfix instance, and how closely to read it.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
     /// The desired-state file; `-`: standard input.
@@ -184,4 +185,17 @@ pub struct TargetArgs {
     /// Postfix configuration directory (like postconf -c); overrides [postfix] config_dir.
     #[arg(long, value_name = "DIR")]
     pub postfix_dir: Option<PathBuf>,
+    /// Read every compiled map with postmap -s, even where the record of the last apply
+    /// (DIR/postrelay.state) shows it unchanged.
+    #[arg(long)]
+    pub full: bool,
+}
+
+impl TargetArgs {
+    pub fn depth(&self) -> Depth {
+        match self.full {
+            true => Depth::Full,
+            false => Depth::Recorded,
+        }
+    }
 }

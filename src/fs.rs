@@ -53,6 +53,9 @@ pub struct Meta {
     pub size: u64,
     /// Seconds and nanoseconds.
     pub mtime: (i64, i64),
+    /// Seconds and nanoseconds: moved by the kernel on every change of content, mode,
+    /// owner or link, and settable by no one (`record` relies on it).
+    pub ctime: (i64, i64),
 }
 
 impl Meta {
@@ -65,6 +68,7 @@ impl Meta {
             ino: m.ino(),
             size: m.size(),
             mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
         }
     }
 }

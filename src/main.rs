@@ -157,7 +157,7 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             let d = load(&target.config)?;
             let dir = state::config_dir(&d, target.postfix_dir.as_deref())?;
-            let state = State::read(&d, dir)?;
+            let state = State::read_to(&d, dir, target.depth())?;
             let p = plan::plan(&d, &state)?;
             let out = if json {
                 report::json::plan(&d, &p, show_secrets)
@@ -194,6 +194,7 @@ fn run(cli: Cli) -> Result<u8> {
             let options = apply::Options {
                 reload: !no_reload,
                 lock_timeout: Duration::from_secs(lock_timeout),
+                depth: target.depth(),
             };
             let outcome = apply::run(&d, dir, &options)?;
             let out = if json {

@@ -18,6 +18,7 @@ mod instance;
 mod json;
 mod live;
 mod parser;
+mod record;
 mod relay;
 mod scale;
 mod secrets;
