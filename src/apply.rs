@@ -34,7 +34,8 @@ use crate::hold;
 use crate::managed::{LOCK, MAIN_CF, RELOAD_PENDING, replaced_names};
 use crate::plan::{self, Plan};
 use crate::postfix::{self, Control};
-use crate::state::{self, State};
+use crate::record::{self, Identity, MapRecord, Record};
+use crate::state::{self, Depth, State};
 
 mod held;
 
@@ -48,6 +49,8 @@ pub struct Options {
     pub reload: bool,
     /// How long to wait for another apply's lock.
     pub lock_timeout: Duration,
+    /// Check every compiled map with `postmap -s`, whatever the record says (`--full`).
+    pub depth: Depth,
 }
 
 /// Why apply did not talk to Postfix.
@@ -106,7 +109,7 @@ pub fn run(desired: &Desired, postfix_dir: Option<&Path>, options: &Options) -> 
     {
         fs::remove_stale_temps(real_dir, &[name])?;
     }
-    let state = State::read(desired, dir)?;
+    let state = State::read_to(desired, dir, options.depth)?;
     let plan = plan::plan(desired, &state)?;
     let steps = if plan.is_empty() {
         Vec::new()
@@ -116,7 +119,50 @@ pub fn run(desired: &Desired, postfix_dir: Option<&Path>, options: &Options) -> 
     // main.cf lists no hold now (a plan removes one a crashed run left): its table, if
     // still there, is that run's.
     fs::remove_if_exists(&plan.target.config_dir.join(hold::FILE))?;
+    // Bookkeeping: the changes are in place whatever becomes of it.
+    if let Err(e) = remember(desired, &state, &plan) {
+        tracing::warn!("could not record this apply ({e:#}); the next plan checks in full");
+    }
     Ok(Outcome { plan, steps })
+}
+
+/// Records the compiled maps as they are now (see `record`), unless the record already
+/// says so: every map's source holds the desired bytes, and each compiled map is either
+/// the one this run built or the one planning checked.
+fn remember(desired: &Desired, state: &State, plan: &Plan) -> Result<()> {
+    let dir = &plan.target.config_dir;
+    let mut found = Vec::new();
+    for m in &state.maps {
+        let Some(path) = &m.compiled_path else {
+            continue;
+        };
+        let rebuilt = plan.maps.iter().any(|c| c.kind == m.kind && c.rebuild);
+        let checked = m.compiled.as_ref().map(|c| c.meta);
+        match fs::stat(path)? {
+            Some(now) if rebuilt || Some(now) == checked => found.push((m.kind, path, now)),
+            _ => {}
+        }
+    }
+    if let Some(newest) = found.iter().map(|(_, _, meta)| meta.ctime).max() {
+        record::settle(newest);
+    }
+    let mut maps = Vec::new();
+    for (kind, path, before) in found {
+        // A file changed while this run settled is left to the next full check.
+        if fs::stat(path)? == Some(before) {
+            maps.push(MapRecord {
+                map: kind.file_name().to_string(),
+                map_type: plan.target.map_type.clone(),
+                source_sha256: record::sha256_hex(desired.table(kind).bytes.expose()),
+                compiled: Identity::of(&before),
+            });
+        }
+    }
+    let new = Record::new(maps, state.postconf.clone());
+    if Record::read(dir)?.is_some_and(|old| old.same_as(&new)) {
+        return Ok(());
+    }
+    new.write(dir, plan.owner)
 }
 
 /// A map built under temporary names, ready to be renamed into place.

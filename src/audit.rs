@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::apply::Outcome;
+use crate::desired;
 use crate::postfix::{self, Priority};
 use crate::report;
 use crate::state;
@@ -37,8 +38,11 @@ pub fn record(
     dir: Option<&Path>,
     result: Result<&Outcome, &anyhow::Error>,
 ) -> Result<()> {
-    // As an absolute path: the log outlives the working directory.
-    let config = &std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf());
+    // As an absolute path: the log outlives the working directory. `-` is stdin.
+    let config = &match config == Path::new(desired::STDIN) {
+        true => PathBuf::from(desired::STDIN_NAME),
+        false => std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf()),
+    };
     let (dir, priority, text) = match result {
         Ok(outcome) if outcome.steps.is_empty() => return Ok(()),
         Ok(outcome) => (

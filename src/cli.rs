@@ -4,9 +4,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::desired::DEFAULT_CONFIG;
+use crate::state::Depth;
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -18,8 +19,29 @@ Exit status:
   import    0 imported, 1 imported with findings (listed on stderr: review them before
             apply), 2 error (nothing written)
 
+With --format json, the exit codes are the same; stdout carries one JSON document, an error
+included (docs/json.md).
+
 Logs and warnings go to stderr (-v, -vv, -vvv or RUST_LOG); stdout carries only the report.
 Passwords never appear in output, at any verbosity, unless `plan --show-secrets` is given.";
+
+/// How the report on stdout is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON document (docs/json.md), warnings and errors included.
+    Json,
+}
+
+/// The `--format` option, shared by the commands that report.
+#[derive(Debug, Args)]
+pub struct FormatArg {
+    /// Write the report as text, or as one JSON document (warnings and errors included).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
 
 /// Declarative sender-dependent SASL relaying for Postfix.
 #[derive(Debug, Parser)]
@@ -42,6 +64,8 @@ pub enum Command {
         /// Show passwords in the sasl_passwd diff instead of ********.
         #[arg(long)]
         show_secrets: bool,
+        #[command(flatten)]
+        output: FormatArg,
     },
     /// Make the Postfix configuration match the desired state. Exit 0 on success, 2 on error.
     Apply {
@@ -65,11 +89,13 @@ pub enum Command {
         /// fails, logs one line saying what, without passwords, through Postfix's postlog).
         #[arg(long)]
         no_syslog: bool,
+        #[command(flatten)]
+        output: FormatArg,
     },
     /// Log in to each relay with each credential (EHLO, STARTTLS, AUTH, QUIT; no mail is sent).
     /// Exit 0 all ok, 1 any check failed, 2 error.
     Verify {
-        /// The desired-state file.
+        /// The desired-state file; `-`: standard input.
         #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Only this sender: a domain, `@domain`, an address, or `relayhost`.
@@ -79,11 +105,18 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 10,
               value_parser = clap::value_parser!(u64).range(1..=3600))]
         timeout: u64,
+        /// Logins run at once (1 to 256). Senders that share a relay and credentials
+        /// share one login.
+        #[arg(long, value_name = "N", default_value_t = 32,
+              value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: u16,
         /// Postfix configuration directory whose CA settings (smtp_tls_CAfile,
         /// smtp_tls_CApath) relays with tls "secure" or "verify" are checked against
         /// (like postconf -c); overrides [postfix] config_dir.
         #[arg(long, value_name = "DIR")]
         postfix_dir: Option<PathBuf>,
+        #[command(flatten)]
+        output: FormatArg,
     },
     /// Write a desired-state file from the relaying Postfix does now (relayhost and the
     /// maps main.cf names). Exit 0 imported, 1 imported with findings (on stderr), 2 error.
@@ -110,23 +143,63 @@ pub enum Command {
     /// Check the desired-state file, and warn about main.cf settings that would defeat it
     /// (when main.cf can be read). Exit 0 valid, 2 invalid.
     Validate {
-        /// The desired-state file.
+        /// The desired-state file; `-`: standard input.
         #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Postfix configuration directory whose main.cf to check (like postconf -c);
         /// overrides [postfix] config_dir.
         #[arg(long, value_name = "DIR")]
         postfix_dir: Option<PathBuf>,
+        #[command(flatten)]
+        output: FormatArg,
     },
 }
 
-/// Which desired state and which Postfix instance.
+impl Command {
+    /// The subcommand's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Plan { .. } => "plan",
+            Command::Apply { .. } => "apply",
+            Command::Verify { .. } => "verify",
+            Command::Import { .. } => "import",
+            Command::Init { .. } => "init",
+            Command::Validate { .. } => "validate",
+        }
+    }
+
+    /// The report format the command was asked for (text for those without `--format`).
+    pub fn format(&self) -> Format {
+        match self {
+            Command::Plan { output, .. }
+            | Command::Apply { output, .. }
+            | Command::Verify { output, .. }
+            | Command::Validate { output, .. } => output.format,
+            Command::Import { .. } | Command::Init { .. } => Format::Text,
+        }
+    }
+}
+
+/// Which desired state and which Postfix instance, and how closely to read it.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
-    /// The desired-state file.
+    /// The desired-state file; `-`: standard input.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
     /// Postfix configuration directory (like postconf -c); overrides [postfix] config_dir.
     #[arg(long, value_name = "DIR")]
     pub postfix_dir: Option<PathBuf>,
+    /// Read every compiled map with postmap -s, even where the record of the last apply
+    /// (DIR/postrelay.state) shows it unchanged.
+    #[arg(long)]
+    pub full: bool,
+}
+
+impl TargetArgs {
+    pub fn depth(&self) -> Depth {
+        match self.full {
+            true => Depth::Full,
+            false => Depth::Recorded,
+        }
+    }
 }

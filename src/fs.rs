@@ -53,6 +53,9 @@ pub struct Meta {
     pub size: u64,
     /// Seconds and nanoseconds.
     pub mtime: (i64, i64),
+    /// Seconds and nanoseconds: moved by the kernel on every change of content, mode,
+    /// owner or link, and settable by no one (`record` relies on it).
+    pub ctime: (i64, i64),
 }
 
 impl Meta {
@@ -65,6 +68,7 @@ impl Meta {
             ino: m.ino(),
             size: m.size(),
             mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
         }
     }
 }
@@ -246,6 +250,20 @@ pub fn read_resolved(
             meta: Meta::of(&meta),
         },
     ))
+}
+
+/// Standard input, read to its end, at most `limit` bytes (`--config -`).
+pub fn read_stdin(limit: u64) -> Result<Secret<Vec<u8>>, ReadError> {
+    let mut bytes = Vec::new();
+    io::stdin()
+        .lock()
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Read)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    Ok(Secret::new(bytes))
 }
 
 /// Whether root may trust a file or directory: owned by root and not writable by group

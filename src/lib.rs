@@ -30,6 +30,7 @@ pub mod managed;
 pub mod plan;
 pub mod postfix;
 pub mod problems;
+pub mod record;
 pub mod report;
 pub mod routing;
 pub mod secret;

@@ -8,11 +8,11 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use postrelay::cli::{Cli, Command};
+use postrelay::cli::{Cli, Command, Format};
 use postrelay::conflicts::{self, Conflict};
 use postrelay::desired::{self, Desired};
 use postrelay::state::{self, State};
@@ -53,25 +53,44 @@ fn load(path: &Path) -> Result<Desired> {
 /// Each check's budget in `apply --verify`, as `verify`'s default.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs the checks and prints their report; true when all passed. Postfix's trust store
-/// is read only when a check verifies certificates (`secure`, `verify`).
+/// Runs the checks. Postfix's trust store is read only when a check verifies
+/// certificates (`secure`, `verify`).
 fn run_verify(
-    out: &mut impl Write,
     d: &Desired,
     postfix_dir: Option<&Path>,
     checks: Vec<verify::Check>,
     timeout: Duration,
-) -> Result<bool> {
+    jobs: usize,
+) -> Result<Vec<verify::Outcome>> {
     let trust = if verify::needs_trust_store(&checks) {
         let dir = state::config_dir(d, postfix_dir)?;
         Some(verify::trust::load(&dir)?)
     } else {
         None
     };
-    let outcomes = verify::run(checks, &verify::Settings { timeout, trust });
-    out.write_all(report::verify(&outcomes).as_bytes())?;
-    Ok(outcomes.iter().all(|o| o.result.is_ok()))
+    let settings = verify::Settings {
+        timeout,
+        jobs,
+        trust,
+    };
+    Ok(verify::run(checks, &settings))
 }
+
+fn all_ok(outcomes: &[verify::Outcome]) -> bool {
+    outcomes.iter().all(|o| o.result.is_ok())
+}
+
+/// `apply --verify` found a credential that does not work: nothing was changed.
+#[derive(Debug)]
+struct VerifyFailed(Vec<verify::Outcome>);
+
+impl std::fmt::Display for VerifyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("credential verification failed; nothing changed")
+    }
+}
+
+impl std::error::Error for VerifyFailed {}
 
 /// main.cf settings that defeat the desired state, when main.cf can be read; validate
 /// checks the desired-state file alone otherwise.
@@ -89,6 +108,7 @@ fn host_settings(d: &Desired, postfix_dir: Option<&Path>) -> Vec<Conflict> {
 
 fn run(cli: Cli) -> Result<u8> {
     let mut stdout = std::io::stdout().lock();
+    let json = cli.command.format() == Format::Json;
     match cli.command {
         Command::Init { config } => {
             postrelay::init::write(&config)?;
@@ -98,35 +118,54 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Validate {
             config,
             postfix_dir,
+            ..
         } => {
             let d = load(&config)?;
             let conflicts = host_settings(&d, postfix_dir.as_deref());
-            eprint!("{}", report::warnings(&d, &conflicts));
-            stdout.write_all(report::validated(&d).as_bytes())?;
+            let out = if json {
+                report::json::validated(&d, &conflicts)
+            } else {
+                eprint!("{}", report::warnings(&d, &conflicts));
+                report::validated(&d)
+            };
+            stdout.write_all(out.as_bytes())?;
             Ok(0)
         }
         Command::Verify {
             config,
             sender,
             timeout,
+            jobs,
             postfix_dir,
+            ..
         } => {
             let d = load(&config)?;
             let checks = verify::checks(&d, sender.as_deref())?;
             let timeout = Duration::from_secs(timeout);
-            let ok = run_verify(&mut stdout, &d, postfix_dir.as_deref(), checks, timeout)?;
-            Ok(if ok { 0 } else { 1 })
+            let outcomes = run_verify(&d, postfix_dir.as_deref(), checks, timeout, jobs.into())?;
+            let out = match json {
+                true => report::json::verify(&d, &outcomes),
+                false => report::verify(&outcomes),
+            };
+            stdout.write_all(out.as_bytes())?;
+            Ok(if all_ok(&outcomes) { 0 } else { 1 })
         }
         Command::Plan {
             target,
             show_secrets,
+            ..
         } => {
             let d = load(&target.config)?;
             let dir = state::config_dir(&d, target.postfix_dir.as_deref())?;
-            let state = State::read(&d, dir)?;
+            let state = State::read_to(&d, dir, target.depth())?;
             let p = plan::plan(&d, &state)?;
-            eprint!("{}", report::warnings(&d, &p.conflicts));
-            stdout.write_all(report::plan(&p, show_secrets).as_bytes())?;
+            let out = if json {
+                report::json::plan(&d, &p, show_secrets)
+            } else {
+                eprint!("{}", report::warnings(&d, &p.conflicts));
+                report::plan(&p, show_secrets)
+            };
+            stdout.write_all(out.as_bytes())?;
             Ok(if p.is_empty() { 0 } else { 1 })
         }
         Command::Apply {
@@ -136,6 +175,7 @@ fn run(cli: Cli) -> Result<u8> {
             lock_timeout,
             verify,
             no_syslog,
+            ..
         } => {
             let loaded = load(&target.config);
             // Where a failure is recorded: --postfix-dir, else the desired state's.
@@ -145,37 +185,48 @@ fn run(cli: Cli) -> Result<u8> {
                 .or_else(|| loaded.as_ref().ok()?.config_dir.clone());
             let result = loaded.and_then(|d| {
                 let dir = target.postfix_dir.as_deref();
-                if verify
-                    && !run_verify(
-                        &mut stdout,
-                        &d,
-                        dir,
-                        verify::checks(&d, None)?,
-                        VERIFY_TIMEOUT,
-                    )?
-                {
-                    bail!("credential verification failed; nothing changed");
+                let checks = match verify {
+                    true => {
+                        let checks = verify::checks(&d, None)?;
+                        run_verify(&d, dir, checks, VERIFY_TIMEOUT, verify::DEFAULT_JOBS)?
+                    }
+                    false => Vec::new(),
+                };
+                if verify && !json {
+                    stdout.write_all(report::verify(&checks).as_bytes())?;
+                }
+                if !all_ok(&checks) {
+                    return Err(VerifyFailed(checks).into());
                 }
                 let options = apply::Options {
                     reload: !no_reload,
                     lock_timeout: Duration::from_secs(lock_timeout),
+                    depth: target.depth(),
                 };
                 let outcome = apply::run(&d, dir, &options)?;
-                Ok((d, outcome))
+                Ok((d, outcome, checks))
             });
-            if !no_syslog {
-                let done = result.as_ref().map(|(_, outcome)| outcome);
-                if let Err(e) = audit::record(&target.config, audit_dir.as_deref(), done) {
-                    eprint!("{}", report::audit_not_recorded(&e));
+            let done = result.as_ref().map(|(_, outcome, _)| outcome);
+            let not_recorded = match no_syslog {
+                true => None,
+                false => audit::record(&target.config, audit_dir.as_deref(), done).err(),
+            };
+            // A JSON report carries it among its warnings.
+            if let (Some(e), false) = (&not_recorded, json && result.is_ok()) {
+                eprint!("{}", report::audit_not_recorded(e));
+            }
+            let (d, outcome, checks) = result?;
+            let out = if json {
+                report::json::applied(&d, &outcome, &checks, not_recorded.as_ref())
+            } else {
+                // From cron, a run that changes nothing says nothing, warnings included.
+                if !outcome.steps.is_empty() {
+                    eprint!("{}", report::warnings(&d, &outcome.plan.conflicts));
+                    eprint!("{}", report::apply_warnings(&outcome));
                 }
-            }
-            let (d, outcome) = result?;
-            // From cron, a run that changes nothing says nothing, warnings included.
-            if !outcome.steps.is_empty() {
-                eprint!("{}", report::warnings(&d, &outcome.plan.conflicts));
-                eprint!("{}", report::apply_warnings(&outcome));
-            }
-            stdout.write_all(report::applied(&outcome, quiet).as_bytes())?;
+                report::applied(&outcome, quiet)
+            };
+            stdout.write_all(out.as_bytes())?;
             Ok(0)
         }
         Command::Import {
@@ -213,10 +264,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     harden();
+    let (name, format) = (cli.command.name(), cli.command.format());
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprint!("{}", report::error(&err));
+            if format == Format::Json {
+                let checks = err.downcast_ref::<VerifyFailed>().map_or(&[][..], |v| &v.0);
+                print!("{}", report::json::error(name, &err, checks));
+            }
             ExitCode::from(2)
         }
     }

@@ -165,6 +165,7 @@ pub fn replaced_names() -> Vec<&'static str> {
     let mut names: Vec<&str> = MapKind::ALL.iter().map(|k| k.file_name()).collect();
     names.push(MAIN_CF);
     names.push(crate::hold::FILE);
+    names.push(crate::record::FILE);
     names
 }
 

@@ -473,6 +473,7 @@ fn content_reason(content: &Content, wanted: &Table) -> Option<Reason> {
     match content {
         Content::Entries(dump) if dump.expose() == wanted.entries.expose() => None,
         Content::Entries(_) => Some(Reason::CompiledDiffers),
+        Content::Recorded => None,
         Content::Unreadable => Some(Reason::CompiledUnreadable),
         // Not dumped: nothing proves it right, so it is rebuilt.
         Content::NotRead => Some(Reason::CompiledDiffers),

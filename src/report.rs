@@ -409,37 +409,64 @@ fn conflict_text(c: &Conflict) -> String {
 
 /// The warnings about a desired state and the host, one `postrelay: warning:` line each.
 pub fn warnings(d: &Desired, conflicts: &[Conflict]) -> String {
-    let texts = d
-        .warnings
+    warning_lines(&warning_texts(d, conflicts))
+}
+
+/// The warnings about a desired state and the host.
+fn warning_texts(d: &Desired, conflicts: &[Conflict]) -> Vec<String> {
+    d.warnings
         .iter()
         .map(|w| warning(d, w))
-        .chain(conflicts.iter().map(conflict));
+        .chain(conflicts.iter().map(conflict))
+        .collect()
+}
+
+/// Warnings as printed on stderr.
+fn warning_lines(texts: &[String]) -> String {
     texts
+        .iter()
         .map(|t| format!("postrelay: warning: {t}\n"))
         .collect()
 }
 
 /// The command lines of a plan's commands, as shown.
 pub fn commands(plan: &Plan) -> Vec<String> {
-    let dir = &plan.target.config_dir;
     plan.commands()
         .iter()
-        .map(|c| match c {
-            Command::Postmap { source } => {
-                postfix::postmap_argv(dir, &plan.target.map_type, source).join(" ")
+        .map(|c| {
+            let line = command_line(plan, c);
+            match c {
+                Command::Postmap { .. } => line.unwrap_or_default(),
+                Command::Check | Command::Reload => {
+                    let line = line.unwrap_or_default();
+                    let (prefix, action) = line.rsplit_once(' ').unwrap_or(("", &line));
+                    format!("{prefix} {action:<8} (if Postfix is running)")
+                }
+                Command::Hold(h) => format!(
+                    "hold {} in the queue during the switch (if Postfix is running)",
+                    held(h)
+                ),
+                Command::Release => format!(
+                    "{} (if Postfix is running: releases the held mail)",
+                    line.unwrap_or_default()
+                ),
             }
-            Command::Check => if_running(dir, Control::Check),
-            Command::Reload => if_running(dir, Control::Reload),
-            Command::Hold(h) => format!(
-                "hold {} in the queue during the switch (if Postfix is running)",
-                held(h)
-            ),
-            Command::Release => format!(
-                "{} (if Postfix is running: releases the held mail)",
-                postfix::flush_argv(dir).join(" ")
-            ),
         })
         .collect()
+}
+
+/// The command line a plan's command runs; `None` for the hold, which is a sequence
+/// of edits and reloads.
+fn command_line(plan: &Plan, c: &Command) -> Option<String> {
+    let dir = &plan.target.config_dir;
+    let argv = match c {
+        Command::Postmap { source } => postfix::postmap_argv(dir, &plan.target.map_type, source),
+        Command::Check => postfix::control_argv(dir, Control::Check),
+        Command::Reload => postfix::control_argv(dir, Control::Reload),
+        Command::Hold(_) => return None,
+        Command::Release => postfix::flush_argv(dir),
+    };
+    Some(argv.join(" "))
 }
 
 /// Whose mail a hold keeps in the queue.
@@ -462,14 +489,25 @@ fn held(hold: &Hold) -> String {
     }
 }
 
-fn if_running(dir: &std::path::Path, action: Control) -> String {
-    let argv = postfix::control_argv(dir, action);
-    let (prefix, action) = argv.split_at(argv.len() - 1);
-    format!(
-        "{} {:<8} (if Postfix is running)",
-        prefix.join(" "),
-        action[0]
-    )
+/// main.cf's diff, secrets in map values masked.
+fn main_cf_diff(m: &MainCfChange) -> String {
+    let path = m.path.display().to_string();
+    diff(&path, Some(&m.old), &m.new, Mask::MainCf)
+}
+
+/// A map source's diff, passwords masked unless `show_secrets`; `None` when its
+/// content stays (only its permissions or its compiled form change).
+fn map_diff(m: &MapChange, show_secrets: bool) -> Option<String> {
+    let old = m.old.as_ref().map(|o| o.expose().as_slice());
+    if !m.write_source || old == Some(m.new.expose().as_slice()) {
+        return None;
+    }
+    let mask = match m.kind.is_secret() && !show_secrets {
+        true => Mask::PasswordMap,
+        false => Mask::Nothing,
+    };
+    let path = m.source_path.display().to_string();
+    Some(diff(&path, old, m.new.expose(), mask))
 }
 
 /// A changed map in one line: why, its entries, which of them change.
@@ -493,19 +531,12 @@ pub fn plan(plan: &Plan, show_secrets: bool) -> String {
     let mut out = String::new();
     if let Some(m) = &plan.main_cf {
         let _ = writeln!(out, "{}", main_cf_summary(m));
-        let path = m.path.display().to_string();
-        out.push_str(&diff(&path, Some(&m.old), &m.new, Mask::MainCf));
+        out.push_str(&main_cf_diff(m));
     }
     for m in &plan.maps {
         let _ = writeln!(out, "{}", map_summary(m));
-        let old = m.old.as_ref().map(|o| o.expose().as_slice());
-        if m.write_source && old != Some(m.new.expose().as_slice()) {
-            let mask = match m.kind.is_secret() && !show_secrets {
-                true => Mask::PasswordMap,
-                false => Mask::Nothing,
-            };
-            let path = m.source_path.display().to_string();
-            out.push_str(&diff(&path, old, m.new.expose(), mask));
+        if let Some(d) = map_diff(m, show_secrets) {
+            out.push_str(&d);
         }
     }
     if plan.reload_pending {
@@ -526,17 +557,20 @@ pub fn plan(plan: &Plan, show_secrets: bool) -> String {
     for n in &plan.notes {
         let _ = writeln!(out, "note: {}", note(n));
     }
-    if plan.is_empty() {
-        out.push_str("plan: in sync, nothing to do\n");
-    } else {
-        let files = plan.maps.len() + usize::from(plan.main_cf.is_some());
-        let _ = writeln!(
-            out,
-            "plan: {files} file(s) to change, {} command(s) to run",
-            commands.len()
-        );
-    }
+    let _ = writeln!(out, "plan: {}", plan_summary(plan));
     out
+}
+
+/// A plan in a few words, as its report's last line says it.
+fn plan_summary(plan: &Plan) -> String {
+    if plan.is_empty() {
+        return "in sync, nothing to do".into();
+    }
+    let files = plan.maps.len() + usize::from(plan.main_cf.is_some());
+    format!(
+        "{files} file(s) to change, {} command(s) to run",
+        plan.commands().len()
+    )
 }
 
 fn step(outcome: &Outcome, step: &Step) -> String {
@@ -598,37 +632,45 @@ fn step(outcome: &Outcome, step: &Step) -> String {
             postfix::flush_argv(&plan.target.config_dir).join(" ")
         ),
         Step::NotReleased => {
-            "warning: could not release the held mail (see above); it leaves at its next retry"
-                .into()
+            "could not release the held mail (see above); it leaves at its next retry".into()
         }
     }
 }
 
 /// What apply did that the user must know of, one `postrelay: warning:` line each.
 pub fn apply_warnings(outcome: &Outcome) -> String {
+    warning_lines(&apply_warning_texts(outcome))
+}
+
+/// What apply did that the user must know of.
+fn apply_warning_texts(outcome: &Outcome) -> Vec<String> {
     outcome
         .steps
         .iter()
         .filter(|s| matches!(s, Step::NotHeld | Step::SwitchSlow | Step::NotReleased))
-        .map(|s| format!("postrelay: warning: {}\n", step(outcome, s)))
+        .map(|s| step(outcome, s))
         .collect()
 }
 
 /// The text `postrelay apply` prints; with `quiet`, nothing when nothing changed.
 pub fn applied(outcome: &Outcome, quiet: bool) -> String {
-    if outcome.steps.is_empty() {
-        return if quiet {
-            String::new()
-        } else {
-            "postrelay: no changes\n".into()
-        };
+    if outcome.steps.is_empty() && quiet {
+        return String::new();
     }
     let mut out = String::new();
     for s in &outcome.steps {
         let _ = writeln!(out, "{}", step(outcome, s));
     }
-    out.push_str("postrelay: applied\n");
+    let _ = writeln!(out, "postrelay: {}", apply_summary(outcome));
     out
+}
+
+/// What apply did, in a word.
+fn apply_summary(outcome: &Outcome) -> &'static str {
+    match outcome.steps.is_empty() {
+        true => "no changes",
+        false => "applied",
+    }
 }
 
 /// Most bytes of an audit line, the text of apply's record in the mail log (after the
@@ -757,9 +799,14 @@ pub fn audit_failed(config: &std::path::Path, err: &anyhow::Error) -> String {
     audit_line(&head, &problems, "problem(s)", "")
 }
 
-/// The warning when apply's record could not be written to the mail log.
+/// Why apply's record is not in the mail log, as a warning's text (JSON's `warnings`).
+fn not_recorded(err: &anyhow::Error) -> String {
+    format!("not recorded in the mail log: {err:#}")
+}
+
+/// The warning on stderr when apply's record could not be written to the mail log.
 pub fn audit_not_recorded(err: &anyhow::Error) -> String {
-    format!("postrelay: warning: not recorded in the mail log: {err:#}\n")
+    warning_lines(&[not_recorded(err)])
 }
 
 /// Most characters of a server's text quoted in a verify line.
@@ -910,9 +957,19 @@ pub fn verify(outcomes: &[verify::Outcome]) -> String {
             Err(f) => writeln!(out, "FAILED  {who} via {relay}{user}: {}", failure(f)),
         };
     }
-    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
-    let _ = writeln!(out, "verify: {} checked, {failed} failed", outcomes.len());
+    let _ = writeln!(out, "verify: {}", verify_summary(outcomes));
     out
+}
+
+/// verify's outcome in a few words.
+fn verify_summary(outcomes: &[verify::Outcome]) -> String {
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    let logins: std::collections::HashSet<usize> = outcomes.iter().map(|o| o.login).collect();
+    let shared = match logins.len() < outcomes.len() {
+        true => format!(" ({} logins)", logins.len()),
+        false => String::new(),
+    };
+    format!("{} checked, {failed} failed{shared}", outcomes.len())
 }
 
 /// What `postrelay init` prints: where the file is, and what to do next.
@@ -930,8 +987,13 @@ pub fn initialized(path: &std::path::Path) -> String {
 
 /// What `postrelay validate` prints for a valid file.
 pub fn validated(d: &Desired) -> String {
+    format!("{}\n", validate_summary(d))
+}
+
+/// A valid desired state in a few words.
+fn validate_summary(d: &Desired) -> String {
     format!(
-        "{}: valid ({} sender(s), {} relay(s){})\n",
+        "{}: valid ({} sender(s), {} relay(s){})",
         d.path.display(),
         d.senders.len(),
         d.tls.len(),
@@ -954,6 +1016,17 @@ pub fn warning(d: &Desired, w: &Warning) -> String {
     )
 }
 
+/// How many problems an input file has, in a few words.
+fn problems_summary(problems: &Problems) -> String {
+    let n = problems.iter().count();
+    let file = problems.iter().next().map(|p| p.file.display().to_string());
+    format!(
+        "{n} problem{} in {}",
+        if n == 1 { "" } else { "s" },
+        file.unwrap_or_default()
+    )
+}
+
 /// An error as printed on stderr: one `postrelay: error:` line per problem of an input
 /// file, else the error and its causes.
 pub fn error(err: &anyhow::Error) -> String {
@@ -965,6 +1038,8 @@ pub fn error(err: &anyhow::Error) -> String {
         _ => format!("postrelay: error: {err:#}\n"),
     }
 }
+
+pub mod json;
 
 #[cfg(test)]
 mod tests;

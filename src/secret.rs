@@ -11,7 +11,7 @@ use std::fmt;
 pub const MASK: &str = "********";
 
 /// A value whose `Debug` and `Display` never show it.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Secret<T>(T);
 
 impl<T> Secret<T> {

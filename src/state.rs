@@ -15,12 +15,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+
 use nix::unistd::{Gid, Uid};
 
 use crate::desired::Desired;
 use crate::fs::{self, Links, Meta, ReadError, Snapshot};
 use crate::managed::{self, MAIN_CF, MapKind, RELOAD_PENDING, expand_config_directory};
 use crate::postfix::{self, Entries};
+use crate::record::{Identity, PostconfFacts, Record};
 use crate::secret::Secret;
 use crate::syntax::maincf::{self, MainCf};
 use crate::syntax::table::Table;
@@ -52,6 +54,9 @@ pub enum Content {
     Unreadable,
     /// Not dumped: its source differs from the desired one, so it is rebuilt anyway.
     NotRead,
+    /// Not dumped: the record of the last apply shows it is the very file postmap built
+    /// from the source's present bytes (see `record`).
+    Recorded,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +117,20 @@ pub struct State {
     pub reload_pending: bool,
     /// The first system CA bundle that exists ([`managed::CA_BUNDLES`]).
     pub ca_bundle: Option<PathBuf>,
+    /// The record of the last apply, when it can be used (not with `--full`).
+    pub record: Option<Record>,
+    /// What `postconf -d` said of `default_database_type` this run (or the record
+    /// said for the same binary), for apply to record.
+    pub postconf: Option<PostconfFacts>,
+}
+
+/// How much of the host plan reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Trusts the record of the last apply where it matches (see `record`).
+    Recorded,
+    /// Reads every compiled map with `postmap -s` (`--full`).
+    Full,
 }
 
 /// Postfix's own default config directory, the one without `-c`.
@@ -152,11 +171,20 @@ pub fn resolve_config_dir(dir: &Path) -> Result<PathBuf> {
 
 impl State {
     /// Reads the instance using `config_dir` (see [`config_dir`]) as far as `desired`
-    /// needs it.
+    /// needs it, trusting the record of the last apply where it matches.
     pub fn read(desired: &Desired, config_dir: PathBuf) -> Result<State> {
+        State::read_to(desired, config_dir, Depth::Recorded)
+    }
+
+    /// [`State::read`], to the given depth.
+    pub fn read_to(desired: &Desired, config_dir: PathBuf, depth: Depth) -> Result<State> {
         let main_cf = read_main_cf(&config_dir)?;
         let doc = MainCf::parse(main_cf.snapshot.bytes.expose());
-        let map_type = map_type(desired, &config_dir, &doc)?;
+        let record = match depth {
+            Depth::Recorded => Record::read(&config_dir)?,
+            Depth::Full => None,
+        };
+        let (map_type, postconf) = map_type(desired, &config_dir, &doc, record.as_ref())?;
         let suffix = postfix::compiled_suffix(&map_type)?;
         let mut maps = Vec::new();
         for kind in MapKind::ALL {
@@ -184,7 +212,7 @@ impl State {
             config_dir,
             map_type,
         };
-        let kept = read_kept(&doc, &target, desired, &mut maps)?;
+        let kept = read_kept(&doc, &target, desired, record.as_ref(), &mut maps)?;
         let reload_pending =
             std::fs::symlink_metadata(target.config_dir.join(RELOAD_PENDING)).is_ok();
         let ca_bundle = managed::system_ca_bundle();
@@ -196,6 +224,8 @@ impl State {
             kept,
             reload_pending,
             ca_bundle,
+            record,
+            postconf,
         })
     }
 
@@ -256,14 +286,26 @@ pub fn read_main_cf(dir: &Path) -> Result<MainCfFile> {
 }
 
 /// The map type: the desired state's, else `default_database_type` as Postfix reads it
-/// (main.cf's plain value if it sets one, else the compiled-in default). It must be one
-/// postrelay supports and this Postfix has.
-fn map_type(desired: &Desired, dir: &Path, main_cf: &MainCf) -> Result<String> {
+/// (main.cf's plain value if it sets one, else the compiled-in default, which the record
+/// keeps for the same `postconf` binary). It must be one postrelay supports and this
+/// Postfix has. Also what `postconf -d` said, when it was asked or recorded.
+fn map_type(
+    desired: &Desired,
+    dir: &Path,
+    main_cf: &MainCf,
+    record: Option<&Record>,
+) -> Result<(String, Option<PostconfFacts>)> {
+    let mut facts = None;
     let map_type = match &desired.map_type {
         Some(t) => t.clone(),
         None => match main_cf.get("default_database_type") {
             Some(v) if !v.is_empty() && !v.contains('$') => v,
-            _ => postfix::default_database_type(dir)?,
+            _ => {
+                let f = postconf_facts(dir, record)?;
+                let t = f.default_database_type.clone();
+                facts = Some(f);
+                t
+            }
         },
     };
     postfix::compiled_suffix(&map_type)?;
@@ -277,7 +319,28 @@ fn map_type(desired: &Desired, dir: &Path, main_cf: &MainCf) -> Result<String> {
             );
         }
     }
-    Ok(map_type)
+    Ok((map_type, facts))
+}
+
+/// Postfix's compiled-in `default_database_type`: recorded, for the same `postconf`
+/// binary, or asked of it.
+fn postconf_facts(dir: &Path, record: Option<&Record>) -> Result<PostconfFacts> {
+    let binary = postfix::tool("postconf")?;
+    let meta = fs::stat(&binary)?.with_context(|| format!("{}: gone", binary.display()))?;
+    if let Some(t) = record.and_then(|r| r.default_database_type(&meta)) {
+        tracing::debug!(
+            "default_database_type {t} (recorded for {})",
+            binary.display()
+        );
+        return Ok(PostconfFacts {
+            binary: Identity::of(&meta),
+            default_database_type: t.to_string(),
+        });
+    }
+    Ok(PostconfFacts {
+        binary: Identity::of(&meta),
+        default_database_type: postfix::default_database_type(dir)?,
+    })
 }
 
 /// A `postmap -s` to run.
@@ -293,6 +356,7 @@ fn read_kept(
     doc: &MainCf,
     target: &Target,
     desired: &Desired,
+    record: Option<&Record>,
     maps: &mut [MapFile],
 ) -> Result<Vec<KeptMap>> {
     let dir = &target.config_dir;
@@ -300,12 +364,21 @@ fn read_kept(
     let mut dumps: Vec<Dump> = Vec::new();
     // Where each dump's result goes: a managed map (by index) or a kept one.
     let mut slots: Vec<Result<usize, usize>> = Vec::new();
-    for (i, m) in maps.iter().enumerate() {
+    for (i, m) in maps.iter_mut().enumerate() {
+        let wanted = desired.table(m.kind).bytes.expose();
         let right = m
             .source
             .as_ref()
-            .is_some_and(|s| s.bytes.expose() == desired.table(m.kind).bytes.expose());
-        if m.compiled.is_some() && right {
+            .is_some_and(|s| s.bytes.expose() == wanted);
+        let Some(compiled) = m.compiled.as_mut().filter(|_| right) else {
+            continue;
+        };
+        if record
+            .is_some_and(|r| r.compiled_clean(m.kind, &target.map_type, wanted, &compiled.meta))
+        {
+            tracing::debug!("{}: as recorded; not dumped", m.source_path.display());
+            compiled.content = Content::Recorded;
+        } else {
             dumps.push(Dump {
                 map_type: target.map_type.clone(),
                 source: m.source_path.clone(),

@@ -382,7 +382,17 @@ impl Checker<'_, '_> {
             self.at(f, format!("{subject}: empty password_file"));
             return None;
         }
-        let path = self.source.dir().join(written);
+        let path = match self.source.dir() {
+            Some(dir) => dir.join(written),
+            None if Path::new(written).is_absolute() => PathBuf::from(written),
+            None => {
+                let msg = format!(
+                    "{subject}: password_file {written:?} is relative, and a desired state read from standard input has no directory: give an absolute path"
+                );
+                self.at(f, msg);
+                return None;
+            }
+        };
         let read = fs::read(&path, MAX_FILE_SIZE, Links::Trusted)
             .map_err(|e| e.to_string())
             .and_then(|s| match s.meta.mode & 0o077 {

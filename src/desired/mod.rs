@@ -41,6 +41,12 @@ use crate::secret::Secret;
 /// Default location of the desired-state file.
 pub const DEFAULT_CONFIG: &str = "/etc/postrelay/postrelay.toml";
 
+/// The `--config` value that reads the desired state from standard input.
+pub const STDIN: &str = "-";
+
+/// How a desired state read from standard input is named in messages.
+pub const STDIN_NAME: &str = "<stdin>";
+
 /// Largest password file accepted, in bytes.
 pub const MAX_FILE_SIZE: u64 = 10 * 1024 * 1024;
 
@@ -54,7 +60,7 @@ pub const MAP_TYPES: &[&str] = &["hash", "btree", "lmdb", "cdb", "texthash"];
 
 /// TLS policy for one relay, as written to `tls_policy` (Postfix's TLS security levels,
 /// TLS_README).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tls {
     /// TLS, certificate chain verified and its name matching the next hop.
     Secure,
@@ -101,7 +107,7 @@ impl Tls {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Credentials {
     pub username: String,
     pub password: Secret<String>,
@@ -220,22 +226,46 @@ impl<'a> Source<'a> {
         self.newlines.partition_point(|&nl| nl < end) + 1
     }
 
-    /// The directory relative `password_file`s are read from.
-    pub fn dir(&self) -> &Path {
-        self.path.parent().unwrap_or(Path::new(""))
+    /// The directory relative `password_file`s are read from; `None` for a desired
+    /// state read from standard input, which has none.
+    pub fn dir(&self) -> Option<&Path> {
+        if self.is_stdin() {
+            return None;
+        }
+        Some(self.path.parent().unwrap_or(Path::new("")))
+    }
+
+    /// Whether the text came from standard input (`--config -`).
+    pub fn is_stdin(&self) -> bool {
+        self.path == Path::new(STDIN_NAME)
     }
 }
 
-/// Reads, parses and validates the desired-state file at `path`.
+/// Reads, parses and validates the desired-state file at `path`; `-` ([`STDIN`])
+/// reads standard input, named [`STDIN_NAME`] in messages. Text from standard input has
+/// no permissions to check (the rule for inline passwords is about who else can read a
+/// file); the password files it names are checked as always, and must be absolute.
 pub fn load(path: &Path) -> Result<Desired, Problems> {
+    if path == Path::new(STDIN) {
+        let name = Path::new(STDIN_NAME);
+        let bytes = fs::read_stdin(MAX_DESIRED_SIZE)
+            .map_err(|e| Problems::one(name, None, e.to_string()))?;
+        let text = utf8(name, bytes.into_inner())?;
+        return parse(name, &text, 0o600);
+    }
     let snapshot = fs::read(path, MAX_DESIRED_SIZE, Links::Trusted)
         .map_err(|e| Problems::one(path, None, e.to_string()))?;
-    let text = String::from_utf8(snapshot.bytes.into_inner()).map_err(|e| {
+    let text = utf8(path, snapshot.bytes.into_inner())?;
+    parse(path, &text, snapshot.meta.mode)
+}
+
+/// The text of a desired state, or the line where it stops being UTF-8.
+fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, Problems> {
+    String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
         Problems::one(path, Some(line), "not valid UTF-8")
-    })?;
-    parse(path, &text, snapshot.meta.mode)
+    })
 }
 
 /// Parses and validates desired-state `text` read from `path` (named in messages; its

@@ -37,6 +37,7 @@ fn meta(mode: u32, uid: u32) -> Meta {
         ino: 2,
         size: 3,
         mtime: (4, 5),
+        ctime: (4, 5),
     }
 }
 
@@ -96,6 +97,8 @@ fn synced(d: &Desired, map_type: &str) -> State {
         kept: Vec::new(),
         reload_pending: false,
         ca_bundle: Some(PathBuf::from("/etc/ssl/certs/ca-certificates.crt")),
+        record: None,
+        postconf: None,
     }
 }
 

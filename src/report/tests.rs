@@ -250,6 +250,7 @@ fn verify_in_words() {
                 starttls: true,
                 mechanism: Some("PLAIN".into()),
             }),
+            login: 0,
         },
         verify::Outcome {
             check: check(Who::Sender(SenderKey::Domain("a.example".into())), None),
@@ -257,6 +258,7 @@ fn verify_in_words() {
                 starttls: false,
                 mechanism: None,
             }),
+            login: 1,
         },
         verify::Outcome {
             check: check(
@@ -264,6 +266,7 @@ fn verify_in_words() {
                 Some("x"),
             ),
             result: Err(Failure::NoStartTls(crate::desired::Tls::Encrypt)),
+            login: 2,
         },
     ];
     assert_eq!(

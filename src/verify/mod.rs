@@ -25,6 +25,7 @@ pub mod smtp;
 pub mod tls;
 pub mod trust;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -243,6 +244,26 @@ impl Failure {
 pub struct Outcome {
     pub check: Check,
     pub result: Result<Success, Failure>,
+    /// The login this check shares with the other checks of the same relay, TLS level
+    /// and credentials, which ran once for all of them (an index in first-seen order).
+    pub login: usize,
+}
+
+impl Failure {
+    /// Whether the relay itself did not answer (no server, no connection, no greeting):
+    /// a failure before any credentials, which other logins to it would meet too.
+    fn before_login(&self) -> bool {
+        match self {
+            Failure::Lookup { .. } | Failure::Connect { .. } => true,
+            Failure::TimedOut { waiting, .. } | Failure::Closed { waiting, .. } => {
+                matches!(
+                    waiting,
+                    Waiting::Lookup | Waiting::Connection | Waiting::Greeting
+                )
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The checks the desired state calls for; with `only`, the one check of that sender:
@@ -352,13 +373,18 @@ pub fn needs_trust_store(checks: &[Check]) -> bool {
     checks.iter().any(|c| c.tls.verifies_certificate())
 }
 
-/// How checks run: each check's whole budget, and the trust store for `secure` and
-/// `verify` (`None` when no check needs one: see [`needs_trust_store`]).
+/// How checks run: each check's whole budget, how many run at once, and the trust
+/// store for `secure` and `verify` (`None` when no check needs one: see
+/// [`needs_trust_store`]).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub timeout: Duration,
+    pub jobs: usize,
     pub trust: Option<trust::TrustStore>,
 }
+
+/// How many logins run at once unless `--jobs` says otherwise.
+pub const DEFAULT_JOBS: usize = 32;
 
 /// Runs one check within `settings.timeout`. Failures are scrubbed of the password.
 fn run_check(
@@ -372,36 +398,82 @@ fn run_check(
     login::login(check, clients, trust, deadline, &scrubber).map_err(|f| f.scrub(&scrubber))
 }
 
-/// Runs all checks, several at a time, and returns their outcomes in the order given.
+/// Runs all checks and returns their outcomes in the order given. Each distinct login
+/// (relay, TLS level, credentials) runs once, whichever senders share it, at most
+/// `settings.jobs` at a time. The first login to each relay runs before the others to
+/// it: when the relay does not answer, its other logins take that failure instead of
+/// each waiting out its own timeout.
 pub fn run(checks: Vec<Check>, settings: &Settings) -> Vec<Outcome> {
+    let mut index: HashMap<(&Relay, Tls, Option<&Credentials>), usize> = HashMap::new();
+    let mut logins: Vec<&Check> = Vec::new();
+    let login_of: Vec<usize> = checks
+        .iter()
+        .map(|c| {
+            *index
+                .entry((&c.relay, c.tls, c.credentials.as_ref()))
+                .or_insert_with(|| {
+                    logins.push(c);
+                    logins.len() - 1
+                })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let (first, rest): (Vec<usize>, Vec<usize>) =
+        (0..logins.len()).partition(|&i| seen.insert(&logins[i].relay));
+
     let clients = tls::Clients::new(settings.trust.as_ref());
     let results: Vec<Mutex<Option<Result<Success, Failure>>>> =
-        checks.iter().map(|_| Mutex::new(None)).collect();
+        logins.iter().map(|_| Mutex::new(None)).collect();
+    let result = |i: usize| results[i].lock().expect("verify result lock").clone();
+    in_parallel(&first, settings.jobs, |i| {
+        let r = run_check(logins[i], &clients, settings);
+        *results[i].lock().expect("verify result lock") = Some(r);
+    });
+    let unanswered: HashMap<&Relay, Failure> = first
+        .iter()
+        .filter_map(|&i| match result(i) {
+            Some(Err(f)) if f.before_login() => Some((&logins[i].relay, f)),
+            _ => None,
+        })
+        .collect();
+    in_parallel(&rest, settings.jobs, |i| {
+        let r = match unanswered.get(&logins[i].relay) {
+            Some(f) => Err(f.clone()),
+            None => run_check(logins[i], &clients, settings),
+        };
+        *results[i].lock().expect("verify result lock") = Some(r);
+    });
+    let results: Vec<Result<Success, Failure>> = results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .expect("verify result lock")
+                .expect("every login ran")
+        })
+        .collect();
+    checks
+        .into_iter()
+        .zip(login_of)
+        .map(|(check, login)| Outcome {
+            check,
+            result: results[login].clone(),
+            login,
+        })
+        .collect()
+}
+
+/// Calls `f` on each of `items`, on at most `jobs` threads.
+fn in_parallel(items: &[usize], jobs: usize, f: impl Fn(usize) + Sync) {
     let next = AtomicUsize::new(0);
-    let workers = checks.len().clamp(1, 8);
     std::thread::scope(|scope| {
-        for _ in 0..workers {
+        for _ in 0..items.len().clamp(1, jobs.max(1)) {
             scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(check) = checks.get(i) else { break };
-                    let result = run_check(check, &clients, settings);
-                    *results[i].lock().expect("verify result lock") = Some(result);
+                while let Some(&i) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    f(i);
                 }
             });
         }
     });
-    checks
-        .into_iter()
-        .zip(results)
-        .map(|(check, r)| Outcome {
-            check,
-            result: r
-                .into_inner()
-                .expect("verify result lock")
-                .expect("every check ran"),
-        })
-        .collect()
 }
 
 #[cfg(test)]

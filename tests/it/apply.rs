@@ -123,12 +123,14 @@ fn apply_configures_postfix_and_second_apply_changes_nothing() {
     // Secrets: the invoking user's (root) and 0600, source and compiled form; the
     // other maps 0644.
     host.assert_map_permissions("after apply");
-    // Nothing but the maps and main.cf: no temporary files left behind.
+    // Nothing but the maps, main.cf and the record of the apply: no temporary files
+    // left behind.
     let names: Vec<String> = host.files().into_keys().collect();
     assert_eq!(
         names,
         [
             "main.cf",
+            "postrelay.state",
             "sasl_passwd",
             "sasl_passwd.db",
             "sender_relay",

@@ -3,8 +3,9 @@
 //! On a config dir whose main.cf sends Postfix's logging to a file in the temp dir
 //! (`maillog_file`; Postfix not running, so root's postlog writes the file itself): an
 //! apply that changes something records one line saying what changed, a no-op nothing,
-//! `--no-reload` still one, `--no-syslog` nothing; each kind of failed apply one
-//! `warning:` line with its error; no password or its base64 ever reaches the log.
+//! `--no-reload` still one, `--no-syslog` nothing, `--config -` names `<stdin>`; each
+//! kind of failed apply one `warning:` line with its error; no password or its base64
+//! ever reaches the log.
 //! Where a failure is recorded (`--postfix-dir`, the desired state's config dir,
 //! Postfix's default), and never in a config dir that fails the trust rules. A
 //! postlog that fails or hangs leaves a warning and the apply's exit status as it was.
@@ -187,11 +188,26 @@ fn apply_records_each_change_and_each_failure_in_the_mail_log() {
             "warning: apply of {cfg} failed: credential verification failed; nothing changed"
         )]
     );
+
+    // A desired state from standard input is named so.
+    let etc_s = etc.to_string();
+    Cmd::with_audit(&["apply", "--config", "-", "--postfix-dir", &etc_s])
+        .run_with_input(state(&relay, CANARY2, "").as_bytes())
+        .success();
+    let got = new_records(&host, 6);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with(&format!(
+            "applied <stdin> to {etc}: sasl_passwd: content differs (2 entries): @example.com password changed; "
+        )),
+        "{got:?}"
+    );
     assert_no_secret(&host.maillog());
 }
 
-/// A postlog that fails, or hangs (killed after 5 s), costs a warning on stderr; the
-/// apply stands: exit 0, the report alone on stdout. postlog gets the line as one
+/// A postlog that fails, or hangs (killed after 5 s), costs a warning on stderr (with
+/// `--format json`, in the document); the apply stands: exit 0, the report alone on
+/// stdout. postlog gets the line as one
 /// argument after `--`, and no password; a no-op runs no postlog.
 #[test]
 fn a_failed_record_is_a_warning_and_the_apply_stands() {
@@ -232,6 +248,33 @@ fn a_failed_record_is_a_warning_and_the_apply_stands() {
     assert_eq!(argv.len(), 8, "{argv:?}");
     assert!(argv[7].starts_with("applied "), "{argv:?}");
     assert_no_secret(&argv.join("\n"));
+    host.settle();
+
+    // With --format json the warning is in the document, not on stderr.
+    host.desired(&state(&relay, CANARY, ""));
+    let run = host
+        .cmd("apply")
+        .args(&["--format", "json"])
+        .env(TOOL_DIR_VAR, &stub)
+        .run();
+    run.success();
+    assert_eq!(run.stderr, "");
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["changed"], true, "{doc}");
+    let warnings: Vec<&str> = doc["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w.as_str())
+        .collect();
+    assert_eq!(
+        warnings,
+        [format!(
+            "not recorded in the mail log: `postlog -c {etc} -t postrelay -p info -- TEXT` failed (exit status: 1):\n\
+             ---\npostlog: fatal: injected failure\n--- (postlog says why only on a terminal)"
+        )],
+        "{doc}"
+    );
     host.settle();
 
     fs::remove_file(&args).unwrap();

@@ -424,8 +424,27 @@ fn e2e_rotated_password_is_used_without_restart() {
 
     inst.desired(&rot(CANARY2));
     let etc = inst.etc.display().to_string();
-    inst.apply_ok()
-        .stdout_has(&format!("ran postfix -c {etc} reload"));
+    // The JSON report of a change on a running Postfix: reloaded, the rotation named
+    // and masked (Run checks that no canary was printed).
+    let run = inst.cmd("apply").args(&["--format", "json"]).run();
+    run.success();
+    inst.settle();
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["changed"], true, "{report}");
+    assert_eq!(report["reload"], "done", "{report}");
+    let reload = format!("postfix -c {etc} reload");
+    assert!(
+        report["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| *c == reload.as_str()),
+        "{report}"
+    );
+    assert_eq!(
+        report["files"][0]["entries_changed"][0]["change"],
+        "password"
+    );
     assert_routed(
         &inst,
         &[&r],

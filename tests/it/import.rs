@@ -22,16 +22,14 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use postrelay::syntax::maincf::MainCf;
 use postrelay::syntax::table::Table;
 
 use crate::harness::postfix::{self, postmap};
-use crate::harness::{Cmd, Host, Need, Run, api, backdate, output_ok};
+use crate::harness::{Cmd, Host, Need, Run, api, backdate, output_ok, output_with_input};
 use crate::require;
 
 /// The map parameters, in the order Postfix's lookups use them here.
@@ -156,16 +154,8 @@ impl Lookups {
 
     /// `postmap -q - MAP` with `keys` on stdin: what the map holds for each.
     fn query(&self, map: &str, keys: &[String]) -> HashMap<String, String> {
-        let mut child = postmap(&self.etc, &["-q".as_ref(), "-".as_ref(), map.as_ref()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(keys.join("\n").as_bytes()).unwrap();
-        drop(stdin);
-        let out = child.wait_with_output().unwrap();
+        let mut postmap = postmap(&self.etc, &["-q".as_ref(), "-".as_ref(), map.as_ref()]);
+        let out = output_with_input(&mut postmap, keys.join("\n").as_bytes());
         assert!(
             out.stderr.is_empty(),
             "postmap -q - {map}: {}",

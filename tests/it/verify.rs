@@ -115,7 +115,9 @@ password = "{CANARY2}"
         )
     );
     assert!(
-        run.stdout.ends_with("verify: 6 checked, 3 failed\n"),
+        // wes@ shares the relayhost's relay and credentials: one login for both.
+        run.stdout
+            .ends_with("verify: 6 checked, 3 failed (5 logins)\n"),
         "{}",
         run.stdout
     );
@@ -125,6 +127,11 @@ password = "{CANARY2}"
     assert_eq!(attempts.len(), 1);
     assert!(attempts[0].tls && attempts[0].ok && attempts[0].password == CANARY);
     assert!(!wrong.auth_attempts()[0].ok);
+    assert_eq!(
+        catch_all.auth_attempts().len(),
+        1,
+        "one login for two senders"
+    );
     assert!(
         plain.auth_attempts().is_empty(),
         "the password went to a relay without TLS"
@@ -282,4 +289,71 @@ tls = "encrypt"
     let logins = good.auth_attempts();
     assert_eq!(logins.len(), 1, "{logins:?}");
     assert!(good.messages().is_empty(), "verify sent mail");
+}
+
+/// 1,000 senders that share 5 credentials on one relay: 5 logins, each sender reported.
+#[test]
+fn verify_logs_in_once_per_distinct_credential() {
+    let users: Vec<(String, String)> = (0..5)
+        .map(|i| (format!("shared{i}"), format!("{CANARY}-{i}")))
+        .collect();
+    let pairs: Vec<(&str, &str)> = users
+        .iter()
+        .map(|(u, p)| (u.as_str(), p.as_str()))
+        .collect();
+    let r = FakeRelay::start(RelayConfig::users(&pairs));
+    let host = Host::new("");
+    let mut toml = String::new();
+    for i in 0..1000 {
+        let (user, pw) = &users[i % 5];
+        toml.push_str(&format!(
+            "[[sender]]\ndomain = \"d{i}.example\"\nrelay = \"{}\"\nusername = \"{user}\"\npassword = \"{pw}\"\n\n",
+            r.relay()
+        ));
+    }
+    host.desired(&toml);
+    let run = verify(&host, &[]);
+    run.success()
+        .stdout_has("verify: 1000 checked, 0 failed (5 logins");
+    assert_eq!(
+        run.stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        1000
+    );
+    let attempts = r.auth_attempts();
+    assert_eq!(attempts.len(), 5, "{attempts:?}");
+    assert!(attempts.iter().all(|a| a.ok));
+}
+
+/// A relay that never finishes its greeting: the first login waits out its timeout, the
+/// 49 others to that relay take its failure instead of each waiting their own.
+#[test]
+fn verify_does_not_retry_a_relay_that_did_not_answer() {
+    use crate::smtp_peer::{Peer, Script};
+    let peer = Peer::start(Script::EndlessContinuation {
+        every: std::time::Duration::from_millis(500),
+    });
+    let host = Host::new("");
+    let mut toml = String::new();
+    for i in 0..50 {
+        toml.push_str(&format!(
+            "[[sender]]\ndomain = \"d{i}.example\"\nrelay = \"[127.0.0.1]:{}\"\nusername = \"u{i}\"\npassword = \"{CANARY}-{i}\"\n\n",
+            peer.port()
+        ));
+    }
+    host.desired(&toml);
+    let start = std::time::Instant::now();
+    let run = verify(&host, &["--timeout", "2"]);
+    let took = start.elapsed();
+    run.code(1).stdout_has("verify: 50 checked, 50 failed");
+    assert_eq!(
+        run.stdout
+            .lines()
+            .filter(|l| l.contains("no greeting within 2 s"))
+            .count(),
+        50,
+        "{}",
+        run.stdout
+    );
+    assert_eq!(peer.sessions(), 1, "the relay was tried again");
+    assert!(took < std::time::Duration::from_secs(4), "took {took:?}");
 }

@@ -39,8 +39,9 @@ pub mod tls;
 pub mod wire;
 
 use std::ffi::OsStr;
+use std::io::Write;
 use std::net::TcpListener;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 pub use host::{DEBIAN_MAIN_CF, FileState, Host, assert_restored, backdate};
 pub use need::{Need, require, skip_or_fail};
@@ -86,6 +87,24 @@ pub fn output_ok(cmd: &mut Command) -> Output {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Runs `cmd` with `input` on its stdin (written from another thread, so a child that
+/// writes much before it reads cannot deadlock); its output.
+pub fn output_with_input(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    // A child that exits without reading all of it closes the pipe: not an error here.
+    let _ = writer.join().unwrap();
     out
 }
 

@@ -61,6 +61,11 @@ impl Cmd {
         Run::from_output(self.cmd.output().unwrap())
     }
 
+    /// Runs the command with `input` on its stdin (`--config -`).
+    pub fn run_with_input(&mut self, input: &[u8]) -> Run {
+        Run::from_output(super::output_with_input(&mut self.cmd, input))
+    }
+
     /// Starts the process with stdout and stderr piped; finish it with [`Run::wait`].
     pub fn spawn(&mut self) -> Child {
         self.cmd
