@@ -33,7 +33,7 @@ description:
     desired state (C(<stdin>)); nothing is changed then.
   - Postfix is reloaded (not restarted) only when something changed.
 author:
-  - postrelay contributors
+  - postrelay contributors (!UNKNOWN)
 requirements:
   - postrelay (the binary, see O(binary)) and Postfix (C(postconf), C(postmap), C(postfix)) on the managed host.
   - Root on the managed host (C(become)).
@@ -45,6 +45,7 @@ attributes:
     support: full
     description: The unified diffs of the files, passwords masked.
   platform:
+    support: full
     platforms: posix
     description: Hosts with Postfix.
 options:
