@@ -262,6 +262,8 @@ struct ErrorDocument {
     format_version: u32,
     command: &'static str,
     error: String,
+    /// The same as `error` (Salt's stateful `cmd.run` shows `comment`).
+    comment: String,
     /// The problems of an input file, each with its file and line; empty for other
     /// errors.
     problems: Vec<ProblemJson>,
@@ -561,6 +563,7 @@ pub fn error(command: &'static str, err: &anyhow::Error, checks: &[verify::Outco
     let doc = ErrorDocument {
         format_version: FORMAT_VERSION,
         command,
+        comment: error.clone(),
         error,
         problems,
         checks: checks.iter().map(check).collect(),
