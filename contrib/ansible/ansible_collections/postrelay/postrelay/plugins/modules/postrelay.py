@@ -149,6 +149,13 @@ options:
         reloads it; RV(reload) is then C(owed).
     type: bool
     default: true
+  syslog:
+    description:
+      - Record each apply that changes something, and each that fails, as one line in
+        the mail log through Postfix's C(postlog). With V(false) (C(--no-syslog)),
+        nothing is recorded.
+    type: bool
+    default: true
   binary:
     description: Path of the postrelay binary on the managed host.
     type: path
@@ -372,6 +379,8 @@ def build_command(params, check_mode):
             cmd.append("--verify")
         if not params["reload"]:
             cmd.append("--no-reload")
+        if not params["syslog"]:
+            cmd.append("--no-syslog")
     return cmd
 
 
@@ -492,6 +501,7 @@ def main():
             postfix_dir=dict(type="path"),
             verify=dict(type="bool", default=False),
             reload=dict(type="bool", default=True),
+            syslog=dict(type="bool", default=True),
             binary=dict(type="path", default="/usr/sbin/postrelay"),
         ),
         mutually_exclusive=[("config", "relayhost"), ("config", "senders"), ("config", "map_type")],

@@ -168,7 +168,7 @@ def test_render_toml_leaves_out_what_is_not_given_and_is_never_empty():
 
 
 def params(**kw):
-    p = dict(binary="/usr/sbin/postrelay", config=None, postfix_dir=None, verify=False, reload=True)
+    p = dict(binary="/usr/sbin/postrelay", config=None, postfix_dir=None, verify=False, reload=True, syslog=True)
     p.update(kw)
     return p
 
@@ -182,6 +182,13 @@ def test_apply_with_verify_no_reload_postfix_dir():
     cmd = mod.build_command(params(verify=True, reload=False, postfix_dir="/etc/postfix-out"), check_mode=False)
     assert cmd == ["/usr/sbin/postrelay", "apply", "--format", "json", "--config", "-",
                    "--postfix-dir", "/etc/postfix-out", "--verify", "--no-reload"]
+
+
+def test_no_syslog():
+    cmd = mod.build_command(params(syslog=False), check_mode=False)
+    assert cmd == ["/usr/sbin/postrelay", "apply", "--format", "json", "--config", "-", "--no-syslog"]
+    # Check mode records nothing anyway.
+    assert "--no-syslog" not in mod.build_command(params(syslog=False), check_mode=True)
 
 
 def test_config_path_replaces_stdin():
