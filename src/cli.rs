@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::desired::DEFAULT_CONFIG;
 
@@ -114,6 +114,23 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         postfix_dir: Option<PathBuf>,
     },
+    /// Print the man page or a shell completion script, made from these definitions
+    /// (for packaging; hidden from --help).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+/// What `postrelay generate` prints (see `manual`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    /// The man page, postrelay(8), as roff.
+    Man,
+    CompleteBash,
+    CompleteZsh,
+    CompleteFish,
 }
 
 /// Which desired state and which Postfix instance.
