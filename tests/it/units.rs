@@ -17,7 +17,7 @@ use std::process::Command;
 use assert_cmd::cargo::cargo_bin;
 
 use crate::harness::desired::{desired, domain};
-use crate::harness::{CANARY, Need, Run};
+use crate::harness::{CANARY, Need, Run, skip_or_fail};
 use crate::instance::{Instance, deliver};
 use crate::relay::{FakeRelay, RelayConfig};
 use crate::require;
@@ -247,6 +247,26 @@ fn apply_works_inside_the_service_sandbox() {
         Need::Program("unshare", "util-linux"),
         Need::Program("setpriv", "util-linux")
     );
+    let probe = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "mount",
+            "-t",
+            "tmpfs",
+        ])
+        .args(["tmpfs", "/mnt"])
+        .output()
+        .unwrap();
+    if !probe.status.success() {
+        skip_or_fail(&format!(
+            "cannot mount in a mount namespace: {}",
+            String::from_utf8_lossy(&probe.stderr)
+        ));
+        return;
+    }
     let password = format!("{CANARY}-sandbox");
     let relay = FakeRelay::start(RelayConfig::users(&[("sandbox-user", &password)]));
     let mut inst = Instance::new();
