@@ -575,7 +575,9 @@ fn files() -> Roff {
     );
     file(
         CRON_EXAMPLE,
-        "The same schedule for hosts without systemd; every line commented out.".into(),
+        "For hosts without systemd: apply every 15 minutes, once uncommented (every line \
+         is commented out)."
+            .into(),
     );
     r
 }

@@ -2,8 +2,8 @@
 //! `systemd-analyze verify`) and the cron example, and a real apply inside the
 //! service's sandbox.
 //!
-//! Without systemd as PID 1 (CI runs in a container or VM whose init is not systemd)
-//! the sandbox is reproduced, directive by directive, with a mount namespace
+//! Without systemd as PID 1 (here, and wherever the tests run in a container or a VM
+//! whose init is something else) the sandbox is reproduced, directive by directive, with a mount namespace
 //! (`unshare`) and `setpriv`: [`Sandbox`] knows how each hardening setting of the unit
 //! restricts the process, and fails on a setting it does not know, so the unit cannot
 //! gain one that no test has run apply under. The test instance lives under /tmp, so
