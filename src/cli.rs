@@ -153,6 +153,23 @@ pub enum Command {
         #[command(flatten)]
         output: FormatArg,
     },
+    /// Print the man page or a shell completion script, made from these definitions
+    /// (for packaging; hidden from --help).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+/// What `postrelay generate` prints (see `manual`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    /// The man page, postrelay(8), as roff.
+    Man,
+    CompleteBash,
+    CompleteZsh,
+    CompleteFish,
 }
 
 impl Command {
@@ -165,6 +182,7 @@ impl Command {
             Command::Import { .. } => "import",
             Command::Init { .. } => "init",
             Command::Validate { .. } => "validate",
+            Command::Generate { .. } => "generate",
         }
     }
 
@@ -175,7 +193,9 @@ impl Command {
             | Command::Apply { output, .. }
             | Command::Verify { output, .. }
             | Command::Validate { output, .. } => output.format,
-            Command::Import { .. } | Command::Init { .. } => Format::Text,
+            Command::Import { .. } | Command::Init { .. } | Command::Generate { .. } => {
+                Format::Text
+            }
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod hold;
 pub mod import;
 pub mod init;
 pub mod managed;
+pub mod manual;
 pub mod plan;
 pub mod postfix;
 pub mod problems;

@@ -244,6 +244,10 @@ fn run(cli: Cli) -> Result<u8> {
             stdout.write_all(outcome.stdout.as_bytes())?;
             Ok(if outcome.findings.is_empty() { 0 } else { 1 })
         }
+        Command::Generate { what } => {
+            postrelay::manual::write(what, &mut stdout)?;
+            Ok(0)
+        }
     }
 }
 

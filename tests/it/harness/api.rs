@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 pub use postrelay::desired::{MAX_DESIRED_SIZE, MAX_FILE_SIZE};
 pub use postrelay::fs::{MAX_CONFIG_SIZE, TEMP_MARK};
 pub use postrelay::managed::{LOCK, RELOAD_PENDING};
+pub use postrelay::manual::{CRON_EXAMPLE, EXAMPLE_CONFIG, SERVICE_UNIT, TIMER_UNIT};
 pub use postrelay::postfix::TOOL_DIR_VAR;
 
 /// A Postfix program as postrelay finds it (PATH, then /usr/sbin and /usr/local/sbin);

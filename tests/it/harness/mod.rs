@@ -44,7 +44,7 @@ use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 
 pub use host::{DEBIAN_MAIN_CF, FileState, Host, assert_restored, backdate};
-pub use need::{Need, require, skip_or_fail};
+pub use need::{Need, on_path, require, skip_or_fail};
 pub use run::{Cmd, Run};
 
 /// A password that must never appear in any output.

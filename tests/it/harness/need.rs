@@ -18,6 +18,11 @@ pub enum Need {
     Live,
     /// A debug build of postrelay: fail points exist only with debug assertions.
     DebugBuild,
+    /// A program on PATH (`systemd-analyze`, `dpkg`, `man`...), and the package that
+    /// has it.
+    Program(&'static str, &'static str),
+    /// `cargo deb` (cargo-deb), which scripts/build-deb runs.
+    CargoDeb,
 }
 
 impl Need {
@@ -63,9 +68,39 @@ impl Need {
                     );
                 }
             }
+            Need::Program(name, package) => {
+                if !on_path(name) {
+                    missing.push(format!(
+                        "{name} (package {package}; scripts/install-deps installs it)"
+                    ));
+                }
+            }
+            Need::CargoDeb => {
+                let runs = std::process::Command::new("cargo")
+                    .args(["deb", "--version"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if !runs {
+                    missing.push(
+                        "cargo-deb (cargo install cargo-deb --locked; scripts/install-deps installs it)"
+                            .to_string(),
+                    );
+                }
+            }
         }
         missing
     }
+}
+
+/// Whether an executable `name` is in a directory of PATH.
+pub fn on_path(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            fs::metadata(dir.join(name))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 /// Whether every need is met. When one is not, the calling test fails with the

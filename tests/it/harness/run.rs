@@ -66,6 +66,25 @@ impl Cmd {
         Run::from_output(super::output_with_input(&mut self.cmd, input))
     }
 
+    /// Runs the command under `wrapper`: a program and its arguments, to which the
+    /// postrelay binary and its arguments are appended (`unshare ... sh -c SCRIPT sh`),
+    /// with the command's environment.
+    pub fn run_under(&mut self, wrapper: &[&str]) -> Run {
+        let (program, args) = wrapper.split_first().expect("a wrapper program");
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .arg(self.cmd.get_program())
+            .args(self.cmd.get_args());
+        for (k, v) in self.cmd.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.stdin(Stdio::null());
+        Run::from_output(cmd.output().unwrap())
+    }
+
     /// Starts the process with stdout and stderr piped; finish it with [`Run::wait`].
     pub fn spawn(&mut self) -> Child {
         self.cmd
