@@ -749,25 +749,30 @@ mod tests {
 
     #[test]
     fn a_flag_added_to_the_command_line_appears_in_the_page_and_completions() {
-        let with_format = || {
+        let with_flag = || {
             Cli::command().mut_subcommand("plan", |plan| {
                 plan.arg(
-                    Arg::new("format")
-                        .long("format")
-                        .value_name("FORMAT")
-                        .value_parser(["text", "json"])
-                        .help("Output format"),
+                    Arg::new("colour")
+                        .long("colour")
+                        .value_name("WHEN")
+                        .value_parser(["never", "always"])
+                        .help("Colour"),
                 )
             })
         };
-        let page = man_page(with_format());
+        let page = man_page(with_flag());
         // (mut_subcommand moves plan last.)
         let plan = &page[page.find(".SS plan").unwrap()..page.find(".SH \"EXIT STATUS\"").unwrap()];
-        assert!(plan.contains(&flag("format")), "{plan}");
-        assert!(plan.contains("\\fIFORMAT\\fR"), "{plan}");
-        assert!(plan.contains("json"), "possible values: {plan}");
-        let bash = String::from_utf8(completion(Shell::Bash, with_format())).unwrap();
-        assert!(bash.contains("--format"), "{bash}");
+        assert!(plan.contains(&flag("colour")), "{plan}");
+        assert!(plan.contains("\\fIWHEN\\fR"), "{plan}");
+        assert!(plan.contains("always"), "possible values: {plan}");
+        let bash = String::from_utf8(completion(Shell::Bash, with_flag())).unwrap();
+        assert!(bash.contains("--colour"), "{bash}");
+        // And the real ones: --format with its values, on the four commands.
+        let page = man_page(Cli::command());
+        let option = format!("{} \\fI<FORMAT>\\fR [default: text]", flag("format"));
+        assert_eq!(page.matches(&option).count(), 4, "{page}");
+        assert!(page.contains("json"));
     }
 
     #[test]
@@ -785,8 +790,9 @@ mod tests {
         // The continuation line is joined to its row.
         assert!(import.ends_with("2 error (nothing written)"), "{import}");
         assert!(import.contains("review them before apply"), "{import}");
-        assert_eq!(rest.len(), 1, "{rest:?}");
-        assert!(rest[0].starts_with("Logs and warnings go to stderr"));
+        assert_eq!(rest.len(), 2, "{rest:?}");
+        assert!(rest[0].starts_with("With --format json"));
+        assert!(rest[1].starts_with("Logs and warnings go to stderr"));
     }
 
     #[test]
