@@ -37,7 +37,10 @@ pub const PARAMETER: &str = "sender_dependent_default_transport_maps";
 /// The master.cf service that defers what it is given (error(8) named `retry`).
 pub const SERVICE: &str = "retry";
 
-/// The transport and next hop of a held sender: `retry` defers with this reason.
+/// Why `retry` defers a held message (its `delay_reason` in the queue).
+pub const REASON: &str = "postrelay is switching this sender's relay";
+
+/// The transport and next hop of a held sender: `retry` defers with [`REASON`].
 const ROUTE: &str = "retry:4.3.0 postrelay is switching this sender's relay";
 
 /// Which senders' mail is held while Postfix switches.
@@ -131,5 +134,10 @@ mod tests {
         assert_eq!(maincf::list(&doc.get(PARAMETER).unwrap()).len(), 1);
         assert_eq!(leftover(&doc, dir).unwrap(), "");
         assert_eq!(Hold::All.table(), None);
+    }
+
+    #[test]
+    fn the_route_defers_with_the_reason_release_looks_for() {
+        assert!(ROUTE.ends_with(REASON));
     }
 }

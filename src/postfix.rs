@@ -278,6 +278,33 @@ pub fn flush(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How many messages in the deferred queue have a recipient deferred with `reason`
+/// (`postqueue -c DIR -j`, one JSON object per message).
+pub fn deferred_with(dir: &Path, reason: &str) -> Result<usize> {
+    let (shown, out) = run(
+        "postqueue",
+        &[OsStr::new("-c"), dir.as_os_str(), OsStr::new("-j")],
+    )?;
+    if !out.status.success() {
+        return Err(failure(&shown, &out, ""));
+    }
+    let mut found = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let message: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("`{shown}`: not a JSON line: {line:?}"))?;
+        let deferred = message["queue_name"] == "deferred";
+        let held = message["recipients"].as_array().is_some_and(|rs| {
+            rs.iter().any(|r| {
+                r["delay_reason"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(reason))
+            })
+        });
+        found += usize::from(deferred && held);
+    }
+    Ok(found)
+}
+
 /// The command master.cf runs for `service` (`retry/unix`), or `None` if it has no
 /// such service (`postconf -M` prints nothing and exits 1).
 pub fn service_command(dir: &Path, service: &str) -> Result<Option<String>> {

@@ -170,9 +170,33 @@ fn wait_exit(processes: &[Process], steps: &mut Vec<Step>) -> bool {
     true
 }
 
-/// `postqueue -f`; a failure is a warning: the held mail leaves at its next retry.
+/// How long after a flush the deferred queue is looked at again.
+const RELEASE_CHECK: Duration = Duration::from_millis(300);
+
+/// How long release keeps flushing while held mail is deferred.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `postqueue -f` until no message in the deferred queue is held: a `retry` process
+/// that took a message before the last reload may defer it after the first flush (on a
+/// loaded host, seconds later), and it would then wait for its next retry. A failure
+/// is a warning: the held mail leaves at its next retry.
 pub(super) fn release(dir: &Path, steps: &mut Vec<Step>) {
-    match postfix::flush(dir) {
+    let start = Instant::now();
+    let released = loop {
+        if let Err(e) = postfix::flush(dir) {
+            break Err(e);
+        }
+        std::thread::sleep(RELEASE_CHECK);
+        match postfix::deferred_with(dir, hold::REASON) {
+            Ok(0) => break Ok(()),
+            Ok(n) if start.elapsed() < RELEASE_TIMEOUT => {
+                tracing::debug!("{n} held message(s) still deferred: flushing again");
+            }
+            Ok(n) => break Err(anyhow::anyhow!("{n} held message(s) still deferred")),
+            Err(e) => break Err(e),
+        }
+    };
+    match released {
         Ok(()) => steps.push(Step::Released),
         Err(e) => {
             tracing::warn!("{e:#}");

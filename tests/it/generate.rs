@@ -212,7 +212,7 @@ fn generate_complete_bash_completes_commands_and_flags_but_not_generate() {
     assert_eq!(bash_completes(&script, &["postrelay", "pl"]), ["plan"]);
     assert_eq!(
         bash_completes(&script, &["postrelay", "apply", "--no"]),
-        ["--no-reload"]
+        ["--no-reload", "--no-syslog"]
     );
     assert_eq!(
         bash_completes(&script, &["postrelay", "plan", "--show"]),
