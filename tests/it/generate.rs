@@ -4,14 +4,13 @@
 //! `src/manual.rs`'s unit tests, against clap's definition.
 
 use std::fs;
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use assert_cmd::cargo::cargo_bin;
 
-use crate::harness::{Cmd, Need};
+use crate::harness::{Cmd, Need, output_with_input};
 use crate::require;
 
 const WHAT: [&str; 4] = ["man", "complete-bash", "complete-zsh", "complete-fish"];
@@ -27,14 +26,7 @@ fn generated(what: &str) -> String {
 /// Runs `cmd` with `input` on stdin; its stdout, after checking that it succeeded
 /// without a word on stderr.
 fn filter(cmd: &mut Command, input: &[u8]) -> String {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_input(cmd, input);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && stderr.is_empty(),

@@ -35,6 +35,14 @@ fn plan_logged(host: &Host, extra: &[&str]) -> (Run, Vec<String>) {
     (run, started)
 }
 
+/// How many `postmap -s` a run started.
+fn dumps(started: &[String]) -> usize {
+    started
+        .iter()
+        .filter(|c| c.starts_with("postmap -c"))
+        .count()
+}
+
 /// Sets a file's mtime (and atime) back to `from`'s.
 fn put_back_times(path: &Path, from: &fs::Metadata) {
     let times = fs::FileTimes::new()
@@ -65,11 +73,7 @@ fn plan_after_apply_starts_no_postfix_process() {
     // --full reads every compiled map anyway, and agrees.
     let (run, started) = plan_logged(&host, &["--full"]);
     run.success();
-    let dumps = started
-        .iter()
-        .filter(|c| c.starts_with("postmap -c"))
-        .count();
-    assert_eq!(dumps, 3, "{started:?}");
+    assert_eq!(dumps(&started), 3, "{started:?}");
 }
 
 #[test]
@@ -129,14 +133,7 @@ fn a_rebuilt_compiled_map_is_read_again() {
     host.postmap_build("sasl_passwd");
     let (run, started) = plan_logged(&host, &[]);
     run.success();
-    assert_eq!(
-        started
-            .iter()
-            .filter(|c| c.starts_with("postmap -c"))
-            .count(),
-        1,
-        "{started:?}"
-    );
+    assert_eq!(dumps(&started), 1, "{started:?}");
 }
 
 #[test]
@@ -231,14 +228,7 @@ fn a_record_others_could_write_is_refused_and_a_damaged_one_ignored() {
     write_with_mode(&record, "{ not json", 0o600);
     let (run, started) = plan_logged(&host, &[]);
     run.success();
-    assert_eq!(
-        started
-            .iter()
-            .filter(|c| c.starts_with("postmap -c"))
-            .count(),
-        3,
-        "{started:?}"
-    );
+    assert_eq!(dumps(&started), 3, "{started:?}");
     host.apply().success().stdout_has("postrelay: no changes");
     let (run, started) = plan_logged(&host, &[]);
     run.success();
