@@ -16,15 +16,20 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use crate::desired::{Credentials, Desired, RelayHost, Sender, SenderKey, fields};
 use crate::managed::MapKind;
 use crate::secret::Secret;
 use crate::syntax::table;
 
-/// A relay: `host`, `[host]`, `host:port` or `[host]:port`.
+/// A relay: `host`, `[host]`, `host:port` or `[host]:port`. Cheap to clone: the senders
+/// of one relay share one copy (a desired state has few relays and many senders).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Relay {
+pub struct Relay(Arc<Parsed>);
+
+#[derive(PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Parsed {
     /// As Postfix is given it: as written, host lowercased.
     spelling: String,
     /// The host to connect to: without brackets or `ipv6:`.
@@ -59,31 +64,31 @@ impl Relay {
             None => 25,
             Some(p) => parse_port(p)?,
         };
-        Ok(Relay {
+        Ok(Relay(Arc::new(Parsed {
             spelling: s.to_ascii_lowercase(),
             host: host.to_ascii_lowercase(),
             port,
-        })
+        })))
     }
 
     /// The Postfix spelling, as written to main.cf and the tables.
     pub fn as_str(&self) -> &str {
-        &self.spelling
+        &self.0.spelling
     }
 
     /// The host and port to connect to.
     pub fn endpoint(&self) -> (&str, u16) {
-        (&self.host, self.port)
+        (&self.0.host, self.0.port)
     }
 
     /// Whether the host is an IP address (`[192.0.2.1]`, `[ipv6:…]`), not a name.
     pub fn is_ip_literal(&self) -> bool {
-        self.host.parse::<std::net::IpAddr>().is_ok()
+        self.0.host.parse::<std::net::IpAddr>().is_ok()
     }
 
     /// Whether Postfix connects to the host as written (`[host]`), not to its MX hosts.
     pub fn is_bracketed(&self) -> bool {
-        self.spelling.starts_with('[')
+        self.0.spelling.starts_with('[')
     }
 }
 
@@ -167,13 +172,13 @@ fn parse_port(p: &str) -> Result<u16, String> {
 
 impl fmt::Display for Relay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.spelling)
+        f.write_str(&self.0.spelling)
     }
 }
 
 impl fmt::Debug for Relay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Relay({:?})", self.spelling)
+        write!(f, "Relay({:?})", self.0.spelling)
     }
 }
 
