@@ -1,10 +1,13 @@
 //! The desired-state file (`postrelay.toml`): the model, its invariants, and loading.
 //!
 //! [`load`] is a short pipeline: read the file (the hardened reader, bounded) → parse
-//! the TOML into the raw serde model (`raw`) → check each entry's fields and read its
-//! password file (`entries`, with the pure checks in [`fields`]) → check the rules
-//! across entries (`rules`). Every problem found on the way is collected with its file
-//! and line ([`Problems`]), and all of them are reported together.
+//! the TOML into the raw serde model → check each entry's fields and read its password
+//! file (`entries`, with the pure checks in [`fields`]) → check the rules across
+//! entries (`rules`). A plainly laid-out file is parsed table by table from
+//! toml_parser's tokens, each table checked as it ends (`stream`); any other file is
+//! parsed as a whole by toml (`raw`), whose messages it keeps. Every problem found on
+//! the way is collected with its file and line ([`Problems`]), and all of them are
+//! reported together.
 //!
 //! Invariants of a [`Desired`] returned by [`load`]:
 //! - at least one of `relayhost` and `senders` is non-empty, and every sender has a
