@@ -9,6 +9,7 @@
 //! (old or new, or from a hand-edited line or comment) is printed unless the user asks
 //! for `--show-secrets`.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
@@ -35,31 +36,32 @@ use crate::verify::{self, CertProblem, Failure, ReplyProblem, Waiting};
 /// show as written unless they hold one of `secrets` (the passwords of the old and new
 /// entries); continuation lines are masked whole.
 pub fn redact_lines(text: &str, secrets: &[&str]) -> Vec<String> {
-    lines::split(text.as_bytes())
-        .iter()
-        .map(|line| {
-            let content = String::from_utf8_lossy(line.content());
-            let content = content.trim_end_matches('\r');
-            let indent = content.len() - content.trim_start().len();
-            match line.kind {
-                Kind::Blank => content.to_string(),
-                Kind::Comment => {
-                    let hash = indent + 1;
-                    let body = &content[hash..];
-                    let body_at = hash + (body.len() - body.trim_start().len());
-                    match mask_entry(&content[body_at..]).filter(|_| looks_like_entry(body)) {
-                        Some(masked) => format!("{}{masked}", &content[..body_at]),
-                        None if secrets.iter().any(|p| !p.is_empty() && content.contains(p)) => {
-                            format!("{}#{MASK}", &content[..indent])
-                        }
-                        None => content.to_string(),
-                    }
-                }
-                Kind::Continuation | Kind::Orphan => format!("{}{MASK}", &content[..indent]),
-                Kind::Start => mask_entry(content).unwrap_or_else(|| content.to_string()),
-            }
-        })
+    lines::classify(text.as_bytes())
+        .map(|(kind, raw)| redact_line(kind, raw, secrets))
         .collect()
+}
+
+/// One line of [`redact_lines`], of the given kind.
+fn redact_line<S: AsRef<str>>(kind: Kind, raw: &[u8], secrets: &[S]) -> String {
+    let content = String::from_utf8_lossy(raw.strip_suffix(b"\n").unwrap_or(raw));
+    let content = content.trim_end_matches('\r');
+    let indent = content.len() - content.trim_start().len();
+    match kind {
+        Kind::Blank => content.to_string(),
+        Kind::Comment => {
+            let hash = indent + 1;
+            let body = &content[hash..];
+            let body_at = hash + (body.len() - body.trim_start().len());
+            let secret = |p: &S| !p.as_ref().is_empty() && content.contains(p.as_ref());
+            match mask_entry(&content[body_at..]).filter(|_| looks_like_entry(body)) {
+                Some(masked) => format!("{}{masked}", &content[..body_at]),
+                None if secrets.iter().any(secret) => format!("{}#{MASK}", &content[..indent]),
+                None => content.to_string(),
+            }
+        }
+        Kind::Continuation | Kind::Orphan => format!("{}{MASK}", &content[..indent]),
+        Kind::Start => mask_entry(content).unwrap_or_else(|| content.to_string()),
+    }
 }
 
 /// `key user:password` with the password masked (`key value` without `:` masked
@@ -87,14 +89,19 @@ fn looks_like_entry(comment: &str) -> bool {
         .is_some_and(|(user, _)| !user.is_empty() && !user.contains(char::is_whitespace))
 }
 
-/// The passwords in a password map's entries (after each value's first `:`).
-fn passwords(text: &[u8]) -> Vec<String> {
-    table::Table::parse(text)
-        .entries()
-        .into_iter()
-        .filter_map(|e| {
-            let value = String::from_utf8_lossy(&e.value).into_owned();
-            Some(value.split_once(':')?.1.to_string())
+/// The passwords in a password map's entries (after each value's first `:`), borrowed
+/// where they lie on one line.
+fn passwords(text: &[u8]) -> Vec<Cow<'_, str>> {
+    table::entries(text)
+        .filter_map(|e| match e.value {
+            Cow::Borrowed(v) => match String::from_utf8_lossy(v) {
+                Cow::Borrowed(v) => Some(Cow::Borrowed(v.split_once(':')?.1)),
+                Cow::Owned(v) => Some(Cow::Owned(v.split_once(':')?.1.to_string())),
+            },
+            Cow::Owned(v) => {
+                let v = String::from_utf8_lossy(&v);
+                Some(Cow::Owned(v.split_once(':')?.1.to_string()))
+            }
         })
         .collect()
 }
@@ -188,39 +195,45 @@ fn mask_inline(group: &str) -> String {
 pub fn diff(path: &str, old: Option<&[u8]>, new: &[u8], mask: Mask) -> String {
     let old_text = old.map(String::from_utf8_lossy).unwrap_or_default();
     let new_text = String::from_utf8_lossy(new);
-    let mut secrets = passwords(new);
-    if let Some(old) = old {
-        secrets.extend(passwords(old));
+    let mut secrets = Vec::new();
+    if mask == Mask::PasswordMap {
+        secrets = passwords(new);
+        secrets.extend(old.map(passwords).unwrap_or_default());
     }
-    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    let show = |text: &str| -> Vec<String> {
-        if mask == Mask::PasswordMap {
-            return redact_lines(text, &secrets);
-        }
-        text.split_inclusive('\n')
-            .map(|l| l.trim_end_matches('\n').trim_end_matches('\r'))
-            .map(|l| match mask {
-                Mask::MainCf => mask_map_secrets(l),
-                _ => l.to_string(),
-            })
-            .collect()
-    };
-    let old_lines = show(&old_text);
-    let new_lines = show(&new_text);
     let from = if old.is_some() { path } else { "/dev/null" };
     let mut out = format!("--- {from}\n+++ {path}\n");
     // Split on '\n' only, as Postfix and `lines::split` do (similar's own line splitter
     // also breaks at a lone '\r', which would desynchronise the redacted lines).
     let old_split: Vec<&str> = old_text.split_inclusive('\n').collect();
     let new_split: Vec<&str> = new_text.split_inclusive('\n').collect();
+    // Each shown line is masked when it is written, not all of them beforehand.
+    let kinds = |text: &str| -> Vec<Kind> {
+        match mask {
+            Mask::PasswordMap => lines::classify(text.as_bytes()).map(|(k, _)| k).collect(),
+            Mask::MainCf | Mask::Nothing => Vec::new(),
+        }
+    };
+    let (old_kinds, new_kinds) = (kinds(&old_text), kinds(&new_text));
+    let show = |line: &str, kind: Option<&Kind>| -> String {
+        let trimmed = line.trim_end_matches('\n').trim_end_matches('\r');
+        match (mask, kind) {
+            (Mask::PasswordMap, Some(&kind)) => redact_line(kind, line.as_bytes(), &secrets),
+            (Mask::MainCf, _) => mask_map_secrets(trimmed),
+            _ => trimmed.to_string(),
+        }
+    };
     let diff = TextDiff::from_slices(&old_split, &new_split);
     for hunk in diff.unified_diff().context_radius(3).iter_hunks() {
         let _ = writeln!(out, "{}", hunk.header());
         for change in hunk.iter_changes() {
+            let (old_at, new_at) = (
+                change.old_index().unwrap_or_default(),
+                change.new_index().unwrap_or_default(),
+            );
             let (sign, line) = match change.tag() {
-                ChangeTag::Equal => (' ', &old_lines[change.old_index().unwrap_or_default()]),
-                ChangeTag::Delete => ('-', &old_lines[change.old_index().unwrap_or_default()]),
-                ChangeTag::Insert => ('+', &new_lines[change.new_index().unwrap_or_default()]),
+                ChangeTag::Equal => (' ', show(old_split[old_at], old_kinds.get(old_at))),
+                ChangeTag::Delete => ('-', show(old_split[old_at], old_kinds.get(old_at))),
+                ChangeTag::Insert => ('+', show(new_split[new_at], new_kinds.get(new_at))),
             };
             let _ = writeln!(out, "{sign}{line}");
             if change.missing_newline() {

@@ -48,8 +48,11 @@ pub struct MainCfFile {
 /// What a compiled map holds, as far as it was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
-    /// `postmap -s`'s entries, sorted.
-    Entries(Secret<Entries>),
+    /// `postmap -s` dumped exactly the entries of the desired table (compared as they
+    /// are read, so that a large map's entries are never all held).
+    Desired,
+    /// `postmap -s` dumped other entries.
+    Other,
     /// postmap cannot read it (corrupt, truncated): drift to repair.
     Unreadable,
     /// Not dumped: its source differs from the desired one, so it is rebuilt anyway.
@@ -344,6 +347,26 @@ fn postconf_facts(dir: &Path, record: Option<&Record>) -> Result<PostconfFacts> 
 struct Dump {
     map_type: String,
     source: PathBuf,
+    /// A managed map's: compared with what the desired state calls for.
+    managed: Option<MapKind>,
+}
+
+/// What a dump found: whether a managed map holds the desired entries, a kept map's
+/// entries; `None` when postmap cannot read the map.
+enum Dumped {
+    Managed(Option<bool>),
+    Kept(Option<Entries>),
+}
+
+/// Runs a `postmap -s`.
+fn dump(dir: &Path, d: &Dump, desired: &Desired) -> Result<Dumped> {
+    Ok(match d.managed {
+        Some(kind) => Dumped::Managed(
+            postfix::dump_text(dir, &d.map_type, &d.source)?
+                .map(|text| desired.table(kind).holds(&postfix::dump_entries(&text))),
+        ),
+        None => Dumped::Kept(postfix::dump(dir, &d.map_type, &d.source)?),
+    })
 }
 
 /// Reads the maps the three parameters list beside postrelay's own and, with them, the
@@ -366,7 +389,7 @@ fn read_kept(
         let right = m
             .source
             .as_ref()
-            .is_some_and(|s| s.bytes.expose() == wanted);
+            .is_some_and(|s| s.bytes.expose().as_slice() == wanted.as_slice());
         let Some(compiled) = m.compiled.as_mut().filter(|_| right) else {
             continue;
         };
@@ -379,6 +402,7 @@ fn read_kept(
             dumps.push(Dump {
                 map_type: target.map_type.clone(),
                 source: m.source_path.clone(),
+                managed: Some(m.kind),
             });
             slots.push(Ok(i));
         }
@@ -404,7 +428,7 @@ fn read_kept(
     let results = std::thread::scope(|scope| {
         let handles: Vec<_> = dumps
             .iter()
-            .map(|d| scope.spawn(move || postfix::dump(dir, &d.map_type, &d.source)))
+            .map(|d| scope.spawn(move || dump(dir, d, desired)))
             .collect();
         handles
             .into_iter()
@@ -412,22 +436,23 @@ fn read_kept(
             .collect::<Vec<_>>()
     });
     for (slot, result) in slots.into_iter().zip(results) {
-        let entries = result?;
-        match slot {
-            Ok(i) => {
+        match (slot, result?) {
+            (Ok(i), Dumped::Managed(holds)) => {
                 if let Some(compiled) = &mut maps[i].compiled {
-                    compiled.content = match entries {
-                        Some(e) => Content::Entries(Secret::new(e)),
+                    compiled.content = match holds {
+                        Some(true) => Content::Desired,
+                        Some(false) => Content::Other,
                         None => Content::Unreadable,
                     };
                 }
             }
-            Err(k) => {
+            (Err(k), Dumped::Kept(entries)) => {
                 kept[k].content = match entries {
                     Some(e) => Kept::Entries(Secret::new(e)),
                     None => Kept::Unreadable("postmap cannot read it".into()),
                 }
             }
+            _ => unreachable!("a dump's result goes to the map it was run for"),
         }
     }
     Ok(kept)
@@ -453,6 +478,7 @@ fn kept_content(spec: &str, dir: &Path) -> Result<(Kept, Option<Dump>)> {
                 let dump = Dump {
                     map_type: map_type.to_string(),
                     source: path.to_path_buf(),
+                    managed: None,
                 };
                 (Kept::Unreadable("not read".into()), Some(dump))
             }

@@ -75,7 +75,7 @@ fn change(reasons: Vec<Reason>) -> MapChange {
         source_path: PathBuf::from("/etc/postfix/sasl_passwd"),
         compiled_path: Some(PathBuf::from("/etc/postfix/sasl_passwd.db")),
         old: Some(Secret::new(b"@a u:old\n".to_vec())),
-        new: Secret::new(b"@a u:new\n".to_vec()),
+        new: Secret::new(b"@a u:new\n".to_vec().into()),
         entries: 1,
         write_source: true,
         rebuild: true,
