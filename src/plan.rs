@@ -86,7 +86,7 @@ pub struct MapChange {
     /// `None` for map types that need no postmap (texthash).
     pub compiled_path: Option<PathBuf>,
     /// The source as it is now (`None`: missing).
-    pub old: Option<Secret<Vec<u8>>>,
+    pub old: Option<Secret<Arc<Vec<u8>>>>,
     pub new: Secret<Arc<Vec<u8>>>,
     pub entries: usize,
     /// Whether the source file must be rewritten (content or permissions).

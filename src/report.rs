@@ -10,6 +10,7 @@
 //! for `--show-secrets`.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
@@ -36,13 +37,15 @@ use crate::verify::{self, CertProblem, Failure, ReplyProblem, Waiting};
 /// show as written unless they hold one of `secrets` (the passwords of the old and new
 /// entries); continuation lines are masked whole.
 pub fn redact_lines(text: &str, secrets: &[&str]) -> Vec<String> {
+    let holds_secret = |c: &str| secrets.iter().any(|p| !p.is_empty() && c.contains(p));
     lines::classify(text.as_bytes())
-        .map(|(kind, raw)| redact_line(kind, raw, secrets))
+        .map(|(kind, raw)| redact_line(kind, raw, holds_secret))
         .collect()
 }
 
-/// One line of [`redact_lines`], of the given kind.
-fn redact_line<S: AsRef<str>>(kind: Kind, raw: &[u8], secrets: &[S]) -> String {
+/// One line of [`redact_lines`], of the given kind; `holds_secret` says whether a
+/// comment (its whole text) holds one of the passwords.
+fn redact_line(kind: Kind, raw: &[u8], holds_secret: impl FnOnce(&str) -> bool) -> String {
     let content = String::from_utf8_lossy(raw.strip_suffix(b"\n").unwrap_or(raw));
     let content = content.trim_end_matches('\r');
     let indent = content.len() - content.trim_start().len();
@@ -52,10 +55,9 @@ fn redact_line<S: AsRef<str>>(kind: Kind, raw: &[u8], secrets: &[S]) -> String {
             let hash = indent + 1;
             let body = &content[hash..];
             let body_at = hash + (body.len() - body.trim_start().len());
-            let secret = |p: &S| !p.as_ref().is_empty() && content.contains(p.as_ref());
             match mask_entry(&content[body_at..]).filter(|_| looks_like_entry(body)) {
                 Some(masked) => format!("{}{masked}", &content[..body_at]),
-                None if secrets.iter().any(secret) => format!("{}#{MASK}", &content[..indent]),
+                None if holds_secret(content) => format!("{}#{MASK}", &content[..indent]),
                 None => content.to_string(),
             }
         }
@@ -89,21 +91,19 @@ fn looks_like_entry(comment: &str) -> bool {
         .is_some_and(|(user, _)| !user.is_empty() && !user.contains(char::is_whitespace))
 }
 
-/// The passwords in a password map's entries (after each value's first `:`), borrowed
-/// where they lie on one line.
-fn passwords(text: &[u8]) -> Vec<Cow<'_, str>> {
-    table::entries(text)
-        .filter_map(|e| match e.value {
-            Cow::Borrowed(v) => match String::from_utf8_lossy(v) {
-                Cow::Borrowed(v) => Some(Cow::Borrowed(v.split_once(':')?.1)),
-                Cow::Owned(v) => Some(Cow::Owned(v.split_once(':')?.1.to_string())),
-            },
-            Cow::Owned(v) => {
-                let v = String::from_utf8_lossy(&v);
-                Some(Cow::Owned(v.split_once(':')?.1.to_string()))
-            }
-        })
-        .collect()
+/// The passwords in a password map's entries (after each value's first `:`), one at a
+/// time.
+fn passwords(text: &[u8]) -> impl Iterator<Item = Cow<'_, str>> {
+    table::entries(text).filter_map(|e| match e.value {
+        Cow::Borrowed(v) => match String::from_utf8_lossy(v) {
+            Cow::Borrowed(v) => Some(Cow::Borrowed(v.split_once(':')?.1)),
+            Cow::Owned(v) => Some(Cow::Owned(v.split_once(':')?.1.to_string())),
+        },
+        Cow::Owned(v) => {
+            let v = String::from_utf8_lossy(&v);
+            Some(Cow::Owned(v.split_once(':')?.1.to_string()))
+        }
+    })
 }
 
 /// What a diff masks.
@@ -195,11 +195,6 @@ fn mask_inline(group: &str) -> String {
 pub fn diff(path: &str, old: Option<&[u8]>, new: &[u8], mask: Mask) -> String {
     let old_text = old.map(String::from_utf8_lossy).unwrap_or_default();
     let new_text = String::from_utf8_lossy(new);
-    let mut secrets = Vec::new();
-    if mask == Mask::PasswordMap {
-        secrets = passwords(new);
-        secrets.extend(old.map(passwords).unwrap_or_default());
-    }
     let from = if old.is_some() { path } else { "/dev/null" };
     let mut out = format!("--- {from}\n+++ {path}\n");
     // Split on '\n' only, as Postfix and `lines::split` do (similar's own line splitter
@@ -214,28 +209,66 @@ pub fn diff(path: &str, old: Option<&[u8]>, new: &[u8], mask: Mask) -> String {
         }
     };
     let (old_kinds, new_kinds) = (kinds(&old_text), kinds(&new_text));
-    let show = |line: &str, kind: Option<&Kind>| -> String {
-        let trimmed = line.trim_end_matches('\n').trim_end_matches('\r');
+    let diff = TextDiff::from_slices(&old_split, &new_split);
+    let hunks = || {
+        diff.unified_diff()
+            .context_radius(3)
+            .iter_hunks()
+            .collect::<Vec<_>>()
+    };
+    let line = |change: &similar::Change<&str>| match change.tag() {
+        ChangeTag::Equal | ChangeTag::Delete => {
+            let at = change.old_index().unwrap_or_default();
+            (old_split[at], old_kinds.get(at))
+        }
+        ChangeTag::Insert => {
+            let at = change.new_index().unwrap_or_default();
+            (new_split[at], new_kinds.get(at))
+        }
+    };
+    // The comments shown that may hold a password, then those that do: checked against
+    // each password in one pass, none of them kept.
+    let mut asked: Vec<String> = Vec::new();
+    for hunk in hunks() {
+        for change in hunk.iter_changes() {
+            if let (text, Some(&Kind::Comment)) = line(&change) {
+                redact_line(Kind::Comment, text.as_bytes(), |c| {
+                    asked.push(c.to_string());
+                    false
+                });
+            }
+        }
+    }
+    let mut holding: HashSet<&str> = HashSet::new();
+    if !asked.is_empty() {
+        for p in passwords(new).chain(old.into_iter().flat_map(passwords)) {
+            for c in asked
+                .iter()
+                .filter(|c| !p.is_empty() && c.contains(p.as_ref()))
+            {
+                holding.insert(c);
+            }
+        }
+    }
+    let show = |(text, kind): (&str, Option<&Kind>)| -> String {
+        let trimmed = text.trim_end_matches('\n').trim_end_matches('\r');
         match (mask, kind) {
-            (Mask::PasswordMap, Some(&kind)) => redact_line(kind, line.as_bytes(), &secrets),
+            (Mask::PasswordMap, Some(&kind)) => {
+                redact_line(kind, text.as_bytes(), |c| holding.contains(c))
+            }
             (Mask::MainCf, _) => mask_map_secrets(trimmed),
             _ => trimmed.to_string(),
         }
     };
-    let diff = TextDiff::from_slices(&old_split, &new_split);
-    for hunk in diff.unified_diff().context_radius(3).iter_hunks() {
+    for hunk in hunks() {
         let _ = writeln!(out, "{}", hunk.header());
         for change in hunk.iter_changes() {
-            let (old_at, new_at) = (
-                change.old_index().unwrap_or_default(),
-                change.new_index().unwrap_or_default(),
-            );
-            let (sign, line) = match change.tag() {
-                ChangeTag::Equal => (' ', show(old_split[old_at], old_kinds.get(old_at))),
-                ChangeTag::Delete => ('-', show(old_split[old_at], old_kinds.get(old_at))),
-                ChangeTag::Insert => ('+', show(new_split[new_at], new_kinds.get(new_at))),
+            let sign = match change.tag() {
+                ChangeTag::Equal => ' ',
+                ChangeTag::Delete => '-',
+                ChangeTag::Insert => '+',
             };
-            let _ = writeln!(out, "{sign}{line}");
+            let _ = writeln!(out, "{sign}{}", show(line(&change)));
             if change.missing_newline() {
                 out.push_str("\\ No newline at end of file\n");
             }

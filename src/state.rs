@@ -13,6 +13,7 @@
 //! up to 2 s for it to "cool down", and these waits overlap).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
@@ -68,13 +69,30 @@ pub struct Compiled {
     pub content: Content,
 }
 
+/// A managed map's source as read. Its bytes are shared: with the desired table when
+/// they are the same (the file is not held twice), and with the plan that shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub bytes: Secret<Arc<Vec<u8>>>,
+    pub meta: Meta,
+}
+
+impl From<Snapshot> for SourceFile {
+    fn from(s: Snapshot) -> SourceFile {
+        SourceFile {
+            bytes: Secret::new(Arc::new(s.bytes.into_inner())),
+            meta: s.meta,
+        }
+    }
+}
+
 /// One managed map as read.
 #[derive(Debug, Clone)]
 pub struct MapFile {
     pub kind: MapKind,
     pub source_path: PathBuf,
     /// `None`: missing.
-    pub source: Option<Snapshot>,
+    pub source: Option<SourceFile>,
     /// `None` for map types without a compiled form (texthash).
     pub compiled_path: Option<PathBuf>,
     /// `None`: missing (or no compiled form).
@@ -188,10 +206,18 @@ impl State {
         let suffix = postfix::compiled_suffix(&map_type)?;
         let mut maps = Vec::new();
         for kind in MapKind::ALL {
-            let wanted = desired.table(kind).bytes.expose();
+            let wanted = &desired.table(kind).bytes;
             let source_path = config_dir.join(kind.file_name());
-            let limit = fs::MAX_CONFIG_SIZE + wanted.len() as u64;
-            let source = fs::read_if_exists(&source_path, limit, Links::Refuse)?;
+            let limit = fs::MAX_CONFIG_SIZE + wanted.expose().len() as u64;
+            let source = fs::read_if_exists(&source_path, limit, Links::Refuse)?.map(|s| {
+                match s.bytes.expose() == wanted.expose().as_ref() {
+                    true => SourceFile {
+                        bytes: wanted.clone(),
+                        meta: s.meta,
+                    },
+                    false => s.into(),
+                }
+            });
             let compiled_path = suffix.map(|s| config_dir.join(format!("{}{s}", kind.file_name())));
             let compiled = match &compiled_path {
                 Some(p) => fs::stat(p)?.map(|meta| Compiled {
@@ -233,11 +259,16 @@ impl State {
     /// bytes, mode and owner; compiled maps: the same file, unmodified): apply calls it
     /// just before replacing anything, so it never overwrites a change made meanwhile.
     pub fn still_holds(&self) -> Result<()> {
-        let main_cf = Some(self.main_cf.snapshot.clone());
+        let main_cf = &self.main_cf.snapshot;
+        let main_cf = Some((main_cf.bytes.expose().as_slice(), &main_cf.meta));
         let mut files: Vec<(&Path, bool)> =
-            vec![(&self.main_cf.path, unchanged(&self.main_cf.path, &main_cf)?)];
+            vec![(&self.main_cf.path, unchanged(&self.main_cf.path, main_cf)?)];
         for m in &self.maps {
-            files.push((&m.source_path, unchanged(&m.source_path, &m.source)?));
+            let source = m
+                .source
+                .as_ref()
+                .map(|s| (s.bytes.expose().as_slice(), &s.meta));
+            files.push((&m.source_path, unchanged(&m.source_path, source)?));
             if let Some(path) = &m.compiled_path {
                 let now = fs::stat(path)?;
                 files.push((path, now == m.compiled.as_ref().map(|c| c.meta)));
@@ -253,11 +284,16 @@ impl State {
     }
 }
 
-/// Whether `path` still holds `before` (`None`: still missing).
-fn unchanged(path: &Path, before: &Option<Snapshot>) -> Result<bool> {
-    let limit = before.as_ref().map_or(0, |s| s.meta.size);
+/// Whether `path` still holds `before`'s bytes, with its mode and owner (`None`: still
+/// missing).
+fn unchanged(path: &Path, before: Option<(&[u8], &Meta)>) -> Result<bool> {
+    let limit = before.map_or(0, |(_, meta)| meta.size);
     match fs::read(path, limit, Links::Refuse) {
-        Ok(now) => Ok(before.as_ref().is_some_and(|b| b.same_content(&now))),
+        Ok(now) => Ok(before.is_some_and(|(bytes, meta)| {
+            let was = (meta.mode, meta.uid, meta.gid);
+            bytes == now.bytes.expose().as_slice()
+                && was == (now.meta.mode, now.meta.uid, now.meta.gid)
+        })),
         Err(e) if e.is_not_found() => Ok(before.is_none()),
         Err(ReadError::TooLarge { .. }) => Ok(false),
         Err(e) => bail!("{}: {e}", path.display()),
