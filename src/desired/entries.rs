@@ -24,6 +24,8 @@ pub(super) struct KeyUse {
     pub line: usize,
     /// `sender "as written"`, for messages.
     pub subject: String,
+    /// How many senders of [`Parts::senders`] come before it in the file.
+    pub after: usize,
 }
 
 /// A `tls` setting: its level, its line, and whether `accept_cleartext` acknowledges
@@ -56,8 +58,8 @@ pub(super) struct Parts {
     pub has_senders: bool,
     /// The valid keys of the senders left out of `senders`, in file order.
     pub rejected_keys: Vec<KeyUse>,
-    /// How the domain or address of a sender in `senders` is written, by the sender's
-    /// line, where that is not its key (capitals): for messages.
+    /// How the domain or address of a sender in `senders` is written, by its index
+    /// there, where that is not its key (capitals): for messages.
     pub written: HashMap<usize, String>,
     /// Every relay used (valid), once: the relayhost's and the senders'.
     pub relays: HashSet<Relay>,
@@ -71,11 +73,11 @@ impl Parts {
     /// Every valid sender key in file order, with its line and how it is named in
     /// messages (`sender "as written"`).
     pub fn keys(&self) -> impl Iterator<Item = (&SenderKey, usize, String)> {
-        let mut accepted = self.senders.iter().peekable();
+        let mut accepted = self.senders.iter().enumerate().peekable();
         let mut rejected = self.rejected_keys.iter().peekable();
         std::iter::from_fn(move || {
             let take_rejected = match (accepted.peek(), rejected.peek()) {
-                (Some(s), Some(k)) => k.line < s.line,
+                (Some((i, _)), Some(k)) => k.after <= *i,
                 (None, Some(_)) => true,
                 (_, None) => false,
             };
@@ -83,8 +85,8 @@ impl Parts {
                 let k = rejected.next()?;
                 return Some((&k.key, k.line, k.subject.clone()));
             }
-            let s = accepted.next()?;
-            let written = match (self.written.get(&s.line), &s.key) {
+            let (i, s) = accepted.next()?;
+            let written = match (self.written.get(&i), &s.key) {
                 (Some(w), _) => w.as_str(),
                 (None, SenderKey::Domain(k) | SenderKey::Address(k)) => k.as_str(),
             };
@@ -255,7 +257,8 @@ impl Checker<'_, '_> {
                 if let Some(w) = written.map(Spanned::get_ref)
                     && !matches!(&key, SenderKey::Domain(k) | SenderKey::Address(k) if k == w)
                 {
-                    self.parts.written.insert(line, w.clone());
+                    let at = self.parts.senders.len();
+                    self.parts.written.insert(at, w.clone());
                 }
                 self.parts.senders.push(Sender {
                     key,
@@ -265,7 +268,14 @@ impl Checker<'_, '_> {
                 });
             }
             (Some(key), Checked::Invalid) => {
-                self.parts.rejected_keys.push(KeyUse { key, line, subject })
+                let after = self.parts.senders.len();
+                let k = KeyUse {
+                    key,
+                    line,
+                    subject,
+                    after,
+                };
+                self.parts.rejected_keys.push(k);
             }
             (None, _) => {}
         }
