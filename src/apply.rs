@@ -10,7 +10,8 @@
 //! into place, compiled map before its source, and main.cf last. If the instance runs,
 //! `postfix check` and `postfix reload` follow every change (maps included: daemons
 //! notice a rebuilt map each at its own time); if either fails, every replaced file gets
-//! back its previous bytes, mode and owner. When the plan moves senders to other relays
+//! back its previous bytes, mode and owner (each is kept under a temporary name, a hard
+//! link, until the run ends, and renamed back). When the plan moves senders to other relays
 //! (`plan.hold`), the switch holds their mail in the queue while the daemons of the old
 //! and the new configuration overlap, and releases it after (`held`): otherwise a
 //! message routed by the old sender_relay and authenticated with the new sasl_passwd
@@ -27,11 +28,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use nix::unistd::Uid;
 
-use crate::desired::Desired;
+use crate::desired::{Desired, MAP_TYPES};
 use crate::failpoint;
 use crate::fs::{self, Links, Snapshot, Temp};
 use crate::hold;
-use crate::managed::{LOCK, MAIN_CF, RELOAD_PENDING, replaced_names};
+use crate::managed::{LOCK, MAIN_CF, MapKind, RELOAD_PENDING, replaced_names};
 use crate::plan::{self, Plan};
 use crate::postfix::{self, Control};
 use crate::record::{self, Identity, MapRecord, Record};
@@ -200,15 +201,36 @@ fn stage(plan: &Plan) -> Result<Vec<Staged>> {
     Ok(staged)
 }
 
-/// Files replaced so far, with what they held before (`None`: did not exist).
+/// Files replaced so far, with what they held before.
 #[derive(Default)]
 struct Journal {
-    replaced: Vec<(PathBuf, Option<Snapshot>)>,
+    replaced: Vec<(PathBuf, Before)>,
+}
+
+/// What a replaced file was.
+enum Before {
+    Missing,
+    /// The file itself under a temporary name, to be renamed back: large maps are
+    /// never read into memory to be restored.
+    Aside(Temp),
+    /// Its bytes, mode and owner, where the file system has no hard links.
+    Copy(Snapshot),
 }
 
 impl Journal {
     fn replace(&mut self, path: &Path, write: impl FnOnce() -> Result<()>) -> Result<()> {
-        let before = fs::read_if_exists(path, u64::MAX, Links::Refuse)?;
+        let (name, suffix) = temp_name(path)?;
+        let before = match fs::link_aside(path, name, suffix) {
+            Ok(Some(aside)) => Before::Aside(aside),
+            Ok(None) => Before::Missing,
+            Err(e) => {
+                tracing::debug!("{e:#}; keeping a copy instead");
+                match fs::read_if_exists(path, u64::MAX, Links::Refuse)? {
+                    Some(s) => Before::Copy(s),
+                    None => Before::Missing,
+                }
+            }
+        };
         write()?;
         self.replaced.push((path.to_path_buf(), before));
         Ok(())
@@ -218,19 +240,41 @@ impl Journal {
     fn roll_back(self) -> Result<()> {
         for (path, before) in self.replaced.into_iter().rev() {
             match before {
-                Some(s) => fs::write_atomic(
+                Before::Aside(aside) => aside.persist(&path)?,
+                Before::Copy(s) => fs::write_atomic(
                     &path,
                     s.bytes.expose(),
                     s.meta.mode,
                     Some((s.meta.uid, s.meta.gid)),
                 )?,
-                None => std::fs::remove_file(&path).map_err(|e| fs::explain(e, &path, "remove"))?,
+                Before::Missing => {
+                    std::fs::remove_file(&path).map_err(|e| fs::explain(e, &path, "remove"))?
+                }
             }
             failpoint::hit(&format!("rolled-back:{}", path.display()));
             tracing::info!("restored {}", path.display());
         }
         Ok(())
     }
+}
+
+/// How the temporaries of `path` are named (see [`fs::Temp::write`]): after the file,
+/// or, for a compiled map, after its source with the compiled suffix last, as postmap
+/// names what it builds from a temporary source.
+fn temp_name(path: &Path) -> Result<(&str, &str)> {
+    let (_, name) = fs::split(path)?;
+    let compiled = MAP_TYPES
+        .iter()
+        .filter_map(|t| postfix::compiled_suffix(t).ok().flatten());
+    for (kind, suffix) in MapKind::ALL
+        .into_iter()
+        .flat_map(|k| compiled.clone().map(move |s| (k, s)))
+    {
+        if name.strip_prefix(kind.file_name()) == Some(suffix) {
+            return Ok((kind.file_name(), suffix));
+        }
+    }
+    Ok((name, ""))
 }
 
 /// Whether apply will talk to a running Postfix, or why not.

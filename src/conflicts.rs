@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::desired::Desired;
+use crate::desired::{Desired, SenderKey};
 use crate::hold;
 use crate::managed::{MapKind, RELAYHOST};
 use crate::state::{Kept, KeptMap};
@@ -89,11 +89,8 @@ pub fn settings(main_cf: &MainCf, desired: &Desired, dir: &Path) -> Vec<Conflict
 
 /// What is wrong with the maps postrelay keeps: missing, unreadable, or shadowed.
 pub fn kept(kept: &[KeptMap], desired: &Desired) -> Vec<Conflict> {
-    let senders: HashMap<String, usize> = desired
-        .senders
-        .iter()
-        .map(|s| (s.key.table_key(), s.line))
-        .collect();
+    // Each sender's line by key: only built when a kept map shadows an entry.
+    let mut senders: Option<HashMap<&SenderKey, usize>> = None;
     let relayhost = desired.relayhost.as_ref().map(|rh| rh.relay.as_str());
     let mut out = Vec::new();
     for k in kept {
@@ -111,16 +108,24 @@ pub fn kept(kept: &[KeptMap], desired: &Desired) -> Vec<Conflict> {
             }
             Kept::NotRead(_) => continue,
         };
-        let wanted = desired.table(kind).entries.expose();
+        // Sorted by key.
+        let wanted: Vec<&str> = desired
+            .table(kind)
+            .expose_entries()
+            .map(|(k, _)| k)
+            .collect();
         for (key, _) in entries.expose() {
             let key = key.to_ascii_lowercase();
-            if wanted
-                .binary_search_by(|(k, _)| k.as_str().cmp(&key))
-                .is_err()
-            {
+            if wanted.binary_search(&key.as_str()).is_err() {
                 continue;
             }
-            let by = match (kind, senders.get(&key)) {
+            let senders = senders
+                .get_or_insert_with(|| desired.senders.iter().map(|s| (&s.key, s.line)).collect());
+            let sender = match key.strip_prefix('@') {
+                Some(domain) => SenderKey::Domain(domain.to_string()),
+                None => SenderKey::Address(key.clone()),
+            };
+            let by = match (kind, senders.get(&sender)) {
                 (MapKind::TlsPolicy, _) => Definer::Relay,
                 (_, Some(&line)) => Definer::Sender(line),
                 _ if relayhost == Some(key.as_str()) => Definer::Relayhost,

@@ -510,6 +510,40 @@ impl Drop for Temp {
     }
 }
 
+/// Gives the regular file at `path` a second name in its directory,
+/// `.NAME.postrelay-tmp.PID.N` then `suffix` (a hard link, named as the caller names the
+/// temporaries of that file, so that [`remove_stale_temps`] removes one a crashed run
+/// left): after `path` is replaced, the file stays on disk as it was (bytes, inode, mode,
+/// owner, times), without being read, and [`Temp::persist`] puts it back. `Ok(None)`:
+/// nothing at `path`. Fails for anything but a regular file, and where the file system
+/// has no hard links.
+pub fn link_aside(path: &Path, name: &str, suffix: &str) -> Result<Option<Temp>> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(explain(e, path, "stat")),
+        Ok(m) if !m.file_type().is_file() => bail!("{}: not a regular file", path.display()),
+        Ok(_) => {}
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    loop {
+        let aside = dir.join(format!(
+            ".{name}{TEMP_MARK}{}.{}{suffix}",
+            std::process::id(),
+            unpredictable()
+        ));
+        match fs::hard_link(path, &aside) {
+            Ok(()) => {
+                return Ok(Some(Temp {
+                    path: aside,
+                    keep: false,
+                }));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(explain(e, path, "link")),
+        }
+    }
+}
+
 /// 64 bits no other process can guess, as 16 hex digits: SipHash under the standard
 /// library's per-process random keys, of a counter and the time.
 pub fn unpredictable() -> String {
@@ -692,6 +726,47 @@ mod tests {
         assert_eq!(meta.mode() & 0o7777, 0o640);
         assert_ne!(meta.ino(), before);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp left");
+    }
+
+    #[test]
+    fn a_file_linked_aside_survives_its_replacement_and_comes_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        fs::write(&path, b"old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        let before = fs::metadata(&path).unwrap();
+        let aside = link_aside(&path, "m", ".db").unwrap().unwrap();
+        let name = aside
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.starts_with(&format!(".m{TEMP_MARK}")) && name.ends_with(".db"),
+            "{name}"
+        );
+        write_atomic(&path, b"new", 0o600, None).unwrap();
+        aside.persist(&path).unwrap();
+        let after = fs::metadata(&path).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!((after.ino(), after.mode()), (before.ino(), before.mode()));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp left");
+        // Dropped (the replacement stays): the second name goes, a crashed run's is
+        // removed as a stale temporary.
+        drop(link_aside(&path, "m", ".db").unwrap());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        std::mem::forget(link_aside(&path, "m", ".db").unwrap());
+        assert_eq!(remove_stale_temps(dir.path(), &["m"]).unwrap(), 1);
+        // Nothing there; a link or a directory is not linked.
+        assert!(
+            link_aside(&dir.path().join("none"), "none", "")
+                .unwrap()
+                .is_none()
+        );
+        symlink(&path, dir.path().join("l")).unwrap();
+        assert!(link_aside(&dir.path().join("l"), "l", "").is_err());
+        assert!(link_aside(dir.path(), "d", "").is_err());
     }
 
     #[test]

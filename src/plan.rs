@@ -7,9 +7,10 @@
 //! their permissions, or a main.cf parameter as Postfix reads it. `report` renders a
 //! plan, `apply` carries it out.
 
-use std::path::PathBuf;
-
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::conflicts::{self, Conflict};
 use crate::desired::Desired;
@@ -85,8 +86,8 @@ pub struct MapChange {
     /// `None` for map types that need no postmap (texthash).
     pub compiled_path: Option<PathBuf>,
     /// The source as it is now (`None`: missing).
-    pub old: Option<Secret<Vec<u8>>>,
-    pub new: Secret<Vec<u8>>,
+    pub old: Option<Secret<Arc<Vec<u8>>>>,
+    pub new: Secret<Arc<Vec<u8>>>,
     pub entries: usize,
     /// Whether the source file must be rewritten (content or permissions).
     pub write_source: bool,
@@ -368,7 +369,7 @@ fn plan_map(m: &MapFile, wanted: &Table, owner: (u32, u32)) -> Option<MapChange>
             reasons.push(Reason::New);
             true
         }
-        Some(s) if s.bytes.expose() != new => {
+        Some(s) if s.bytes.expose().as_slice() != new.as_slice() => {
             reasons.push(Reason::ContentDiffers);
             true
         }
@@ -392,7 +393,7 @@ fn plan_map(m: &MapFile, wanted: &Table, owner: (u32, u32)) -> Option<MapChange>
                 reasons.extend(found);
                 if write_source || wrong {
                     true
-                } else if let Some(reason) = content_reason(&c.content, wanted) {
+                } else if let Some(reason) = content_reason(&c.content) {
                     reasons.push(reason);
                     true
                 } else {
@@ -411,7 +412,7 @@ fn plan_map(m: &MapFile, wanted: &Table, owner: (u32, u32)) -> Option<MapChange>
         compiled_path: m.compiled_path.clone(),
         old: m.source.as_ref().map(|s| s.bytes.clone()),
         new: wanted.bytes.clone(),
-        entries: wanted.entries.expose().len(),
+        entries: wanted.len,
         write_source,
         rebuild,
         reasons,
@@ -421,26 +422,40 @@ fn plan_map(m: &MapFile, wanted: &Table, owner: (u32, u32)) -> Option<MapChange>
 
 /// The keys whose entries differ between a source's bytes and the desired entries.
 fn entry_changes(kind: MapKind, old: &[u8], wanted: &Table) -> Vec<EntryChange> {
-    let mut held: HashMap<String, String> = HashMap::new();
-    for e in table::Table::parse(old).entries() {
-        let key = String::from_utf8_lossy(&e.key).to_ascii_lowercase();
-        let value = String::from_utf8_lossy(&e.value).into_owned();
-        held.entry(key).or_insert(value);
+    // As postmap reads the source: the first of duplicate keys, keys lowercased.
+    let mut held: HashMap<Cow<str>, Cow<str>> = HashMap::new();
+    for e in table::entries(old) {
+        let key = match text(e.key) {
+            k if k.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Owned(k.to_ascii_lowercase()),
+            k => k,
+        };
+        held.entry(key).or_insert(text(e.value));
     }
     let mut out = Vec::new();
-    for (key, value) in wanted.entries.expose() {
+    for (key, value) in wanted.expose_entries() {
         match held.remove(key) {
-            None => out.push(EntryChange::Added(key.clone())),
-            Some(old) if old != *value => out.push(EntryChange::Changed(
-                key.clone(),
+            None => out.push(EntryChange::Added(key.to_string())),
+            Some(old) if old != value => out.push(EntryChange::Changed(
+                key.to_string(),
                 changed(kind, &old, value),
             )),
             Some(_) => {}
         }
     }
-    out.extend(held.into_keys().map(EntryChange::Removed));
+    out.extend(
+        held.into_keys()
+            .map(|k| EntryChange::Removed(k.into_owned())),
+    );
     out.sort_by(|a, b| entry_key(a).cmp(entry_key(b)));
     out
+}
+
+/// Bytes as text, invalid UTF-8 replaced; borrowed where they are.
+fn text(bytes: Cow<[u8]>) -> Cow<str> {
+    match bytes {
+        Cow::Borrowed(b) => String::from_utf8_lossy(b),
+        Cow::Owned(b) => Cow::Owned(String::from_utf8_lossy(&b).into_owned()),
+    }
 }
 
 fn entry_key(c: &EntryChange) -> &str {
@@ -469,10 +484,10 @@ fn changed(kind: MapKind, old: &str, new: &str) -> Changed {
 }
 
 /// Why a compiled map whose source is right must be rebuilt, if it must.
-fn content_reason(content: &Content, wanted: &Table) -> Option<Reason> {
+fn content_reason(content: &Content) -> Option<Reason> {
     match content {
-        Content::Entries(dump) if dump.expose() == wanted.entries.expose() => None,
-        Content::Entries(_) => Some(Reason::CompiledDiffers),
+        Content::Desired => None,
+        Content::Other => Some(Reason::CompiledDiffers),
         Content::Recorded => None,
         Content::Unreadable => Some(Reason::CompiledUnreadable),
         // Not dumped: nothing proves it right, so it is rebuilt.

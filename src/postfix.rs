@@ -175,6 +175,19 @@ pub type Entries = Vec<(String, String)>;
 /// cannot read it (a corrupt or truncated file: drift to repair, not a reason to stop).
 /// The entries of a password map are passwords: the caller keeps them in a `Secret`.
 pub fn dump(dir: &Path, map_type: &str, file: &Path) -> Result<Option<Entries>> {
+    let Some(text) = dump_text(dir, map_type, file)? else {
+        return Ok(None);
+    };
+    let entries = dump_entries(&text)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Ok(Some(entries))
+}
+
+/// What `postmap -s` prints of a compiled map (see [`dump`]), for [`dump_entries`]:
+/// a large map's entries need not be copied one by one.
+pub fn dump_text(dir: &Path, map_type: &str, file: &Path) -> Result<Option<String>> {
     let spec = format!("{map_type}:{}", file.display());
     let args = [
         OsStr::new("-c"),
@@ -187,16 +200,19 @@ pub fn dump(dir: &Path, map_type: &str, file: &Path) -> Result<Option<Entries>> 
         tracing::warn!("{:#}", failure(&shown, &out, ""));
         return Ok(None);
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut entries: Entries = text
+    Ok(Some(String::from_utf8(out.stdout).unwrap_or_else(|e| {
+        String::from_utf8_lossy(e.as_bytes()).into_owned()
+    })))
+}
+
+/// The entries of [`dump_text`]'s text (`key<TAB>value` lines), sorted.
+pub fn dump_entries(text: &str) -> Vec<(&str, &str)> {
+    let mut entries: Vec<(&str, &str)> = text
         .lines()
-        .map(|l| match l.split_once('\t') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (l.to_string(), String::new()),
-        })
+        .map(|l| l.split_once('\t').unwrap_or((l, "")))
         .collect();
     entries.sort_unstable();
-    Ok(Some(entries))
+    entries
 }
 
 /// Whether the instance using `dir` runs (`postfix -c DIR status` exits 0).

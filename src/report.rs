@@ -9,6 +9,8 @@
 //! (old or new, or from a hand-edited line or comment) is printed unless the user asks
 //! for `--show-secrets`.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
@@ -35,31 +37,33 @@ use crate::verify::{self, CertProblem, Failure, ReplyProblem, Waiting};
 /// show as written unless they hold one of `secrets` (the passwords of the old and new
 /// entries); continuation lines are masked whole.
 pub fn redact_lines(text: &str, secrets: &[&str]) -> Vec<String> {
-    lines::split(text.as_bytes())
-        .iter()
-        .map(|line| {
-            let content = String::from_utf8_lossy(line.content());
-            let content = content.trim_end_matches('\r');
-            let indent = content.len() - content.trim_start().len();
-            match line.kind {
-                Kind::Blank => content.to_string(),
-                Kind::Comment => {
-                    let hash = indent + 1;
-                    let body = &content[hash..];
-                    let body_at = hash + (body.len() - body.trim_start().len());
-                    match mask_entry(&content[body_at..]).filter(|_| looks_like_entry(body)) {
-                        Some(masked) => format!("{}{masked}", &content[..body_at]),
-                        None if secrets.iter().any(|p| !p.is_empty() && content.contains(p)) => {
-                            format!("{}#{MASK}", &content[..indent])
-                        }
-                        None => content.to_string(),
-                    }
-                }
-                Kind::Continuation | Kind::Orphan => format!("{}{MASK}", &content[..indent]),
-                Kind::Start => mask_entry(content).unwrap_or_else(|| content.to_string()),
-            }
-        })
+    let holds_secret = |c: &str| secrets.iter().any(|p| !p.is_empty() && c.contains(p));
+    lines::classify(text.as_bytes())
+        .map(|(kind, raw)| redact_line(kind, raw, holds_secret))
         .collect()
+}
+
+/// One line of [`redact_lines`], of the given kind; `holds_secret` says whether a
+/// comment (its whole text) holds one of the passwords.
+fn redact_line(kind: Kind, raw: &[u8], holds_secret: impl FnOnce(&str) -> bool) -> String {
+    let content = String::from_utf8_lossy(raw.strip_suffix(b"\n").unwrap_or(raw));
+    let content = content.trim_end_matches('\r');
+    let indent = content.len() - content.trim_start().len();
+    match kind {
+        Kind::Blank => content.to_string(),
+        Kind::Comment => {
+            let hash = indent + 1;
+            let body = &content[hash..];
+            let body_at = hash + (body.len() - body.trim_start().len());
+            match mask_entry(&content[body_at..]).filter(|_| looks_like_entry(body)) {
+                Some(masked) => format!("{}{masked}", &content[..body_at]),
+                None if holds_secret(content) => format!("{}#{MASK}", &content[..indent]),
+                None => content.to_string(),
+            }
+        }
+        Kind::Continuation | Kind::Orphan => format!("{}{MASK}", &content[..indent]),
+        Kind::Start => mask_entry(content).unwrap_or_else(|| content.to_string()),
+    }
 }
 
 /// `key user:password` with the password masked (`key value` without `:` masked
@@ -87,16 +91,19 @@ fn looks_like_entry(comment: &str) -> bool {
         .is_some_and(|(user, _)| !user.is_empty() && !user.contains(char::is_whitespace))
 }
 
-/// The passwords in a password map's entries (after each value's first `:`).
-fn passwords(text: &[u8]) -> Vec<String> {
-    table::Table::parse(text)
-        .entries()
-        .into_iter()
-        .filter_map(|e| {
-            let value = String::from_utf8_lossy(&e.value).into_owned();
-            Some(value.split_once(':')?.1.to_string())
-        })
-        .collect()
+/// The passwords in a password map's entries (after each value's first `:`), one at a
+/// time.
+fn passwords(text: &[u8]) -> impl Iterator<Item = Cow<'_, str>> {
+    table::entries(text).filter_map(|e| match e.value {
+        Cow::Borrowed(v) => match String::from_utf8_lossy(v) {
+            Cow::Borrowed(v) => Some(Cow::Borrowed(v.split_once(':')?.1)),
+            Cow::Owned(v) => Some(Cow::Owned(v.split_once(':')?.1.to_string())),
+        },
+        Cow::Owned(v) => {
+            let v = String::from_utf8_lossy(&v);
+            Some(Cow::Owned(v.split_once(':')?.1.to_string()))
+        }
+    })
 }
 
 /// What a diff masks.
@@ -188,41 +195,80 @@ fn mask_inline(group: &str) -> String {
 pub fn diff(path: &str, old: Option<&[u8]>, new: &[u8], mask: Mask) -> String {
     let old_text = old.map(String::from_utf8_lossy).unwrap_or_default();
     let new_text = String::from_utf8_lossy(new);
-    let mut secrets = passwords(new);
-    if let Some(old) = old {
-        secrets.extend(passwords(old));
-    }
-    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    let show = |text: &str| -> Vec<String> {
-        if mask == Mask::PasswordMap {
-            return redact_lines(text, &secrets);
-        }
-        text.split_inclusive('\n')
-            .map(|l| l.trim_end_matches('\n').trim_end_matches('\r'))
-            .map(|l| match mask {
-                Mask::MainCf => mask_map_secrets(l),
-                _ => l.to_string(),
-            })
-            .collect()
-    };
-    let old_lines = show(&old_text);
-    let new_lines = show(&new_text);
     let from = if old.is_some() { path } else { "/dev/null" };
     let mut out = format!("--- {from}\n+++ {path}\n");
     // Split on '\n' only, as Postfix and `lines::split` do (similar's own line splitter
     // also breaks at a lone '\r', which would desynchronise the redacted lines).
     let old_split: Vec<&str> = old_text.split_inclusive('\n').collect();
     let new_split: Vec<&str> = new_text.split_inclusive('\n').collect();
+    // Each shown line is masked when it is written, not all of them beforehand.
+    let kinds = |text: &str| -> Vec<Kind> {
+        match mask {
+            Mask::PasswordMap => lines::classify(text.as_bytes()).map(|(k, _)| k).collect(),
+            Mask::MainCf | Mask::Nothing => Vec::new(),
+        }
+    };
+    let (old_kinds, new_kinds) = (kinds(&old_text), kinds(&new_text));
     let diff = TextDiff::from_slices(&old_split, &new_split);
-    for hunk in diff.unified_diff().context_radius(3).iter_hunks() {
+    let hunks = || {
+        diff.unified_diff()
+            .context_radius(3)
+            .iter_hunks()
+            .collect::<Vec<_>>()
+    };
+    let line = |change: &similar::Change<&str>| match change.tag() {
+        ChangeTag::Equal | ChangeTag::Delete => {
+            let at = change.old_index().unwrap_or_default();
+            (old_split[at], old_kinds.get(at))
+        }
+        ChangeTag::Insert => {
+            let at = change.new_index().unwrap_or_default();
+            (new_split[at], new_kinds.get(at))
+        }
+    };
+    // The comments shown that may hold a password, then those that do: checked against
+    // each password in one pass, none of them kept.
+    let mut asked: Vec<String> = Vec::new();
+    for hunk in hunks() {
+        for change in hunk.iter_changes() {
+            if let (text, Some(&Kind::Comment)) = line(&change) {
+                redact_line(Kind::Comment, text.as_bytes(), |c| {
+                    asked.push(c.to_string());
+                    false
+                });
+            }
+        }
+    }
+    let mut holding: HashSet<&str> = HashSet::new();
+    if !asked.is_empty() {
+        for p in passwords(new).chain(old.into_iter().flat_map(passwords)) {
+            for c in asked
+                .iter()
+                .filter(|c| !p.is_empty() && c.contains(p.as_ref()))
+            {
+                holding.insert(c);
+            }
+        }
+    }
+    let show = |(text, kind): (&str, Option<&Kind>)| -> String {
+        let trimmed = text.trim_end_matches('\n').trim_end_matches('\r');
+        match (mask, kind) {
+            (Mask::PasswordMap, Some(&kind)) => {
+                redact_line(kind, text.as_bytes(), |c| holding.contains(c))
+            }
+            (Mask::MainCf, _) => mask_map_secrets(trimmed),
+            _ => trimmed.to_string(),
+        }
+    };
+    for hunk in hunks() {
         let _ = writeln!(out, "{}", hunk.header());
         for change in hunk.iter_changes() {
-            let (sign, line) = match change.tag() {
-                ChangeTag::Equal => (' ', &old_lines[change.old_index().unwrap_or_default()]),
-                ChangeTag::Delete => ('-', &old_lines[change.old_index().unwrap_or_default()]),
-                ChangeTag::Insert => ('+', &new_lines[change.new_index().unwrap_or_default()]),
+            let sign = match change.tag() {
+                ChangeTag::Equal => ' ',
+                ChangeTag::Delete => '-',
+                ChangeTag::Insert => '+',
             };
-            let _ = writeln!(out, "{sign}{line}");
+            let _ = writeln!(out, "{sign}{}", show(line(&change)));
             if change.missing_newline() {
                 out.push_str("\\ No newline at end of file\n");
             }

@@ -13,18 +13,24 @@
 //! spelling (`[host]:port`, host lowercased) for the tables and main.cf, and the host and
 //! port to connect to for `verify`.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use crate::desired::{Credentials, Desired, RelayHost, Sender, SenderKey, fields};
 use crate::managed::MapKind;
 use crate::secret::Secret;
 use crate::syntax::table;
 
-/// A relay: `host`, `[host]`, `host:port` or `[host]:port`.
+/// A relay: `host`, `[host]`, `host:port` or `[host]:port`. Cheap to clone: the senders
+/// of one relay share one copy (a desired state has few relays and many senders).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Relay {
+pub struct Relay(Arc<Parsed>);
+
+#[derive(PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Parsed {
     /// As Postfix is given it: as written, host lowercased.
     spelling: String,
     /// The host to connect to: without brackets or `ipv6:`.
@@ -59,31 +65,31 @@ impl Relay {
             None => 25,
             Some(p) => parse_port(p)?,
         };
-        Ok(Relay {
+        Ok(Relay(Arc::new(Parsed {
             spelling: s.to_ascii_lowercase(),
             host: host.to_ascii_lowercase(),
             port,
-        })
+        })))
     }
 
     /// The Postfix spelling, as written to main.cf and the tables.
     pub fn as_str(&self) -> &str {
-        &self.spelling
+        &self.0.spelling
     }
 
     /// The host and port to connect to.
     pub fn endpoint(&self) -> (&str, u16) {
-        (&self.host, self.port)
+        (&self.0.host, self.0.port)
     }
 
     /// Whether the host is an IP address (`[192.0.2.1]`, `[ipv6:…]`), not a name.
     pub fn is_ip_literal(&self) -> bool {
-        self.host.parse::<std::net::IpAddr>().is_ok()
+        self.0.host.parse::<std::net::IpAddr>().is_ok()
     }
 
     /// Whether Postfix connects to the host as written (`[host]`), not to its MX hosts.
     pub fn is_bracketed(&self) -> bool {
-        self.spelling.starts_with('[')
+        self.0.spelling.starts_with('[')
     }
 }
 
@@ -167,13 +173,13 @@ fn parse_port(p: &str) -> Result<u16, String> {
 
 impl fmt::Display for Relay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.spelling)
+        f.write_str(&self.0.spelling)
     }
 }
 
 impl fmt::Debug for Relay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Relay({:?})", self.spelling)
+        write!(f, "Relay({:?})", self.0.spelling)
     }
 }
 
@@ -281,38 +287,104 @@ impl<'a> Routing<'a> {
     }
 }
 
-/// One managed table as the desired state calls for it: entries sorted by key, and the
-/// bytes of the file postrelay writes.
+/// One managed table as the desired state calls for it: the bytes of the file postrelay
+/// writes (a header, then `key value` lines sorted by key; see [`table::render`]), held
+/// once and shared with the plan that writes them. Its entries are read back from them
+/// ([`table::entries`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
-    pub entries: Secret<Vec<(String, String)>>,
-    pub bytes: Secret<Vec<u8>>,
+    pub bytes: Secret<Arc<Vec<u8>>>,
+    /// How many entries.
+    pub len: usize,
+}
+
+impl Table {
+    /// The entries `(key, value)`, sorted by key, read back from the bytes: values of
+    /// `sasl_passwd` are `username:password`.
+    pub fn expose_entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        let text = std::str::from_utf8(self.bytes.expose()).unwrap_or_default();
+        text.lines().skip(1).filter_map(|l| l.split_once(' '))
+    }
+}
+
+impl Table {
+    /// Whether `entries`, sorted, are exactly this table's.
+    pub fn holds(&self, entries: &[(&str, &str)]) -> bool {
+        entries.len() == self.len && entries.iter().copied().eq(self.expose_entries())
+    }
 }
 
 /// The three managed tables, in [`MapKind::ALL`] order.
 pub fn tables(desired: &Desired) -> [Table; 3] {
     MapKind::ALL.map(|kind| {
         let mut entries = entries(kind, desired);
-        entries.sort_unstable();
-        let bytes = table::render(&entries);
+        // Keys are unique in a desired state (a duplicate is an error), so sorting by key
+        // alone is sorting by entry.
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Table {
-            entries: Secret::new(entries),
-            bytes: Secret::new(bytes),
+            bytes: Secret::new(Arc::new(render(&entries))),
+            len: entries.len(),
         }
     })
 }
 
-fn entries(kind: MapKind, desired: &Desired) -> Vec<(String, String)> {
-    let login = |c: &Credentials| format!("{}:{}", c.username, c.password.expose());
+/// A table key, borrowed from the desired state: `@domain` or as written.
+#[derive(PartialEq, Eq)]
+enum Key<'a> {
+    /// `@` then the text.
+    At(&'a str),
+    Plain(&'a str),
+}
+
+impl Key<'_> {
+    fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Key::At(s) => ("@", s),
+            Key::Plain(s) => ("", s),
+        }
+    }
+}
+
+impl Ord for Key<'_> {
+    /// The order of the keys' bytes, as written to the table.
+    fn cmp(&self, other: &Self) -> Ordering {
+        let (a, b) = (self.parts(), other.parts());
+        a.0.bytes()
+            .chain(a.1.bytes())
+            .cmp(b.0.bytes().chain(b.1.bytes()))
+    }
+}
+
+impl PartialOrd for Key<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A table value, borrowed from the desired state.
+enum Value<'a> {
+    /// `username:password`.
+    Login(&'a Credentials),
+    Text(&'a str),
+}
+
+fn sender_key(key: &SenderKey) -> Key<'_> {
+    match key {
+        SenderKey::Domain(d) => Key::At(d),
+        SenderKey::Address(a) => Key::Plain(a),
+    }
+}
+
+fn entries(kind: MapKind, desired: &Desired) -> Vec<(Key<'_>, Value<'_>)> {
     match kind {
         MapKind::SaslPasswd => {
             let senders = desired.senders.iter().filter_map(|s| {
                 let c = s.credentials.as_ref()?;
-                Some((s.key.table_key(), login(c)))
+                Some((sender_key(&s.key), Value::Login(c)))
             });
             let relayhost = desired.relayhost.iter().filter_map(|rh| {
                 let c = rh.credentials.as_ref()?;
-                Some((rh.relay.as_str().to_string(), login(c)))
+                Some((Key::Plain(rh.relay.as_str()), Value::Login(c)))
             });
             senders.chain(relayhost).collect()
         }
@@ -323,19 +395,52 @@ fn entries(kind: MapKind, desired: &Desired) -> Vec<(String, String)> {
                 .iter()
                 .filter_map(|s| {
                     let value = match routing.route(s).sender_relay? {
-                        SenderRelay::Relay(r) => r.as_str().to_string(),
-                        SenderRelay::Dunno => "DUNNO".to_string(),
+                        SenderRelay::Relay(r) => r.as_str(),
+                        SenderRelay::Dunno => "DUNNO",
                     };
-                    Some((s.key.table_key(), value))
+                    Some((sender_key(&s.key), Value::Text(value)))
                 })
                 .collect()
         }
         MapKind::TlsPolicy => desired
             .tls
             .iter()
-            .map(|(relay, tls)| (relay.as_str().to_string(), tls.as_str().to_string()))
+            .map(|(relay, tls)| (Key::Plain(relay.as_str()), Value::Text(tls.as_str())))
             .collect(),
     }
+}
+
+/// The bytes of a table with these entries, in this order: [`table::HEADER`], then one
+/// `key value` line each (the layout [`table::render`] gives), in a buffer of the exact
+/// size.
+fn render(entries: &[(Key, Value)]) -> Vec<u8> {
+    let value_len = |v: &Value| match v {
+        Value::Login(c) => c.username.len() + 1 + c.password.expose().len(),
+        Value::Text(t) => t.len(),
+    };
+    let size = entries.iter().map(|(k, v)| {
+        let (at, key) = k.parts();
+        at.len() + key.len() + 1 + value_len(v) + 1
+    });
+    let mut out = Vec::with_capacity(table::HEADER.len() + 1 + size.sum::<usize>());
+    out.extend_from_slice(table::HEADER.as_bytes());
+    out.push(b'\n');
+    for (k, v) in entries {
+        let (at, key) = k.parts();
+        out.extend_from_slice(at.as_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.push(b' ');
+        match v {
+            Value::Login(c) => {
+                out.extend_from_slice(c.username.as_bytes());
+                out.push(b':');
+                out.extend_from_slice(c.password.expose().as_bytes());
+            }
+            Value::Text(t) => out.extend_from_slice(t.as_bytes()),
+        }
+        out.push(b'\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -551,9 +656,7 @@ mod tests {
         .unwrap();
         let [sasl, relay, tls] = tables(&d);
         let pairs = |t: &Table| -> Vec<String> {
-            t.entries
-                .expose()
-                .iter()
+            t.expose_entries()
                 .map(|(k, v)| format!("{k} {v}"))
                 .collect()
         };
@@ -569,12 +672,19 @@ mod tests {
             pairs(&relay),
             ["@a.example [a.example]:587", "x@a.example DUNNO"]
         );
+        // What `postmap -s` dumps, sorted, is compared entry by entry.
+        let dumped = [("@a.example", "[a.example]:587"), ("x@a.example", "DUNNO")];
+        assert!(relay.holds(&dumped));
+        assert!(!relay.holds(&dumped[..1]));
+        assert!(!relay.holds(&[dumped[0], ("x@a.example", "[a.example]:587")]));
+        assert!(!relay.holds(&[dumped[0], dumped[1], ("y@a.example", "DUNNO")]));
+        assert!(!tls.holds(&dumped));
         assert_eq!(
             pairs(&tls),
             ["[a.example]:587 secure", "[rh.example]:587 may"]
         );
         assert_eq!(
-            String::from_utf8(relay.bytes.expose().clone()).unwrap(),
+            String::from_utf8(relay.bytes.expose().to_vec()).unwrap(),
             format!(
                 "{}\n@a.example [a.example]:587\nx@a.example DUNNO\n",
                 table::HEADER

@@ -10,9 +10,13 @@
 //! Only what planning can use is read: a compiled map is dumped only when its source
 //! already holds what the desired state calls for (otherwise it is rebuilt anyway),
 //! and the dumps run in parallel (a freshly written main.cf makes each Postfix tool wait
-//! up to 2 s for it to "cool down", and these waits overlap).
+//! up to 2 s for it to "cool down", and these waits overlap). A managed map's dump is
+//! compared with the desired table as it is read, and only the verdict kept; a source
+//! that holds the desired bytes shares them with the desired table: at 100,000 senders
+//! nothing of a map is held twice.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
@@ -48,8 +52,11 @@ pub struct MainCfFile {
 /// What a compiled map holds, as far as it was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
-    /// `postmap -s`'s entries, sorted.
-    Entries(Secret<Entries>),
+    /// `postmap -s` dumped exactly the entries of the desired table (compared as they
+    /// are read, so that a large map's entries are never all held).
+    Desired,
+    /// `postmap -s` dumped other entries.
+    Other,
     /// postmap cannot read it (corrupt, truncated): drift to repair.
     Unreadable,
     /// Not dumped: its source differs from the desired one, so it is rebuilt anyway.
@@ -65,13 +72,30 @@ pub struct Compiled {
     pub content: Content,
 }
 
+/// A managed map's source as read. Its bytes are shared: with the desired table when
+/// they are the same (the file is not held twice), and with the plan that shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub bytes: Secret<Arc<Vec<u8>>>,
+    pub meta: Meta,
+}
+
+impl From<Snapshot> for SourceFile {
+    fn from(s: Snapshot) -> SourceFile {
+        SourceFile {
+            bytes: Secret::new(Arc::new(s.bytes.into_inner())),
+            meta: s.meta,
+        }
+    }
+}
+
 /// One managed map as read.
 #[derive(Debug, Clone)]
 pub struct MapFile {
     pub kind: MapKind,
     pub source_path: PathBuf,
     /// `None`: missing.
-    pub source: Option<Snapshot>,
+    pub source: Option<SourceFile>,
     /// `None` for map types without a compiled form (texthash).
     pub compiled_path: Option<PathBuf>,
     /// `None`: missing (or no compiled form).
@@ -188,10 +212,18 @@ impl State {
         let suffix = postfix::compiled_suffix(&map_type)?;
         let mut maps = Vec::new();
         for kind in MapKind::ALL {
-            let wanted = desired.table(kind).bytes.expose();
+            let wanted = &desired.table(kind).bytes;
             let source_path = config_dir.join(kind.file_name());
-            let limit = fs::MAX_CONFIG_SIZE + wanted.len() as u64;
-            let source = fs::read_if_exists(&source_path, limit, Links::Refuse)?;
+            let limit = fs::MAX_CONFIG_SIZE + wanted.expose().len() as u64;
+            let source = fs::read_if_exists(&source_path, limit, Links::Refuse)?.map(|s| {
+                match s.bytes.expose() == wanted.expose().as_ref() {
+                    true => SourceFile {
+                        bytes: wanted.clone(),
+                        meta: s.meta,
+                    },
+                    false => s.into(),
+                }
+            });
             let compiled_path = suffix.map(|s| config_dir.join(format!("{}{s}", kind.file_name())));
             let compiled = match &compiled_path {
                 Some(p) => fs::stat(p)?.map(|meta| Compiled {
@@ -233,11 +265,16 @@ impl State {
     /// bytes, mode and owner; compiled maps: the same file, unmodified): apply calls it
     /// just before replacing anything, so it never overwrites a change made meanwhile.
     pub fn still_holds(&self) -> Result<()> {
-        let main_cf = Some(self.main_cf.snapshot.clone());
+        let main_cf = &self.main_cf.snapshot;
+        let main_cf = Some((main_cf.bytes.expose().as_slice(), &main_cf.meta));
         let mut files: Vec<(&Path, bool)> =
-            vec![(&self.main_cf.path, unchanged(&self.main_cf.path, &main_cf)?)];
+            vec![(&self.main_cf.path, unchanged(&self.main_cf.path, main_cf)?)];
         for m in &self.maps {
-            files.push((&m.source_path, unchanged(&m.source_path, &m.source)?));
+            let source = m
+                .source
+                .as_ref()
+                .map(|s| (s.bytes.expose().as_slice(), &s.meta));
+            files.push((&m.source_path, unchanged(&m.source_path, source)?));
             if let Some(path) = &m.compiled_path {
                 let now = fs::stat(path)?;
                 files.push((path, now == m.compiled.as_ref().map(|c| c.meta)));
@@ -253,11 +290,16 @@ impl State {
     }
 }
 
-/// Whether `path` still holds `before` (`None`: still missing).
-fn unchanged(path: &Path, before: &Option<Snapshot>) -> Result<bool> {
-    let limit = before.as_ref().map_or(0, |s| s.meta.size);
+/// Whether `path` still holds `before`'s bytes, with its mode and owner (`None`: still
+/// missing).
+fn unchanged(path: &Path, before: Option<(&[u8], &Meta)>) -> Result<bool> {
+    let limit = before.map_or(0, |(_, meta)| meta.size);
     match fs::read(path, limit, Links::Refuse) {
-        Ok(now) => Ok(before.as_ref().is_some_and(|b| b.same_content(&now))),
+        Ok(now) => Ok(before.is_some_and(|(bytes, meta)| {
+            let was = (meta.mode, meta.uid, meta.gid);
+            bytes == now.bytes.expose().as_slice()
+                && was == (now.meta.mode, now.meta.uid, now.meta.gid)
+        })),
         Err(e) if e.is_not_found() => Ok(before.is_none()),
         Err(ReadError::TooLarge { .. }) => Ok(false),
         Err(e) => bail!("{}: {e}", path.display()),
@@ -347,6 +389,26 @@ fn postconf_facts(dir: &Path, record: Option<&Record>) -> Result<PostconfFacts> 
 struct Dump {
     map_type: String,
     source: PathBuf,
+    /// A managed map's: compared with what the desired state calls for.
+    managed: Option<MapKind>,
+}
+
+/// What a dump found: whether a managed map holds the desired entries, a kept map's
+/// entries; `None` when postmap cannot read the map.
+enum Dumped {
+    Managed(Option<bool>),
+    Kept(Option<Entries>),
+}
+
+/// Runs a `postmap -s`.
+fn dump(dir: &Path, d: &Dump, desired: &Desired) -> Result<Dumped> {
+    Ok(match d.managed {
+        Some(kind) => Dumped::Managed(
+            postfix::dump_text(dir, &d.map_type, &d.source)?
+                .map(|text| desired.table(kind).holds(&postfix::dump_entries(&text))),
+        ),
+        None => Dumped::Kept(postfix::dump(dir, &d.map_type, &d.source)?),
+    })
 }
 
 /// Reads the maps the three parameters list beside postrelay's own and, with them, the
@@ -369,7 +431,7 @@ fn read_kept(
         let right = m
             .source
             .as_ref()
-            .is_some_and(|s| s.bytes.expose() == wanted);
+            .is_some_and(|s| s.bytes.expose().as_slice() == wanted.as_slice());
         let Some(compiled) = m.compiled.as_mut().filter(|_| right) else {
             continue;
         };
@@ -382,6 +444,7 @@ fn read_kept(
             dumps.push(Dump {
                 map_type: target.map_type.clone(),
                 source: m.source_path.clone(),
+                managed: Some(m.kind),
             });
             slots.push(Ok(i));
         }
@@ -407,7 +470,7 @@ fn read_kept(
     let results = std::thread::scope(|scope| {
         let handles: Vec<_> = dumps
             .iter()
-            .map(|d| scope.spawn(move || postfix::dump(dir, &d.map_type, &d.source)))
+            .map(|d| scope.spawn(move || dump(dir, d, desired)))
             .collect();
         handles
             .into_iter()
@@ -415,22 +478,23 @@ fn read_kept(
             .collect::<Vec<_>>()
     });
     for (slot, result) in slots.into_iter().zip(results) {
-        let entries = result?;
-        match slot {
-            Ok(i) => {
+        match (slot, result?) {
+            (Ok(i), Dumped::Managed(holds)) => {
                 if let Some(compiled) = &mut maps[i].compiled {
-                    compiled.content = match entries {
-                        Some(e) => Content::Entries(Secret::new(e)),
+                    compiled.content = match holds {
+                        Some(true) => Content::Desired,
+                        Some(false) => Content::Other,
                         None => Content::Unreadable,
                     };
                 }
             }
-            Err(k) => {
+            (Err(k), Dumped::Kept(entries)) => {
                 kept[k].content = match entries {
                     Some(e) => Kept::Entries(Secret::new(e)),
                     None => Kept::Unreadable("postmap cannot read it".into()),
                 }
             }
+            _ => unreachable!("a dump's result goes to the map it was run for"),
         }
     }
     Ok(kept)
@@ -456,6 +520,7 @@ fn kept_content(spec: &str, dir: &Path) -> Result<(Kept, Option<Dump>)> {
                 let dump = Dump {
                     map_type: map_type.to_string(),
                     source: path.to_path_buf(),
+                    managed: None,
                 };
                 (Kept::Unreadable("not read".into()), Some(dump))
             }

@@ -3,6 +3,7 @@
 //! list with their line; entries that pass become model values, and what the rules
 //! across entries need (every key, every relay use, inline passwords) is recorded.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
@@ -16,12 +17,15 @@ use crate::problems::Problems;
 use crate::routing::Relay;
 use crate::secret::Secret;
 
-/// A sender key as written, for the duplicate check.
+/// The key of a sender that is not in [`Parts::senders`] (another of its fields is
+/// invalid), which still counts in the duplicate check.
 pub(super) struct KeyUse {
     pub key: SenderKey,
     pub line: usize,
     /// `sender "as written"`, for messages.
     pub subject: String,
+    /// How many senders of [`Parts::senders`] come before it in the file.
+    pub after: usize,
 }
 
 /// A `tls` setting: its level, its line, and whether `accept_cleartext` acknowledges
@@ -33,13 +37,15 @@ pub(super) struct TlsSetting {
     pub accepted: bool,
 }
 
-/// One use of a relay, for resolving its TLS policy: the `tls` given there, if any.
+/// A use of a relay that gives a `tls`, for resolving its TLS policy.
 pub(super) struct RelayUse {
     pub relay: Relay,
-    pub tls: Option<TlsSetting>,
+    pub tls: TlsSetting,
 }
 
-/// What the entries hold once each is checked on its own.
+/// What the entries hold once each is checked on its own. The senders themselves carry
+/// what the rules across entries need of them (key, line, relay), so the bookkeeping
+/// beside them stays small: a 100,000-sender file has few relays and few mistakes.
 #[derive(Default)]
 pub(super) struct Parts {
     pub config_dir: Option<PathBuf>,
@@ -50,30 +56,59 @@ pub(super) struct Parts {
     pub has_relayhost: bool,
     /// Whether the file has any `[[sender]]` table (valid or not).
     pub has_senders: bool,
-    pub keys: Vec<KeyUse>,
+    /// The valid keys of the senders left out of `senders`, in file order.
+    pub rejected_keys: Vec<KeyUse>,
+    /// How the domain or address of a sender in `senders` is written, by its index
+    /// there, where that is not its key (capitals): for messages.
+    pub written: HashMap<usize, String>,
+    /// Every relay used (valid), once: the relayhost's and the senders'.
+    pub relays: HashSet<Relay>,
+    /// The uses of relays that give a `tls`.
     pub uses: Vec<RelayUse>,
     /// Lines of inline passwords.
     pub inline_passwords: Vec<usize>,
 }
 
+impl Parts {
+    /// Every valid sender key in file order, with its line and how it is named in
+    /// messages (`sender "as written"`).
+    pub fn keys(&self) -> impl Iterator<Item = (&SenderKey, usize, String)> {
+        let mut accepted = self.senders.iter().enumerate().peekable();
+        let mut rejected = self.rejected_keys.iter().peekable();
+        std::iter::from_fn(move || {
+            let take_rejected = match (accepted.peek(), rejected.peek()) {
+                (Some((i, _)), Some(k)) => k.after <= *i,
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            if take_rejected {
+                let k = rejected.next()?;
+                return Some((&k.key, k.line, k.subject.clone()));
+            }
+            let (i, s) = accepted.next()?;
+            let written = match (self.written.get(&i), &s.key) {
+                (Some(w), _) => w.as_str(),
+                (None, SenderKey::Domain(k) | SenderKey::Address(k)) => k.as_str(),
+            };
+            Some((&s.key, s.line, format!("sender {written:?}")))
+        })
+    }
+}
+
 /// Checks every entry of `raw`.
 pub(super) fn check(source: &Source, raw: RawFile, problems: &mut Problems) -> Parts {
-    let mut c = Checker { source, problems };
-    let mut parts = Parts {
-        has_relayhost: raw.relayhost.is_some(),
-        has_senders: raw.sender.as_ref().is_some_and(|s| !s.is_empty()),
-        ..Parts::default()
-    };
+    let senders = raw.sender.as_ref().map_or(0, Vec::len);
+    let mut c = Checker::new(source, problems, raw.relayhost.is_some(), senders);
     if let Some(pf) = raw.postfix {
-        c.postfix(pf.into_inner(), &mut parts);
+        c.postfix(pf.into_inner());
     }
     if let Some(rh) = raw.relayhost {
-        c.relayhost(rh, &mut parts);
+        c.relayhost(rh);
     }
     for s in raw.sender.unwrap_or_default() {
-        c.sender(s, &mut parts);
+        c.sender(s);
     }
-    parts
+    c.finish(senders > 0)
 }
 
 /// A field checked: its value, or invalid (the problem is recorded).
@@ -82,9 +117,45 @@ enum Checked<T> {
     Invalid,
 }
 
-struct Checker<'s, 'p> {
+/// Checks entries one at a time, as they are parsed (`raw` gives them all at once,
+/// `stream` one table at a time), into [`Parts`].
+pub(super) struct Checker<'s, 'p> {
     source: &'s Source<'s>,
     problems: &'p mut Problems,
+    parts: Parts,
+    /// The valid relays parsed so far, by spelling.
+    relays: HashMap<String, Relay>,
+}
+
+impl<'s, 'p> Checker<'s, 'p> {
+    /// A checker for a file that has a `[relayhost]` table or not (a sender without a
+    /// relay of its own needs one), with room for about `senders` senders.
+    pub(super) fn new(
+        source: &'s Source<'s>,
+        problems: &'p mut Problems,
+        has_relayhost: bool,
+        senders: usize,
+    ) -> Checker<'s, 'p> {
+        let parts = Parts {
+            has_relayhost,
+            senders: Vec::with_capacity(senders),
+            ..Parts::default()
+        };
+        Checker {
+            source,
+            problems,
+            parts,
+            relays: HashMap::new(),
+        }
+    }
+
+    /// What the entries hold; `has_senders`: whether the file has any `[[sender]]`.
+    pub(super) fn finish(self, has_senders: bool) -> Parts {
+        Parts {
+            has_senders,
+            ..self.parts
+        }
+    }
 }
 
 impl Checker<'_, '_> {
@@ -97,7 +168,7 @@ impl Checker<'_, '_> {
         self.problems.at(line, message);
     }
 
-    fn postfix(&mut self, pf: RawPostfix, parts: &mut Parts) {
+    pub(super) fn postfix(&mut self, pf: RawPostfix) {
         if let Some(d) = pf.config_dir {
             let written = d.get_ref();
             if !Path::new(written).is_absolute() {
@@ -109,12 +180,12 @@ impl Checker<'_, '_> {
                 );
                 self.at(&d, msg);
             } else {
-                parts.config_dir = Some(PathBuf::from(written));
+                self.parts.config_dir = Some(PathBuf::from(written));
             }
         }
         if let Some(m) = pf.map_type {
             if MAP_TYPES.contains(&m.get_ref().as_str()) {
-                parts.map_type = Some(m.into_inner());
+                self.parts.map_type = Some(m.into_inner());
             } else {
                 let msg = format!(
                     "map_type {:?}: expected one of {}",
@@ -126,7 +197,7 @@ impl Checker<'_, '_> {
         }
     }
 
-    fn relayhost(&mut self, rh: Spanned<RawRelayHost>, parts: &mut Parts) {
+    pub(super) fn relayhost(&mut self, rh: Spanned<RawRelayHost>) {
         let line = self.line(&rh);
         let rh = rh.into_inner();
         let subject = "relayhost";
@@ -143,47 +214,34 @@ impl Checker<'_, '_> {
             password: rh.password,
             password_file: rh.password_file,
         };
-        let credentials = self.credentials(subject, line, credentials, parts);
+        let credentials = self.credentials(subject, line, credentials);
         if let Some(relay) = relay {
-            parts.uses.push(RelayUse {
-                relay: relay.clone(),
-                tls,
-            });
+            self.used(&relay, tls);
             if let Checked::Valid(credentials) = credentials {
-                parts.relayhost = Some(RelayHost { relay, credentials });
+                self.parts.relayhost = Some(RelayHost { relay, credentials });
             }
         }
     }
 
-    fn sender(&mut self, s: Spanned<RawSender>, parts: &mut Parts) {
+    pub(super) fn sender(&mut self, s: Spanned<RawSender>) {
         let line = self.line(&s);
         let s = s.into_inner();
         let (subject, key) = self.key(line, &s.domain, &s.address);
-        if let Some(key) = &key {
-            parts.keys.push(KeyUse {
-                key: key.clone(),
-                line,
-                subject: subject.clone(),
-            });
-        }
         let relay = s.relay.as_ref().map(|r| self.relay(&subject, r));
         let tls = self.tls(&subject, &s.tls, &s.accept_cleartext);
         match (&relay, &s.tls) {
             (None, Some(t)) => {
-                let why = if parts.has_relayhost {
+                let why = if self.parts.has_relayhost {
                     "this sender goes through the relayhost"
                 } else {
                     "this sender has no relay"
                 };
                 self.at(t, format!("{subject}: tls belongs to a relay; {why}"));
             }
-            (Some(Some(r)), _) => parts.uses.push(RelayUse {
-                relay: r.clone(),
-                tls,
-            }),
+            (Some(Some(r)), _) => self.used(r, tls),
             _ => {}
         }
-        if relay.is_none() && !parts.has_relayhost {
+        if relay.is_none() && !self.parts.has_relayhost {
             let msg = format!("{subject}: no relay, and no [relayhost] to fall back to");
             self.problems.at(line, msg);
         }
@@ -192,13 +250,46 @@ impl Checker<'_, '_> {
             password: s.password,
             password_file: s.password_file,
         };
-        let credentials = self.credentials(&subject, line, credentials, parts);
-        if let (Some(key), Checked::Valid(credentials)) = (key, credentials) {
-            parts.senders.push(Sender {
-                key,
-                relay: relay.flatten(),
-                credentials,
-                line,
+        let credentials = self.credentials(&subject, line, credentials);
+        match (key, credentials) {
+            (Some(key), Checked::Valid(credentials)) => {
+                let written = s.domain.as_ref().or(s.address.as_ref());
+                if let Some(w) = written.map(Spanned::get_ref)
+                    && !matches!(&key, SenderKey::Domain(k) | SenderKey::Address(k) if k == w)
+                {
+                    let at = self.parts.senders.len();
+                    self.parts.written.insert(at, w.clone());
+                }
+                self.parts.senders.push(Sender {
+                    key,
+                    relay: relay.flatten(),
+                    credentials,
+                    line,
+                });
+            }
+            (Some(key), Checked::Invalid) => {
+                let after = self.parts.senders.len();
+                let k = KeyUse {
+                    key,
+                    line,
+                    subject,
+                    after,
+                };
+                self.parts.rejected_keys.push(k);
+            }
+            (None, _) => {}
+        }
+    }
+
+    /// Records a use of a valid relay, and its `tls` if given.
+    fn used(&mut self, relay: &Relay, tls: Option<TlsSetting>) {
+        if !self.parts.relays.contains(relay) {
+            self.parts.relays.insert(relay.clone());
+        }
+        if let Some(tls) = tls {
+            self.parts.uses.push(RelayUse {
+                relay: relay.clone(),
+                tls,
             });
         }
     }
@@ -252,9 +343,16 @@ impl Checker<'_, '_> {
         }
     }
 
+    /// A relay, parsed once per spelling: the senders that name it share it.
     fn relay(&mut self, subject: &str, relay: &Spanned<String>) -> Option<Relay> {
+        if let Some(r) = self.relays.get(relay.get_ref()) {
+            return Some(r.clone());
+        }
         match Relay::parse(relay.get_ref()) {
-            Ok(r) => Some(r),
+            Ok(r) => {
+                self.relays.insert(relay.get_ref().clone(), r.clone());
+                Some(r)
+            }
             Err(e) => {
                 self.at(
                     relay,
@@ -310,10 +408,9 @@ impl Checker<'_, '_> {
         subject: &str,
         line: usize,
         raw: RawCredentials,
-        parts: &mut Parts,
     ) -> Checked<Option<Credentials>> {
         if let Some(p) = &raw.password {
-            parts.inline_passwords.push(self.line(p));
+            self.parts.inline_passwords.push(self.line(p));
         }
         let mut ok = true;
         if let Some(u) = &raw.username

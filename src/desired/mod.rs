@@ -1,10 +1,13 @@
 //! The desired-state file (`postrelay.toml`): the model, its invariants, and loading.
 //!
 //! [`load`] is a short pipeline: read the file (the hardened reader, bounded) → parse
-//! the TOML into the raw serde model (`raw`) → check each entry's fields and read its
-//! password file (`entries`, with the pure checks in [`fields`]) → check the rules
-//! across entries (`rules`). Every problem found on the way is collected with its file
-//! and line ([`Problems`]), and all of them are reported together.
+//! the TOML into the raw serde model → check each entry's fields and read its password
+//! file (`entries`, with the pure checks in [`fields`]) → check the rules across
+//! entries (`rules`). A plainly laid-out file is parsed table by table from
+//! toml_parser's tokens, each table checked as it ends (`stream`); any other file is
+//! parsed as a whole by toml (`raw`), whose messages it keeps. Every problem found on
+//! the way is collected with its file and line ([`Problems`]), and all of them are
+//! reported together.
 //!
 //! Invariants of a [`Desired`] returned by [`load`]:
 //! - at least one of `relayhost` and `senders` is non-empty, and every sender has a
@@ -26,7 +29,9 @@ mod entries;
 pub mod fields;
 mod raw;
 mod rules;
+mod stream;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -203,12 +208,14 @@ impl Desired {
     }
 }
 
-/// The desired-state text, with a line index for error messages.
+/// The desired-state text, with line lookups for messages.
 pub(crate) struct Source<'a> {
     pub path: &'a Path,
     pub text: &'a str,
-    /// Byte offsets of every '\n' in `text`, for line lookups in O(log n).
-    newlines: Vec<usize>,
+    /// The last offset looked up and its line: lookups come in about file order, so
+    /// each counts only the newlines between it and the one before (no index of every
+    /// line, which for a large file would be as large as the model).
+    cursor: Cell<(usize, usize)>,
 }
 
 impl<'a> Source<'a> {
@@ -216,14 +223,27 @@ impl<'a> Source<'a> {
         Source {
             path,
             text,
-            newlines: text.match_indices('\n').map(|(i, _)| i).collect(),
+            cursor: Cell::new((0, 1)),
         }
     }
 
     /// 1-based line of the start of `span`.
     pub fn line(&self, span: Range<usize>) -> usize {
-        let end = span.start.min(self.text.len());
-        self.newlines.partition_point(|&nl| nl < end) + 1
+        let to = span.start.min(self.text.len());
+        let (from, line) = self.cursor.get();
+        let newlines = |r: Range<usize>| {
+            self.text.as_bytes()[r]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+        };
+        let line = if to >= from {
+            line + newlines(from..to)
+        } else {
+            line - newlines(to..from)
+        };
+        self.cursor.set((to, line));
+        line
     }
 
     /// The directory relative `password_file`s are read from; `None` for a desired
@@ -271,10 +291,38 @@ fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, Problems> {
 /// Parses and validates desired-state `text` read from `path` (named in messages; its
 /// directory is where relative password files are), whose permission bits are `mode`.
 pub fn parse(path: &Path, text: &str, mode: u32) -> Result<Desired, Problems> {
+    parse_with(path, text, mode, Reader::Stream)
+}
+
+/// How the TOML is read: streamed (falling back to a whole-document parse for a file
+/// not laid out plainly, see `stream`), or as a whole document in any case (for tests
+/// that compare the two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    Stream,
+    #[cfg(test)]
+    Whole,
+}
+
+fn parse_with(path: &Path, text: &str, mode: u32, reader: Reader) -> Result<Desired, Problems> {
     let source = Source::new(path, text);
-    let raw = raw::parse(&source)?;
-    let mut problems = Problems::new(path);
-    let parts = entries::check(&source, raw, &mut problems);
+    let streamed = match reader {
+        Reader::Stream => stream::parse(&source),
+        #[cfg(test)]
+        Reader::Whole => None,
+    };
+    let (parts, mut problems) = match streamed {
+        Some(checked) => checked,
+        None => {
+            tracing::debug!(
+                "{}: not laid out plainly; parsed as a whole",
+                path.display()
+            );
+            let raw = raw::parse(&source)?;
+            let mut problems = Problems::new(path);
+            (entries::check(&source, raw, &mut problems), problems)
+        }
+    };
     let (tls, warnings) = rules::check(&source, &parts, mode, &mut problems);
     problems.into_result()?;
     Ok(Desired {

@@ -26,14 +26,14 @@ pub(super) struct RawFile {
     pub sender: Option<Vec<Spanned<RawSender>>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, expecting = "a [postfix] table")]
 pub(super) struct RawPostfix {
     pub config_dir: Option<Spanned<String>>,
     pub map_type: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, expecting = "a [relayhost] table")]
 pub(super) struct RawRelayHost {
     pub relay: Option<Spanned<String>>,
@@ -44,7 +44,7 @@ pub(super) struct RawRelayHost {
     pub accept_cleartext: Option<Spanned<bool>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, expecting = "a [[sender]] table")]
 pub(super) struct RawSender {
     pub domain: Option<Spanned<String>>,

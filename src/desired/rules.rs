@@ -29,19 +29,18 @@ pub(super) fn check(
 }
 
 fn unique_keys(parts: &Parts, problems: &mut Problems) {
-    let mut first = HashMap::with_capacity(parts.keys.len());
-    for k in &parts.keys {
-        match first.get(&k.key) {
-            Some(line) => problems.at(
-                k.line,
+    let mut first = HashMap::with_capacity(parts.senders.len() + parts.rejected_keys.len());
+    for (key, line, subject) in parts.keys() {
+        match first.get(key) {
+            Some(first) => problems.at(
+                line,
                 format!(
-                    "{}: duplicate of the sender at line {line} (key {:?})",
-                    k.subject,
-                    k.key.table_key()
+                    "{subject}: duplicate of the sender at line {first} (key {:?})",
+                    key.table_key()
                 ),
             ),
             None => {
-                first.insert(&k.key, k.line);
+                first.insert(key, line);
             }
         }
     }
@@ -95,17 +94,18 @@ fn private_if_inline_passwords(source: &Source, parts: &Parts, mode: u32, proble
 /// `accept_cleartext`.
 fn tls_levels(parts: &Parts, problems: &mut Problems) -> (BTreeMap<Relay, Tls>, Vec<Warning>) {
     let mut uses: Vec<_> = parts.uses.iter().collect();
-    uses.sort_by_key(|u| u.tls.map_or(0, |t| t.line));
-    let mut explicit: BTreeMap<&Relay, Option<TlsSetting>> = BTreeMap::new();
+    uses.sort_by_key(|u| u.tls.line);
+    let mut explicit: BTreeMap<&Relay, Option<TlsSetting>> =
+        parts.relays.iter().map(|r| (r, None)).collect();
     let mut accepted: HashSet<&Relay> = HashSet::new();
     for u in uses {
-        if u.tls.is_some_and(|t| t.accepted) {
+        if u.tls.accepted {
             accepted.insert(&u.relay);
         }
         let entry = explicit.entry(&u.relay).or_insert(None);
         match (*entry, u.tls) {
-            (None, t) => *entry = t,
-            (Some(a), Some(b)) if a.tls != b.tls => problems.at(
+            (None, t) => *entry = Some(t),
+            (Some(a), b) if a.tls != b.tls => problems.at(
                 b.line,
                 format!(
                     "relay {:?}: tls {:?} conflicts with tls {:?} at line {}",

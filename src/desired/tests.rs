@@ -322,3 +322,24 @@ fn accept_cleartext_ends_the_warning_of_its_relay() {
             .unwrap();
     assert_eq!(d.warnings.len(), 1);
 }
+
+#[test]
+fn duplicates_are_told_in_file_order_even_on_one_line() {
+    let err = |text: &str| parse_str(text).unwrap_err().to_string();
+    let rh = "relayhost = { relay = \"r.example\" }\n";
+    assert_eq!(
+        err(&format!(
+            "{rh}sender = [{{ domain = \"A.example\", username = \"u\" }}, {{ domain = \"a.Example\" }}, {{ domain = \"B.example\" }}]\n"
+        )),
+        "test.toml, line 2: sender \"A.example\": username without password or password_file\n\
+         test.toml, line 2: sender \"a.Example\": duplicate of the sender at line 2 (key \"@a.example\")"
+    );
+    assert_eq!(
+        err(&format!(
+            "{rh}sender = [{{ domain = \"B.example\" }}, {{ domain = \"A.example\" }}, {{ domain = \"a.Example\", username = \"u\" }}, {{ domain = \"b.EXAMPLE\" }}]\n"
+        )),
+        "test.toml, line 2: sender \"a.Example\": username without password or password_file\n\
+         test.toml, line 2: sender \"a.Example\": duplicate of the sender at line 2 (key \"@a.example\")\n\
+         test.toml, line 2: sender \"b.EXAMPLE\": duplicate of the sender at line 2 (key \"@b.example\")"
+    );
+}

@@ -56,6 +56,25 @@ fn rotation_shows_a_changed_redacted_line() {
 }
 
 #[test]
+fn diff_masks_shown_comments_that_hold_an_old_or_new_password() {
+    let old = b"# notes: the old one was Old-Pw-1\n# plain prose\n# continued x\nkey-old u:Old-Pw-1\nmulti u:Cont\n  -Pw-2\n";
+    let new =
+        b"# notes: the old one was Old-Pw-1\n# plain prose\n# now New-Pw-9\nkey-new u:New-Pw-9\n";
+    let d = diff("sasl_passwd", Some(old), new, Mask::PasswordMap);
+    assert!(
+        d.contains(" #********\n # plain prose\n-# continued x\n"),
+        "{d}"
+    );
+    assert!(d.contains("+#********\n+key-new u:********\n"), "{d}");
+    for secret in ["Old-Pw-1", "New-Pw-9", "Cont", "Pw-2"] {
+        assert!(!d.contains(secret), "{secret}: {d}");
+    }
+    // With --show-secrets nothing is masked.
+    let d = diff("sasl_passwd", Some(old), new, Mask::Nothing);
+    assert!(d.contains("+# now New-Pw-9\n"), "{d}");
+}
+
+#[test]
 fn diff_marks_missing_final_newline_and_new_files() {
     let d = diff("main.cf", Some(b"a = 1"), b"a = 1\nb = 2\n", Mask::MainCf);
     assert!(
@@ -74,8 +93,8 @@ fn change(reasons: Vec<Reason>) -> MapChange {
         kind: MapKind::SaslPasswd,
         source_path: PathBuf::from("/etc/postfix/sasl_passwd"),
         compiled_path: Some(PathBuf::from("/etc/postfix/sasl_passwd.db")),
-        old: Some(Secret::new(b"@a u:old\n".to_vec())),
-        new: Secret::new(b"@a u:new\n".to_vec()),
+        old: Some(Secret::new(b"@a u:old\n".to_vec().into())),
+        new: Secret::new(b"@a u:new\n".to_vec().into()),
         entries: 1,
         write_source: true,
         rebuild: true,

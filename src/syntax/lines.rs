@@ -12,6 +12,8 @@
 //! exact text including its terminator (`\n`, `\r\n`, or nothing on a last line without
 //! a final newline), so concatenating the lines gives back the input.
 
+use std::borrow::Cow;
+
 /// How Postfix treats one physical line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -104,9 +106,19 @@ pub fn trim(s: &[u8]) -> &[u8] {
 
 /// Splits `input` into classified physical lines. Never fails; `render(split(x)) == x`.
 pub fn split(input: &[u8]) -> Vec<Line> {
-    let mut lines = Vec::new();
+    classify(input)
+        .map(|(kind, raw)| Line {
+            raw: raw.to_vec(),
+            kind,
+        })
+        .collect()
+}
+
+/// The physical lines of `input` (terminator included) with their kinds, one at a time
+/// and borrowed: [`split`] without holding every line.
+pub fn classify(input: &[u8]) -> impl Iterator<Item = (Kind, &[u8])> {
     let mut in_logical = false;
-    for raw in input.split_inclusive(|&b| b == b'\n') {
+    input.split_inclusive(|&b| b == b'\n').map(move |raw| {
         let first_text = raw.iter().position(|&b| !is_space(b));
         let kind = match first_text {
             None => Kind::Blank,
@@ -118,12 +130,40 @@ pub fn split(input: &[u8]) -> Vec<Line> {
             Some(_) if in_logical => Kind::Continuation,
             Some(_) => Kind::Orphan,
         };
-        lines.push(Line {
-            raw: raw.to_vec(),
-            kind,
-        });
-    }
-    lines
+        (kind, raw)
+    })
+}
+
+/// The text of each logical line (as [`Logical::text`] joins it) with its 1-based line
+/// number, from classified physical lines: borrowed from the input when the logical
+/// line is one physical line, joined only when it has continuations.
+pub fn joined<'a>(
+    lines: impl Iterator<Item = (Kind, &'a [u8])>,
+) -> impl Iterator<Item = (usize, Cow<'a, [u8]>)> {
+    let content = |raw: &'a [u8]| raw.strip_suffix(b"\n").unwrap_or(raw);
+    let mut lines = lines.enumerate().peekable();
+    std::iter::from_fn(move || {
+        let (start, raw) = loop {
+            match lines.next()? {
+                (i, (Kind::Start, raw)) => break (i, raw),
+                _ => continue,
+            }
+        };
+        let mut text = Cow::Borrowed(content(raw));
+        // Continuations, across ignored lines, up to the next logical line.
+        while let Some((_, (kind, raw))) = lines.next_if(|(_, (kind, _))| *kind != Kind::Start) {
+            if kind == Kind::Continuation {
+                text.to_mut().extend_from_slice(content(raw));
+            }
+        }
+        if let Some(nul) = text.iter().position(|&b| b == 0) {
+            match &mut text {
+                Cow::Borrowed(t) => *t = &t[..nul],
+                Cow::Owned(t) => t.truncate(nul),
+            }
+        }
+        Some((start + 1, text))
+    })
 }
 
 /// Groups `Start` lines with their continuations.

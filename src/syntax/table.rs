@@ -8,6 +8,8 @@
 //! files postrelay owns: a header comment, then one `key value` line per entry sorted by
 //! key, always `\n`-terminated.
 
+use std::borrow::Cow;
+
 use super::lines::{self, Kind, Line};
 
 /// The first line of every map file postrelay writes.
@@ -68,19 +70,52 @@ impl Table {
 
     /// The logical entries in file order (duplicates included; postmap keeps the first).
     pub fn entries(&self) -> Vec<Entry> {
-        lines::logical_lines(&self.lines)
-            .into_iter()
-            .map(|logical| {
-                let text = logical.text(&self.lines);
-                let k = key_len(&text);
-                Entry {
-                    line: logical.line_number(),
-                    key: text[..k].to_vec(),
-                    value: lines::trim(&text[k..]).to_vec(),
-                }
+        let lines = self.lines.iter().map(|l| (l.kind, l.raw.as_slice()));
+        entries_of(lines)
+            .map(|e| Entry {
+                line: e.line,
+                key: e.key.into_owned(),
+                value: e.value.into_owned(),
             })
             .collect()
     }
+}
+
+/// One logical entry, borrowed from the text it was read from where it lies on one
+/// line (see [`entries`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRef<'a> {
+    /// 1-based line where the entry starts.
+    pub line: usize,
+    pub key: Cow<'a, [u8]>,
+    /// Joined and trimmed; empty when the line has no value (postmap skips such lines).
+    pub value: Cow<'a, [u8]>,
+}
+
+/// The logical entries of `input` in file order, as [`Table::entries`] gives them, one
+/// at a time and without copying the text of one-line entries: for large maps.
+pub fn entries(input: &[u8]) -> impl Iterator<Item = EntryRef<'_>> {
+    entries_of(lines::classify(input))
+}
+
+fn entries_of<'a>(
+    lines: impl Iterator<Item = (Kind, &'a [u8])>,
+) -> impl Iterator<Item = EntryRef<'a>> {
+    lines::joined(lines).map(|(line, text)| {
+        let k = key_len(&text);
+        match text {
+            Cow::Borrowed(t) => EntryRef {
+                line,
+                key: Cow::Borrowed(&t[..k]),
+                value: Cow::Borrowed(lines::trim(&t[k..])),
+            },
+            Cow::Owned(t) => EntryRef {
+                line,
+                key: Cow::Owned(t[..k].to_vec()),
+                value: Cow::Owned(lines::trim(&t[k..]).to_vec()),
+            },
+        }
+    })
 }
 
 /// Renders a table postrelay owns: [`HEADER`], then `key value` lines sorted by key.
@@ -162,6 +197,55 @@ mod tests {
         let t = Table::parse(&out);
         assert!(is_header(&t.lines()[0]));
         assert_eq!(t.entries().len(), 3);
+    }
+
+    #[test]
+    fn borrowed_entries_are_the_entries() {
+        let inputs: &[&[u8]] = &[
+            b"a 1\n  b 2\n# c\n\tc 3\n\n  d\nx y\n",
+            b"  orphan 1\n  more\nk v\r\nk2 \"v 2\"  \n\"q k\" v",
+            b"nul v\0after\ncont x\n  y\0z\n  w\nlast",
+            b"",
+            b"#only\n\n",
+        ];
+        for input in inputs {
+            // As the logical lines of the whole document give them.
+            let lines = lines::split(input);
+            let owned: Vec<(usize, Vec<u8>, Vec<u8>)> = lines::logical_lines(&lines)
+                .iter()
+                .map(|l| {
+                    let text = l.text(&lines);
+                    let k = key_len(&text);
+                    (
+                        l.line_number(),
+                        text[..k].to_vec(),
+                        lines::trim(&text[k..]).to_vec(),
+                    )
+                })
+                .collect();
+            let parsed: Vec<(usize, Vec<u8>, Vec<u8>)> = Table::parse(input)
+                .entries()
+                .into_iter()
+                .map(|e| (e.line, e.key, e.value))
+                .collect();
+            assert_eq!(parsed, owned, "{input:?}");
+            let borrowed: Vec<(usize, Vec<u8>, Vec<u8>)> = entries(input)
+                .map(|e| (e.line, e.key.into_owned(), e.value.into_owned()))
+                .collect();
+            assert_eq!(borrowed, owned, "{input:?}");
+        }
+        // One-line entries are not copied.
+        let e = entries(b"k v\n").next().unwrap();
+        assert!(matches!(
+            (e.key, e.value),
+            (Cow::Borrowed(b"k"), Cow::Borrowed(b"v"))
+        ));
+        assert_eq!(
+            entries(b"nul v\0after\ncont x\n  y\0z\n")
+                .map(|e| e.value.into_owned())
+                .collect::<Vec<_>>(),
+            [b"v".to_vec(), b"x  y".to_vec()]
+        );
     }
 
     #[test]

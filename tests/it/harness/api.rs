@@ -36,7 +36,7 @@ pub fn planned(config: &Path, etc: &Path) -> Planned {
         maps: plan
             .maps
             .iter()
-            .map(|m| (m.kind.file_name(), m.new.expose().clone()))
+            .map(|m| (m.kind.file_name(), m.new.expose().to_vec()))
             .collect(),
         main_cf: plan.main_cf.map(|m| m.new),
     }
