@@ -30,7 +30,7 @@ use nix::unistd::Uid;
 
 use crate::desired::{Desired, MAP_TYPES};
 use crate::failpoint;
-use crate::fs::{self, Links, Snapshot, Temp};
+use crate::fs::{self, Links, Meta, Snapshot, Temp};
 use crate::hold;
 use crate::managed::{LOCK, MAIN_CF, MapKind, RELOAD_PENDING, replaced_names};
 use crate::plan::{self, Plan};
@@ -134,28 +134,55 @@ fn remember(desired: &Desired, state: &State, plan: &Plan) -> Result<()> {
     let dir = &plan.target.config_dir;
     let mut found = Vec::new();
     for m in &state.maps {
-        let Some(path) = &m.compiled_path else {
+        let Some(compiled_path) = &m.compiled_path else {
             continue;
         };
-        let rebuilt = plan.maps.iter().any(|c| c.kind == m.kind && c.rebuild);
-        let checked = m.compiled.as_ref().map(|c| c.meta);
-        match fs::stat(path)? {
-            Some(now) if rebuilt || Some(now) == checked => found.push((m.kind, path, now)),
-            _ => {}
+        let change = plan.maps.iter().find(|c| c.kind == m.kind);
+        // Each file is either the one this run wrote or the one planning read.
+        let as_read = |now: Option<Meta>, before: Option<Meta>, written: bool| {
+            now.filter(|n| written || Some(*n) == before)
+        };
+        let source = as_read(
+            fs::stat(&m.source_path)?,
+            m.source.as_ref().map(|s| s.meta),
+            change.is_some_and(|c| c.write_source),
+        );
+        let compiled = as_read(
+            fs::stat(compiled_path)?,
+            m.compiled.as_ref().map(|c| c.meta),
+            change.is_some_and(|c| c.rebuild),
+        );
+        if let (Some(source), Some(compiled)) = (source, compiled) {
+            found.push((m.kind, &m.source_path, source, compiled_path, compiled));
         }
     }
-    if let Some(newest) = found.iter().map(|(_, _, meta)| meta.ctime).max() {
+    let newest = found.iter().map(|f| f.2.ctime.max(f.4.ctime)).max();
+    if let Some(newest) = newest {
         record::settle(newest);
     }
+    // The hashes (tens of milliseconds for 100,000 senders) one thread each.
+    let hashes: Vec<String> = std::thread::scope(|scope| {
+        let threads: Vec<_> = found
+            .iter()
+            .map(|f| scope.spawn(|| record::sha256_hex(desired.table(f.0).bytes.expose())))
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("hash thread panicked"))
+            .collect()
+    });
     let mut maps = Vec::new();
-    for (kind, path, before) in found {
+    for ((kind, source_path, source, compiled_path, compiled), hash) in
+        found.into_iter().zip(hashes)
+    {
         // A file changed while this run settled is left to the next full check.
-        if fs::stat(path)? == Some(before) {
+        if fs::stat(source_path)? == Some(source) && fs::stat(compiled_path)? == Some(compiled) {
             maps.push(MapRecord {
                 map: kind.file_name().to_string(),
                 map_type: plan.target.map_type.clone(),
-                source_sha256: record::sha256_hex(desired.table(kind).bytes.expose()),
-                compiled: Identity::of(&before),
+                source: Identity::of(&source),
+                source_sha256: hash,
+                compiled: Identity::of(&compiled),
             });
         }
     }
@@ -292,9 +319,17 @@ fn instance(dir: &Path, options: &Options) -> Result<Result<(), Skip>> {
 
 fn execute(plan: &Plan, state: &State, options: &Options) -> Result<Vec<Step>> {
     let dir = &plan.target.config_dir;
-    let instance = instance(dir, options)?;
+    // `postfix status` (tens of milliseconds) runs while the maps are staged.
+    let (instance, staged) = std::thread::scope(|scope| {
+        let status = scope.spawn(|| instance(dir, options));
+        let staged = stage(plan);
+        (
+            status.join().expect("postfix status thread panicked"),
+            staged,
+        )
+    });
+    let (instance, staged) = (instance?, staged?);
     let running = instance.is_ok();
-    let staged = stage(plan)?;
     state.still_holds()?;
     let mut steps = Vec::new();
     let holder = match &plan.hold {

@@ -66,6 +66,8 @@ pub struct MapRecord {
     /// The map's file name (`sasl_passwd`).
     pub map: String,
     pub map_type: String,
+    /// The source as apply left it.
+    pub source: Identity,
     /// SHA-256, in hex, of the source bytes postmap built it from.
     pub source_sha256: String,
     pub compiled: Identity,
@@ -138,21 +140,25 @@ impl Record {
     }
 
     /// Whether the compiled form of `kind`, with metadata `compiled`, is what postmap
-    /// built from `source` as a `map_type` map, as recorded.
+    /// built from `source` (with metadata `source_meta`) as a `map_type` map, as
+    /// recorded. The source's bytes are hashed only when the source is not the very file
+    /// apply left (touched, or rewritten with the same bytes).
     pub fn compiled_clean(
         &self,
         kind: MapKind,
         map_type: &str,
         source: &[u8],
+        source_meta: &Meta,
         compiled: &Meta,
     ) -> bool {
-        let now = Identity::of(compiled);
+        let (now, source_now) = (Identity::of(compiled), Identity::of(source_meta));
         self.maps.iter().any(|m| {
             m.map == kind.file_name()
                 && m.map_type == map_type
                 && m.compiled == now
                 && now.ctime < self.written
-                && m.source_sha256 == sha256_hex(source)
+                && ((m.source == source_now && source_now.ctime < self.written)
+                    || m.source_sha256 == sha256_hex(source))
         })
     }
 
@@ -240,10 +246,13 @@ mod tests {
     #[test]
     fn only_an_older_identical_file_built_from_the_same_bytes_is_clean() {
         let compiled = meta(7, (100, 5));
+        let source = meta(6, (100, 4));
+        let touched = meta(6, (100, 7));
         let mut record = Record::new(
             vec![MapRecord {
                 map: "sasl_passwd".into(),
                 map_type: "hash".into(),
+                source: Identity::of(&source),
                 source_sha256: sha256_hex(b"@a u:pw\n"),
                 compiled: Identity::of(&compiled),
             }],
@@ -251,15 +260,42 @@ mod tests {
         );
         record.written = (100, 6);
         let kind = MapKind::SaslPasswd;
-        assert!(record.compiled_clean(kind, "hash", b"@a u:pw\n", &compiled));
-        // Other bytes, another type, another map, another inode.
-        assert!(!record.compiled_clean(kind, "hash", b"@a u:pw2\n", &compiled));
-        assert!(!record.compiled_clean(kind, "btree", b"@a u:pw\n", &compiled));
-        assert!(!record.compiled_clean(MapKind::TlsPolicy, "hash", b"@a u:pw\n", &compiled));
-        assert!(!record.compiled_clean(kind, "hash", b"@a u:pw\n", &meta(8, (100, 5))));
+        let pw = b"@a u:pw\n";
+        let clean = |r: &Record, kind, map_type, bytes: &[u8], source: &Meta, compiled: &Meta| {
+            r.compiled_clean(kind, map_type, bytes, source, compiled)
+        };
+        assert!(clean(&record, kind, "hash", pw, &source, &compiled));
+        // The source touched since apply: its bytes are hashed, and match or not.
+        assert!(clean(&record, kind, "hash", pw, &touched, &compiled));
+        assert!(!clean(
+            &record,
+            kind,
+            "hash",
+            b"@a u:pw2\n",
+            &touched,
+            &compiled
+        ));
+        // Another type, another map, another compiled inode.
+        assert!(!clean(&record, kind, "btree", pw, &source, &compiled));
+        assert!(!clean(
+            &record,
+            MapKind::TlsPolicy,
+            "hash",
+            pw,
+            &source,
+            &compiled
+        ));
+        assert!(!clean(
+            &record,
+            kind,
+            "hash",
+            pw,
+            &source,
+            &meta(8, (100, 5))
+        ));
         // Racily clean: changed in the same tick as the record was written.
         record.written = (100, 5);
-        assert!(!record.compiled_clean(kind, "hash", b"@a u:pw\n", &compiled));
+        assert!(!clean(&record, kind, "hash", pw, &source, &compiled));
     }
 
     #[test]

@@ -348,10 +348,15 @@ impl Key<'_> {
 impl Ord for Key<'_> {
     /// The order of the keys' bytes, as written to the table.
     fn cmp(&self, other: &Self) -> Ordering {
-        let (a, b) = (self.parts(), other.parts());
-        a.0.bytes()
-            .chain(a.1.bytes())
-            .cmp(b.0.bytes().chain(b.1.bytes()))
+        match (self, other) {
+            (Key::At(a), Key::At(b)) | (Key::Plain(a), Key::Plain(b)) => a.cmp(b),
+            _ => {
+                let (a, b) = (self.parts(), other.parts());
+                a.0.bytes()
+                    .chain(a.1.bytes())
+                    .cmp(b.0.bytes().chain(b.1.bytes()))
+            }
+        }
     }
 }
 

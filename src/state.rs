@@ -428,16 +428,17 @@ fn read_kept(
     let mut slots: Vec<Result<usize, usize>> = Vec::new();
     for (i, m) in maps.iter_mut().enumerate() {
         let wanted = desired.table(m.kind).bytes.expose();
-        let right = m
+        let source = m
             .source
             .as_ref()
-            .is_some_and(|s| s.bytes.expose().as_slice() == wanted.as_slice());
-        let Some(compiled) = m.compiled.as_mut().filter(|_| right) else {
+            .filter(|s| s.bytes.expose().as_slice() == wanted.as_slice());
+        let (Some(source), Some(compiled)) = (source, m.compiled.as_mut()) else {
             continue;
         };
-        if record
-            .is_some_and(|r| r.compiled_clean(m.kind, &target.map_type, wanted, &compiled.meta))
-        {
+        let map_type = &target.map_type;
+        if record.is_some_and(|r| {
+            r.compiled_clean(m.kind, map_type, wanted, &source.meta, &compiled.meta)
+        }) {
             tracing::debug!("{}: as recorded; not dumped", m.source_path.display());
             compiled.content = Content::Recorded;
         } else {

@@ -3,7 +3,9 @@
 //! list with their line; entries that pass become model values, and what the rules
 //! across entries need (every key, every relay use, inline passwords) is recorded.
 
-use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
@@ -26,6 +28,23 @@ pub(super) struct KeyUse {
     pub subject: String,
     /// How many senders of [`Parts::senders`] come before it in the file.
     pub after: usize,
+}
+
+/// How an entry is named in messages: `relayhost`, `sender`, or `sender "as written"`;
+/// written out only when a message is.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Subject<'a> {
+    Plain(&'static str),
+    Sender(&'a str),
+}
+
+impl fmt::Display for Subject<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Plain(s) => f.write_str(s),
+            Subject::Sender(written) => write!(f, "sender {written:?}"),
+        }
+    }
 }
 
 /// A `tls` setting: its level, its line, and whether `accept_cleartext` acknowledges
@@ -60,19 +79,35 @@ pub(super) struct Parts {
     pub rejected_keys: Vec<KeyUse>,
     /// How the domain or address of a sender in `senders` is written, by its index
     /// there, where that is not its key (capitals): for messages.
-    pub written: HashMap<usize, String>,
+    pub written: FxHashMap<usize, String>,
     /// Every relay used (valid), once: the relayhost's and the senders'.
-    pub relays: HashSet<Relay>,
+    pub relays: FxHashSet<Relay>,
     /// The uses of relays that give a `tls`.
     pub uses: Vec<RelayUse>,
     /// Lines of inline passwords.
     pub inline_passwords: Vec<usize>,
 }
 
+/// How [`Parts::keys`] names a sender in messages, written out only when one is.
+pub(super) enum KeyName<'a> {
+    Accepted(Subject<'a>),
+    /// A rejected sender's subject, kept as text.
+    Rejected(&'a str),
+}
+
+impl fmt::Display for KeyName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyName::Accepted(s) => s.fmt(f),
+            KeyName::Rejected(s) => f.write_str(s),
+        }
+    }
+}
+
 impl Parts {
     /// Every valid sender key in file order, with its line and how it is named in
     /// messages (`sender "as written"`).
-    pub fn keys(&self) -> impl Iterator<Item = (&SenderKey, usize, String)> {
+    pub fn keys(&self) -> impl Iterator<Item = (&SenderKey, usize, KeyName<'_>)> {
         let mut accepted = self.senders.iter().enumerate().peekable();
         let mut rejected = self.rejected_keys.iter().peekable();
         std::iter::from_fn(move || {
@@ -83,14 +118,14 @@ impl Parts {
             };
             if take_rejected {
                 let k = rejected.next()?;
-                return Some((&k.key, k.line, k.subject.clone()));
+                return Some((&k.key, k.line, KeyName::Rejected(&k.subject)));
             }
             let (i, s) = accepted.next()?;
             let written = match (self.written.get(&i), &s.key) {
                 (Some(w), _) => w.as_str(),
                 (None, SenderKey::Domain(k) | SenderKey::Address(k)) => k.as_str(),
             };
-            Some((&s.key, s.line, format!("sender {written:?}")))
+            Some((&s.key, s.line, KeyName::Accepted(Subject::Sender(written))))
         })
     }
 }
@@ -124,7 +159,7 @@ pub(super) struct Checker<'s, 'p> {
     problems: &'p mut Problems,
     parts: Parts,
     /// The valid relays parsed so far, by spelling.
-    relays: HashMap<String, Relay>,
+    relays: FxHashMap<String, Relay>,
 }
 
 impl<'s, 'p> Checker<'s, 'p> {
@@ -145,7 +180,7 @@ impl<'s, 'p> Checker<'s, 'p> {
             source,
             problems,
             parts,
-            relays: HashMap::new(),
+            relays: FxHashMap::default(),
         }
     }
 
@@ -200,7 +235,7 @@ impl Checker<'_, '_> {
     pub(super) fn relayhost(&mut self, rh: Spanned<RawRelayHost>) {
         let line = self.line(&rh);
         let rh = rh.into_inner();
-        let subject = "relayhost";
+        let subject = Subject::Plain("relayhost");
         let relay = match &rh.relay {
             Some(r) => self.relay(subject, r),
             None => {
@@ -227,8 +262,8 @@ impl Checker<'_, '_> {
         let line = self.line(&s);
         let s = s.into_inner();
         let (subject, key) = self.key(line, &s.domain, &s.address);
-        let relay = s.relay.as_ref().map(|r| self.relay(&subject, r));
-        let tls = self.tls(&subject, &s.tls, &s.accept_cleartext);
+        let relay = s.relay.as_ref().map(|r| self.relay(subject, r));
+        let tls = self.tls(subject, &s.tls, &s.accept_cleartext);
         match (&relay, &s.tls) {
             (None, Some(t)) => {
                 let why = if self.parts.has_relayhost {
@@ -250,7 +285,7 @@ impl Checker<'_, '_> {
             password: s.password,
             password_file: s.password_file,
         };
-        let credentials = self.credentials(&subject, line, credentials);
+        let credentials = self.credentials(subject, line, credentials);
         match (key, credentials) {
             (Some(key), Checked::Valid(credentials)) => {
                 let written = s.domain.as_ref().or(s.address.as_ref());
@@ -272,7 +307,7 @@ impl Checker<'_, '_> {
                 let k = KeyUse {
                     key,
                     line,
-                    subject,
+                    subject: subject.to_string(),
                     after,
                 };
                 self.parts.rejected_keys.push(k);
@@ -295,12 +330,12 @@ impl Checker<'_, '_> {
     }
 
     /// The sender's subject for messages and its key, if valid.
-    fn key(
+    fn key<'w>(
         &mut self,
         line: usize,
-        domain: &Option<Spanned<String>>,
-        address: &Option<Spanned<String>>,
-    ) -> (String, Option<SenderKey>) {
+        domain: &'w Option<Spanned<String>>,
+        address: &'w Option<Spanned<String>>,
+    ) -> (Subject<'w>, Option<SenderKey>) {
         match (domain, address) {
             (Some(d), Some(a)) => {
                 let msg = format!(
@@ -309,12 +344,12 @@ impl Checker<'_, '_> {
                     a.get_ref()
                 );
                 self.problems.at(line, msg);
-                ("sender".to_owned(), None)
+                (Subject::Plain("sender"), None)
             }
             (None, None) => {
                 let msg = "sender: needs a domain or an address";
                 self.problems.at(line, msg);
-                ("sender".to_owned(), None)
+                (Subject::Plain("sender"), None)
             }
             (Some(d), None) => {
                 self.parsed_key(d, "domain", fields::parse_domain, SenderKey::Domain)
@@ -326,14 +361,14 @@ impl Checker<'_, '_> {
     }
 
     /// A domain or address key: its subject for messages, and the key if valid.
-    fn parsed_key(
+    fn parsed_key<'w>(
         &mut self,
-        written: &Spanned<String>,
+        written: &'w Spanned<String>,
         what: &str,
         parse: fn(&str) -> Result<String, String>,
         key: fn(String) -> SenderKey,
-    ) -> (String, Option<SenderKey>) {
-        let subject = format!("sender {:?}", written.get_ref());
+    ) -> (Subject<'w>, Option<SenderKey>) {
+        let subject = Subject::Sender(written.get_ref());
         match parse(written.get_ref()) {
             Ok(k) => (subject, Some(key(k))),
             Err(e) => {
@@ -344,7 +379,7 @@ impl Checker<'_, '_> {
     }
 
     /// A relay, parsed once per spelling: the senders that name it share it.
-    fn relay(&mut self, subject: &str, relay: &Spanned<String>) -> Option<Relay> {
+    fn relay(&mut self, subject: Subject<'_>, relay: &Spanned<String>) -> Option<Relay> {
         if let Some(r) = self.relays.get(relay.get_ref()) {
             return Some(r.clone());
         }
@@ -366,7 +401,7 @@ impl Checker<'_, '_> {
     /// The entry's `tls` and `accept_cleartext`, which only acknowledges a weak level.
     fn tls(
         &mut self,
-        subject: &str,
+        subject: Subject<'_>,
         tls: &Option<Spanned<String>>,
         accept: &Option<Spanned<bool>>,
     ) -> Option<TlsSetting> {
@@ -405,7 +440,7 @@ impl Checker<'_, '_> {
     /// Checks username/password/password_file of one entry.
     fn credentials(
         &mut self,
-        subject: &str,
+        subject: Subject<'_>,
         line: usize,
         raw: RawCredentials,
     ) -> Checked<Option<Credentials>> {
@@ -457,7 +492,7 @@ impl Checker<'_, '_> {
     }
 
     /// A username needs a secret and a secret a username.
-    fn pairing(&mut self, subject: &str, line: usize, raw: &RawCredentials) -> bool {
+    fn pairing(&mut self, subject: Subject<'_>, line: usize, raw: &RawCredentials) -> bool {
         match (&raw.username, &raw.password, &raw.password_file) {
             (Some(_), None, None) => {
                 let msg = format!("{subject}: username without password or password_file");
@@ -473,7 +508,11 @@ impl Checker<'_, '_> {
     }
 
     /// Reads a `password_file` (relative to the desired-state file's directory).
-    fn password_file(&mut self, subject: &str, f: &Spanned<String>) -> Option<Secret<String>> {
+    fn password_file(
+        &mut self,
+        subject: Subject<'_>,
+        f: &Spanned<String>,
+    ) -> Option<Secret<String>> {
         let written = f.get_ref();
         if written.is_empty() {
             self.at(f, format!("{subject}: empty password_file"));

@@ -2,7 +2,9 @@
 //! inherited towards another relay, something to configure, inline passwords only in a
 //! private file, and one TLS level per relay (which also yields the warnings).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+
+use rustc_hash::FxHashMap;
 
 use super::entries::{Parts, TlsSetting};
 use super::{Source, Tls, Warning};
@@ -29,7 +31,10 @@ pub(super) fn check(
 }
 
 fn unique_keys(parts: &Parts, problems: &mut Problems) {
-    let mut first = HashMap::with_capacity(parts.senders.len() + parts.rejected_keys.len());
+    let mut first = FxHashMap::with_capacity_and_hasher(
+        parts.senders.len() + parts.rejected_keys.len(),
+        Default::default(),
+    );
     for (key, line, subject) in parts.keys() {
         match first.get(key) {
             Some(first) => problems.at(

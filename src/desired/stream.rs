@@ -288,6 +288,14 @@ impl<'i> Tokens<'i> {
         let token = self.next()?;
         let span = token.span().start()..token.span().end();
         match token.kind() {
+            // The common case without a decoder: one-line, no escape, no character TOML
+            // forbids in it (controls other than tab). The rest goes through toml's.
+            TokenKind::BasicString | TokenKind::LiteralString
+                if plain(self.text(token)).is_some() =>
+            {
+                let inner = plain(self.text(token))?;
+                Some(Value::String(Spanned::new(span, inner.to_owned())))
+            }
             TokenKind::BasicString
             | TokenKind::LiteralString
             | TokenKind::MlBasicString
@@ -307,6 +315,18 @@ impl<'i> Tokens<'i> {
             _ => None,
         }
     }
+}
+
+/// The text of a one-line string token (`"..."` or `'...'`) that needs no decoding:
+/// no backslash, and no control character but tab.
+fn plain(token: &str) -> Option<&str> {
+    let bytes = token.as_bytes();
+    let quote = *bytes.first()?;
+    let closed = bytes.len() >= 2 && bytes[bytes.len() - 1] == quote;
+    let inner = &token[1..token.len().saturating_sub(1).max(1)];
+    let needs_decoding =
+        |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f || (quote == b'"' && b == b'\\');
+    (closed && !inner.bytes().any(needs_decoding)).then_some(inner)
 }
 
 #[cfg(test)]

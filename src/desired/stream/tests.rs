@@ -359,3 +359,22 @@ proptest! {
         prop_assert!(streamed(&text), "not streamed: {:?}", text);
     }
 }
+
+#[test]
+fn plain_strings_skip_the_decoder_only_when_nothing_needs_decoding() {
+    use super::plain;
+    assert_eq!(plain("\"pw\""), Some("pw"));
+    assert_eq!(plain("'a\\b'"), Some("a\\b"));
+    assert_eq!(plain("\"\""), Some(""));
+    assert_eq!(plain("\"tab\there\""), Some("tab\there"));
+    for needs in [
+        "\"a\\nb\"",
+        "\"unclosed",
+        "\"",
+        "'x",
+        "\"nul\u{0}\"",
+        "\"del\u{7f}\"",
+    ] {
+        assert_eq!(plain(needs), None, "{needs:?}");
+    }
+}
