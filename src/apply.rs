@@ -33,7 +33,7 @@ use crate::failpoint;
 use crate::fs::{self, Links, Meta, Snapshot, Temp};
 use crate::hold;
 use crate::managed::{LOCK, MAIN_CF, MapKind, RELOAD_PENDING, replaced_names};
-use crate::plan::{self, Plan};
+use crate::plan::{self, MapChange, Plan};
 use crate::postfix::{self, Control};
 use crate::record::{self, Identity, MapRecord, Record};
 use crate::state::{self, Depth, State};
@@ -199,33 +199,63 @@ struct Staged {
     compiled: Option<Temp>,
 }
 
+/// Writes each map's new source under a temporary name, then builds the compiled maps
+/// from them, every postmap at once (each is one process, mostly I/O). The fail points
+/// of the builds are hit once all of them have finished, so a run killed at one leaves
+/// no postmap running.
 fn stage(plan: &Plan) -> Result<Vec<Staged>> {
     let dir = &plan.target.config_dir;
-    let mut staged = Vec::new();
+    let mut sources = Vec::new();
     for m in &plan.maps {
-        let mode = m.kind.mode();
         let name = m.kind.file_name();
-        let source = Temp::write(dir, name, m.new.expose(), mode)?;
+        sources.push(Temp::write(dir, name, m.new.expose(), m.kind.mode())?);
         failpoint::hit(&format!("staged:{name}"));
-        let mut compiled = None;
-        if let (true, Some(path)) = (m.rebuild, &m.compiled_path) {
-            let suffix = postfix::compiled_suffix(&plan.target.map_type)?.unwrap_or_default();
-            let mut built = source.path.clone().into_os_string();
-            built.push(suffix);
-            // Nothing may be there already (postmap would write through a planted link);
-            // owned before postmap runs, so a half-built file is removed if it fails.
-            let built = PathBuf::from(built);
-            fs::ensure_absent(&built)?;
-            let built = Temp::adopt(built);
-            postfix::postmap(dir, &plan.target.map_type, &source.path)
-                .with_context(|| format!("cannot build {}", path.display()))?;
-            built.finish(mode, Some(plan.owner))?;
-            failpoint::hit(&format!("postmap:{name}"));
-            compiled = Some(built);
+    }
+    let built: Vec<Result<Option<Temp>>> = std::thread::scope(|scope| {
+        let builds: Vec<_> = plan
+            .maps
+            .iter()
+            .zip(&sources)
+            .map(|(m, source)| scope.spawn(move || build(plan, m, source)))
+            .collect();
+        builds
+            .into_iter()
+            .map(|b| b.join().expect("postmap thread panicked"))
+            .collect()
+    });
+    let mut staged = Vec::new();
+    for ((m, source), compiled) in plan.maps.iter().zip(sources).zip(built) {
+        let compiled = compiled?;
+        if compiled.is_some() {
+            failpoint::hit(&format!("postmap:{}", m.kind.file_name()));
         }
         staged.push(Staged { source, compiled });
     }
     Ok(staged)
+}
+
+/// Builds `m`'s compiled map from its staged `source`, if the plan rebuilds it.
+fn build(plan: &Plan, m: &MapChange, source: &Temp) -> Result<Option<Temp>> {
+    let (true, Some(path)) = (m.rebuild, &m.compiled_path) else {
+        return Ok(None);
+    };
+    let dir = &plan.target.config_dir;
+    let suffix = postfix::compiled_suffix(&plan.target.map_type)?.unwrap_or_default();
+    // Nothing may be there already (postmap would write through a planted link); owned
+    // before postmap runs, so a half-built file is removed if it fails. postmap writes a
+    // hash or btree map as `__db.NAME.db` and renames it when done: owned too.
+    let (source_dir, name) = fs::split(&source.path)?;
+    let mut built = source.path.clone().into_os_string();
+    built.push(suffix);
+    let built = PathBuf::from(built);
+    let scratch = source_dir.join(format!("{}{name}{suffix}", fs::POSTMAP_SCRATCH));
+    fs::ensure_absent(&built)?;
+    fs::ensure_absent(&scratch)?;
+    let (built, _scratch) = (Temp::adopt(built), Temp::adopt(scratch));
+    postfix::postmap(dir, &plan.target.map_type, &source.path)
+        .with_context(|| format!("cannot build {}", path.display()))?;
+    built.finish(m.kind.mode(), Some(plan.owner))?;
+    Ok(Some(built))
 }
 
 /// Files replaced so far, with what they held before.

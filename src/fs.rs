@@ -34,6 +34,10 @@ use crate::secret::Secret;
 /// Part of every temporary file name postrelay creates.
 pub const TEMP_MARK: &str = ".postrelay-tmp.";
 
+/// What postmap names a hash or btree map while it writes it (`__db.NAME.db`, renamed
+/// to `NAME.db` when complete; seen with strace on Postfix 3.7).
+pub const POSTMAP_SCRATCH: &str = "__db.";
+
 /// Largest main.cf or lookup-table source postrelay reads before refusing it as not
 /// what it claims to be (a map source may also be as large as what postrelay would
 /// write there).
@@ -630,10 +634,17 @@ pub fn remove_if_exists(path: &Path) -> Result<()> {
 }
 
 /// Removes the temporary files a crashed run left in `dir` for the files named `names`
-/// (`.NAME.postrelay-tmp.*`, and what postmap built from them). Call only while holding
+/// (`.NAME.postrelay-tmp.*`, what postmap built from them, and postmap's own
+/// `__db.` scratch file of a build that was interrupted). Call only while holding
 /// the lock, so no running apply still owns them.
 pub fn remove_stale_temps(dir: &Path, names: &[&str]) -> Result<usize> {
-    let prefixes: Vec<String> = names.iter().map(|n| format!(".{n}{TEMP_MARK}")).collect();
+    let prefixes: Vec<String> = names
+        .iter()
+        .flat_map(|n| {
+            let temp = format!(".{n}{TEMP_MARK}");
+            [format!("{POSTMAP_SCRATCH}{temp}"), temp]
+        })
+        .collect();
     let mut removed = 0;
     for entry in fs::read_dir(dir).map_err(|e| explain(e, dir, "list"))? {
         let entry = entry.map_err(|e| explain(e, dir, "list"))?;
@@ -778,9 +789,12 @@ mod tests {
         drop(t);
         assert!(!p.exists());
         fs::write(dir.path().join(format!(".x{TEMP_MARK}1.2.db")), b"").unwrap();
+        // postmap's own scratch file of an interrupted build.
+        let scratch = format!("{POSTMAP_SCRATCH}.x{TEMP_MARK}1.2.db");
+        fs::write(dir.path().join(&scratch), b"").unwrap();
         fs::write(dir.path().join(format!(".other{TEMP_MARK}1.2")), b"").unwrap();
         fs::write(dir.path().join("keep"), b"").unwrap();
-        assert_eq!(remove_stale_temps(dir.path(), &["x"]).unwrap(), 1);
+        assert_eq!(remove_stale_temps(dir.path(), &["x"]).unwrap(), 2);
         assert!(dir.path().join("keep").exists());
         assert!(dir.path().join(format!(".other{TEMP_MARK}1.2")).exists());
     }

@@ -208,7 +208,11 @@ impl State {
             Depth::Recorded => Record::read(&config_dir)?,
             Depth::Full => None,
         };
-        let (map_type, postconf) = map_type(desired, &config_dir, &doc, record.as_ref())?;
+        // The tables render while postconf answers (when it is asked).
+        let (map_type, postconf) = std::thread::scope(|scope| {
+            scope.spawn(|| MapKind::ALL.map(|kind| desired.table(kind).len));
+            map_type(desired, &config_dir, &doc, record.as_ref())
+        })?;
         let suffix = postfix::compiled_suffix(&map_type)?;
         let mut maps = Vec::new();
         for kind in MapKind::ALL {
