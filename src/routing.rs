@@ -13,8 +13,8 @@
 //! spelling (`[host]:port`, host lowercased) for the tables and main.cf, and the host and
 //! port to connect to for `verify`.
 
+use rustc_hash::FxHashMap;
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -215,13 +215,13 @@ pub struct Route<'a> {
 /// The lookup rule over one set of entries.
 pub struct Routing<'a> {
     relayhost: Option<&'a RelayHost>,
-    by_key: HashMap<&'a SenderKey, &'a Sender>,
+    by_key: FxHashMap<&'a SenderKey, &'a Sender>,
 }
 
 impl<'a> Routing<'a> {
     pub fn new(relayhost: Option<&'a RelayHost>, senders: &'a [Sender]) -> Routing<'a> {
         // With duplicate keys (an error the desired state reports), the first one counts.
-        let mut by_key = HashMap::with_capacity(senders.len());
+        let mut by_key = FxHashMap::with_capacity_and_hasher(senders.len(), Default::default());
         for s in senders {
             by_key.entry(&s.key).or_insert(s);
         }

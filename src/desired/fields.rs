@@ -84,6 +84,10 @@ pub fn parse_address(s: &str) -> Result<String, String> {
 
 /// Checks a SASL username: non-empty, no `:`, no whitespace, no control characters.
 pub fn check_username(s: &str) -> Result<(), String> {
+    // The common case at a glance: printable ASCII, no space, no ':'.
+    if !s.is_empty() && s.bytes().all(|b| b > b' ' && b < 0x7f && b != b':') {
+        return Ok(());
+    }
     if s.is_empty() {
         return Err("empty".into());
     }
@@ -104,6 +108,11 @@ pub fn check_username(s: &str) -> Result<(), String> {
 /// Non-empty; no control characters except a tab inside; no leading or trailing
 /// whitespace (Postfix would strip it from the table value).
 pub fn check_password(s: &str) -> Result<(), String> {
+    // The common case at a glance: printable ASCII without a space at either end.
+    let printable = s.bytes().all(|b| (b' '..0x7f).contains(&b));
+    if printable && !s.starts_with(' ') && !s.ends_with(' ') && !s.is_empty() {
+        return Ok(());
+    }
     if s.is_empty() {
         return Err("empty password".into());
     }

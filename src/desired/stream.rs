@@ -54,7 +54,11 @@ enum Table {
 fn pass(source: &Source, has_relayhost: bool) -> Option<(Parts, Problems, bool)> {
     let mut problems = Problems::new(source.path);
     // Room for every sender at once: growing the list would copy it, twice its size.
-    let capacity = source.text.matches("[[sender]]").count();
+    let capacity = source
+        .text
+        .split('\n')
+        .filter(|line| line.starts_with("[[sender]]"))
+        .count();
     let mut checker = Checker::new(source, &mut problems, has_relayhost, capacity);
     let mut tokens = Tokens::new(source.text);
     let mut table = Table::Root;
