@@ -31,6 +31,7 @@ pub mod manual;
 pub mod plan;
 pub mod postfix;
 pub mod problems;
+pub mod providers;
 pub mod record;
 pub mod report;
 pub mod routing;

@@ -382,6 +382,7 @@ password_file = "/etc/postrelay/secrets/example.com""#,
          not service names.",
     );
     credential_keys(&mut r);
+    provider_keys(&mut r);
     tls_keys(&mut r);
 
     r.control("SS", ["[[sender]] (any number)"]);
@@ -398,6 +399,7 @@ password_file = "/etc/postrelay/secrets/example.com""#,
          of its own goes through the relayhost (with its own credentials, if it has any).",
     );
     credential_keys(&mut r);
+    provider_keys(&mut r);
     tls_keys(&mut r);
     r.control("PP", []);
     r.text([roman(
@@ -478,6 +480,30 @@ fn credential_keys(r: &mut Roff) {
         r,
         "password, password_file",
         "One of them, with username: both or neither (see Passwords).",
+    );
+}
+
+fn provider_keys(r: &mut Roff) {
+    let names: Vec<&str> = crate::providers::PRESETS.iter().map(|p| p.name).collect();
+    key(
+        r,
+        "provider",
+        &format!(
+            "{}: the provider's relay, in brackets, at tls = \"secure\", and its login rules \
+             (README, Provider presets). A relay or tls beside it must say the same.",
+            names.join(", ")
+        ),
+    );
+    key(
+        r,
+        "region",
+        "mailgun: \"us\" (default) or \"eu\"; ses: the AWS region, required.",
+    );
+    key(
+        r,
+        "secret_access_key_file",
+        "ses: a file (0600) holding the IAM secret access key; the SMTP password is derived \
+         from it. Instead of password and password_file.",
     );
 }
 

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::fs::{self, Links};
 use crate::problems::Problems;
+use crate::providers::{self, Login, Preset};
 use crate::routing::Relay;
 use crate::secret::Secret;
 
@@ -28,6 +29,16 @@ pub(super) struct KeyUse {
     pub subject: String,
     /// How many senders of [`Parts::senders`] come before it in the file.
     pub after: usize,
+}
+
+/// What an entry's `provider` gave: the preset and its relay (with the provider's span
+/// for messages), the region; `failed` when it or a setting beside it was refused.
+#[derive(Default)]
+pub(super) struct PresetUse {
+    preset: Option<&'static Preset>,
+    relay: Option<Spanned<String>>,
+    region: Option<String>,
+    failed: bool,
 }
 
 /// How an entry is named in messages: `relayhost`, `sender`, or `sender "as written"`;
@@ -236,8 +247,10 @@ impl Checker<'_, '_> {
         let line = self.line(&rh);
         let rh = rh.into_inner();
         let subject = Subject::Plain("relayhost");
-        let relay = match &rh.relay {
+        let preset = self.preset(subject, &rh.provider, &rh.region, &rh.relay, &rh.tls);
+        let relay = match preset.relay.as_ref().or(rh.relay.as_ref()) {
             Some(r) => self.relay(subject, r),
+            None if preset.failed => None,
             None => {
                 self.problems.at(line, format!("{subject}: missing relay"));
                 None
@@ -248,8 +261,9 @@ impl Checker<'_, '_> {
             username: rh.username,
             password: rh.password,
             password_file: rh.password_file,
+            secret_access_key_file: rh.secret_access_key_file,
         };
-        let credentials = self.credentials(subject, line, credentials);
+        let credentials = self.credentials(subject, line, credentials, &preset);
         if let Some(relay) = relay {
             self.used(&relay, tls);
             if let Checked::Valid(credentials) = credentials {
@@ -262,7 +276,12 @@ impl Checker<'_, '_> {
         let line = self.line(&s);
         let s = s.into_inner();
         let (subject, key) = self.key(line, &s.domain, &s.address);
-        let relay = s.relay.as_ref().map(|r| self.relay(subject, r));
+        let preset = self.preset(subject, &s.provider, &s.region, &s.relay, &s.tls);
+        let relay = match preset.relay.as_ref().or(s.relay.as_ref()) {
+            Some(r) => Some(self.relay(subject, r)),
+            None if preset.failed => Some(None),
+            None => None,
+        };
         let tls = self.tls(subject, &s.tls, &s.accept_cleartext);
         match (&relay, &s.tls) {
             (None, Some(t)) => {
@@ -284,8 +303,9 @@ impl Checker<'_, '_> {
             username: s.username,
             password: s.password,
             password_file: s.password_file,
+            secret_access_key_file: s.secret_access_key_file,
         };
-        let credentials = self.credentials(subject, line, credentials);
+        let credentials = self.credentials(subject, line, credentials, &preset);
         match (key, credentials) {
             (Some(key), Checked::Valid(credentials)) => {
                 let written = s.domain.as_ref().or(s.address.as_ref());
@@ -443,6 +463,7 @@ impl Checker<'_, '_> {
         subject: Subject<'_>,
         line: usize,
         raw: RawCredentials,
+        preset: &PresetUse,
     ) -> Checked<Option<Credentials>> {
         if let Some(p) = &raw.password {
             self.parts.inline_passwords.push(self.line(p));
@@ -459,6 +480,17 @@ impl Checker<'_, '_> {
         // a username and without the other kind of secret.
         let secret = match (&raw.password, &raw.password_file) {
             _ if raw.username.is_none() => None,
+            (None, None) if raw.secret_access_key_file.is_some() => {
+                self.derived_password(subject, &raw, preset)
+            }
+            (Some(_), _) | (_, Some(_)) if raw.secret_access_key_file.is_some() => {
+                let f = raw.secret_access_key_file.as_ref().expect("checked above");
+                let msg = format!(
+                    "{subject}: secret_access_key_file gives the password; no password or password_file beside it"
+                );
+                self.at(f, msg);
+                None
+            }
             (Some(p), Some(f)) => {
                 let l = self.line(p).max(self.line(f));
                 let msg = format!("{subject}: both password and password_file given; use one");
@@ -472,12 +504,18 @@ impl Checker<'_, '_> {
                     None
                 }
             },
-            (None, Some(f)) => self.password_file(subject, f),
+            (None, Some(f)) => self.password_file(subject, f, "password_file"),
             (None, None) => None,
         };
         ok &= self.pairing(subject, line, &raw);
-        if (raw.password.is_some() || raw.password_file.is_some()) && secret.is_none() {
+        let given = raw.password.is_some()
+            || raw.password_file.is_some()
+            || raw.secret_access_key_file.is_some();
+        if given && secret.is_none() {
             ok = false;
+        }
+        if let (Some(u), Some(p), Some(preset)) = (&raw.username, &secret, preset.preset) {
+            ok &= self.login_rule(subject, u, p, preset);
         }
         if !ok {
             return Checked::Invalid;
@@ -491,9 +529,125 @@ impl Checker<'_, '_> {
         })
     }
 
+    /// The provider preset an entry names, and the relay it stands for. A `relay` or
+    /// `tls` beside it must say what the preset says; `region` and
+    /// `secret_access_key_file` belong to a preset that has them.
+    fn preset(
+        &mut self,
+        subject: Subject<'_>,
+        provider: &Option<Spanned<String>>,
+        region: &Option<Spanned<String>>,
+        relay: &Option<Spanned<String>>,
+        tls: &Option<Spanned<String>>,
+    ) -> PresetUse {
+        let mut used = PresetUse::default();
+        let Some(provider) = provider else {
+            if let Some(r) = region {
+                self.at(r, format!("{subject}: region belongs to a provider preset"));
+            }
+            return used;
+        };
+        let found = providers::find(provider.get_ref()).and_then(|p| {
+            p.relay(region.as_ref().map(|r| r.get_ref().as_str()))
+                .map(|relay| (p, relay))
+        });
+        let (preset, preset_relay) = match found {
+            Ok(found) => found,
+            Err(e) => {
+                let at = region
+                    .as_ref()
+                    .filter(|_| e.contains("region"))
+                    .unwrap_or(provider);
+                self.at(at, format!("{subject}: {e}"));
+                used.failed = true;
+                return used;
+            }
+        };
+        if let Some(r) = relay.as_ref().filter(|r| *r.get_ref() != preset_relay) {
+            let msg = format!(
+                "{subject}: relay {:?} differs from provider {:?}'s {preset_relay:?}; remove it or the provider",
+                r.get_ref(),
+                preset.name
+            );
+            self.at(r, msg);
+            used.failed = true;
+        }
+        if let Some(t) = tls.as_ref().filter(|t| t.get_ref() != providers::TLS) {
+            let msg = format!(
+                "{subject}: tls {:?} differs from provider {:?}'s {:?}; remove it or the provider",
+                t.get_ref(),
+                preset.name,
+                providers::TLS
+            );
+            self.at(t, msg);
+            used.failed = true;
+        }
+        used.relay = Some(Spanned::new(provider.span(), preset_relay));
+        used.region = region.as_ref().map(|r| r.get_ref().clone());
+        used.preset = Some(preset);
+        used
+    }
+
+    /// SES's SMTP password, derived from the secret access key in
+    /// `secret_access_key_file`.
+    fn derived_password(
+        &mut self,
+        subject: Subject<'_>,
+        raw: &RawCredentials,
+        preset: &PresetUse,
+    ) -> Option<Secret<String>> {
+        let f = raw.secret_access_key_file.as_ref()?;
+        let region = match (preset.preset, &preset.region) {
+            (Some(p), Some(region)) if p.login == Login::AwsKey => region,
+            (None, _) if preset.failed => return None,
+            _ => {
+                let msg = format!(
+                    "{subject}: secret_access_key_file belongs to provider \"ses\" (with its region)"
+                );
+                self.at(f, msg);
+                return None;
+            }
+        };
+        let secret = self.password_file(subject, f, "secret_access_key_file")?;
+        Some(Secret::new(providers::ses_smtp_password(
+            secret.expose(),
+            region,
+        )))
+    }
+
+    /// The login rule of a preset (SendGrid's `apikey`, Postmark's one token).
+    fn login_rule(
+        &mut self,
+        subject: Subject<'_>,
+        username: &Spanned<String>,
+        password: &Secret<String>,
+        preset: &Preset,
+    ) -> bool {
+        let problem = match preset.login {
+            Login::Username(want) if username.get_ref() != want => format!(
+                "{subject}: provider {:?} takes username {want:?} (the password is the API key)",
+                preset.name
+            ),
+            Login::SameToken if username.get_ref() != password.expose() => format!(
+                "{subject}: provider {:?} takes the server token as both username and password",
+                preset.name
+            ),
+            _ => return true,
+        };
+        self.at(username, problem);
+        false
+    }
+
     /// A username needs a secret and a secret a username.
     fn pairing(&mut self, subject: Subject<'_>, line: usize, raw: &RawCredentials) -> bool {
+        if let (None, Some(f)) = (&raw.username, &raw.secret_access_key_file) {
+            let msg =
+                format!("{subject}: secret_access_key_file without username (the access key ID)");
+            self.at(f, msg);
+            return false;
+        }
         match (&raw.username, &raw.password, &raw.password_file) {
+            (Some(_), None, None) if raw.secret_access_key_file.is_some() => return true,
             (Some(_), None, None) => {
                 let msg = format!("{subject}: username without password or password_file");
                 self.problems.at(line, msg);
@@ -512,10 +666,11 @@ impl Checker<'_, '_> {
         &mut self,
         subject: Subject<'_>,
         f: &Spanned<String>,
+        what: &str,
     ) -> Option<Secret<String>> {
         let written = f.get_ref();
         if written.is_empty() {
-            self.at(f, format!("{subject}: empty password_file"));
+            self.at(f, format!("{subject}: empty {what}"));
             return None;
         }
         let path = match self.source.dir() {
@@ -523,7 +678,7 @@ impl Checker<'_, '_> {
             None if Path::new(written).is_absolute() => PathBuf::from(written),
             None => {
                 let msg = format!(
-                    "{subject}: password_file {written:?} is relative, and a desired state read from standard input has no directory: give an absolute path"
+                    "{subject}: {what} {written:?} is relative, and a desired state read from standard input has no directory: give an absolute path"
                 );
                 self.at(f, msg);
                 return None;
@@ -542,7 +697,7 @@ impl Checker<'_, '_> {
         match read {
             Ok(pw) => Some(pw),
             Err(e) => {
-                let msg = format!("{subject}: password_file {:?}: {e}", path.display());
+                let msg = format!("{subject}: {what} {:?}: {e}", path.display());
                 self.at(f, msg);
                 None
             }

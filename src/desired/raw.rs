@@ -42,6 +42,9 @@ pub(super) struct RawRelayHost {
     pub password_file: Option<Spanned<String>>,
     pub tls: Option<Spanned<String>>,
     pub accept_cleartext: Option<Spanned<bool>>,
+    pub provider: Option<Spanned<String>>,
+    pub region: Option<Spanned<String>>,
+    pub secret_access_key_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -55,6 +58,9 @@ pub(super) struct RawSender {
     pub password_file: Option<Spanned<String>>,
     pub tls: Option<Spanned<String>>,
     pub accept_cleartext: Option<Spanned<bool>>,
+    pub provider: Option<Spanned<String>>,
+    pub region: Option<Spanned<String>>,
+    pub secret_access_key_file: Option<Spanned<String>>,
 }
 
 /// The credential fields shared by `[relayhost]` and `[[sender]]`.
@@ -62,6 +68,7 @@ pub(super) struct RawCredentials {
     pub username: Option<Spanned<String>>,
     pub password: Option<Spanned<RawPassword>>,
     pub password_file: Option<Spanned<String>>,
+    pub secret_access_key_file: Option<Spanned<String>>,
 }
 
 /// An inline `password` value.
@@ -137,6 +144,9 @@ const RELAYHOST_KEYS: &[&str] = &[
     "password_file",
     "tls",
     "accept_cleartext",
+    "provider",
+    "region",
+    "secret_access_key_file",
 ];
 const SENDER_KEYS: &[&str] = &["domain", "address"];
 

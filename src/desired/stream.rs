@@ -267,6 +267,9 @@ impl<'i> Tokens<'i> {
                     "password_file" => set(&mut rh.password_file, string(value)),
                     "tls" => set(&mut rh.tls, string(value)),
                     "accept_cleartext" => set(&mut rh.accept_cleartext, boolean(value)),
+                    "provider" => set(&mut rh.provider, string(value)),
+                    "region" => set(&mut rh.region, string(value)),
+                    "secret_access_key_file" => set(&mut rh.secret_access_key_file, string(value)),
                     _ => None,
                 }
             }
@@ -281,6 +284,9 @@ impl<'i> Tokens<'i> {
                     "password_file" => set(&mut s.password_file, string(value)),
                     "tls" => set(&mut s.tls, string(value)),
                     "accept_cleartext" => set(&mut s.accept_cleartext, boolean(value)),
+                    "provider" => set(&mut s.provider, string(value)),
+                    "region" => set(&mut s.region, string(value)),
+                    "secret_access_key_file" => set(&mut s.secret_access_key_file, string(value)),
                     _ => None,
                 }
             }

@@ -343,3 +343,77 @@ fn duplicates_are_told_in_file_order_even_on_one_line() {
          test.toml, line 2: sender \"b.EXAMPLE\": duplicate of the sender at line 2 (key \"@b.example\")"
     );
 }
+
+/// `provider` presets: the relay they stand for (in brackets, TLS `secure` by default),
+/// an equal explicit relay and tls accepted, SES's password derived from the secret
+/// access key file.
+#[test]
+fn provider_presets_fill_in_the_relay_and_derive_the_ses_password() {
+    let dir = TempDir::new().unwrap();
+    let key = write(dir.path(), "ses.key", b"some+secret+key\n", 0o600);
+    let toml = format!(
+        r#"
+[relayhost]
+provider = "mailgun"
+region = "eu"
+username = "postmaster@mg.example"
+password = "mg-pw"
+
+[[sender]]
+domain = "ses.example"
+provider = "ses"
+region = "eu-central-1"
+username = "AKIAIOSFODNN7EXAMPLE"
+secret_access_key_file = "{}"
+
+[[sender]]
+domain = "sg.example"
+provider = "sendgrid"
+relay = "[smtp.sendgrid.net]:587"
+tls = "secure"
+username = "apikey"
+password = "SG.key"
+
+[[sender]]
+domain = "pm.example"
+provider = "postmark"
+username = "pm-token"
+password = "pm-token"
+"#,
+        key.display()
+    );
+    let d = parse(&dir.path().join("p.toml"), &toml, 0o600).unwrap();
+    let rh = d.relayhost.as_ref().unwrap();
+    assert_eq!(rh.relay, relay("[smtp.eu.mailgun.org]:587"));
+    let by = |domain: &str| {
+        d.senders
+            .iter()
+            .find(|s| s.key == SenderKey::Domain(domain.into()))
+            .unwrap()
+    };
+    let ses = by("ses.example");
+    assert_eq!(
+        ses.relay,
+        Some(relay("[email-smtp.eu-central-1.amazonaws.com]:587"))
+    );
+    assert_eq!(
+        ses.credentials,
+        creds(
+            "AKIAIOSFODNN7EXAMPLE",
+            "BMXhUYlu5Z3gSXVQORxlVa7XPaz91aGWdfHxvkOZdWZ2"
+        )
+    );
+    assert_eq!(
+        by("sg.example").relay,
+        Some(relay("[smtp.sendgrid.net]:587"))
+    );
+    assert_eq!(
+        by("pm.example").relay,
+        Some(relay("[smtp.postmarkapp.com]:587"))
+    );
+    assert!(
+        tls_levels(&d).iter().all(|(_, t)| *t == Tls::Secure),
+        "{:?}",
+        tls_levels(&d)
+    );
+}
