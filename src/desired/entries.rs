@@ -41,6 +41,13 @@ pub(super) struct PresetUse {
     failed: bool,
 }
 
+impl PresetUse {
+    /// The relay the entry names: the preset's, else its own `relay`.
+    fn relay_or<'a>(&'a self, own: &'a Option<Spanned<String>>) -> Option<&'a Spanned<String>> {
+        self.relay.as_ref().or(own.as_ref())
+    }
+}
+
 /// How an entry is named in messages: `relayhost`, `sender`, or `sender "as written"`;
 /// written out only when a message is.
 #[derive(Debug, Clone, Copy)]
@@ -248,7 +255,7 @@ impl Checker<'_, '_> {
         let rh = rh.into_inner();
         let subject = Subject::Plain("relayhost");
         let preset = self.preset(subject, &rh.provider, &rh.region, &rh.relay, &rh.tls);
-        let relay = match preset.relay.as_ref().or(rh.relay.as_ref()) {
+        let relay = match preset.relay_or(&rh.relay) {
             Some(r) => self.relay(subject, r),
             None if preset.failed => None,
             None => {
@@ -277,7 +284,7 @@ impl Checker<'_, '_> {
         let s = s.into_inner();
         let (subject, key) = self.key(line, &s.domain, &s.address);
         let preset = self.preset(subject, &s.provider, &s.region, &s.relay, &s.tls);
-        let relay = match preset.relay.as_ref().or(s.relay.as_ref()) {
+        let relay = match preset.relay_or(&s.relay) {
             Some(r) => Some(self.relay(subject, r)),
             None if preset.failed => Some(None),
             None => None,

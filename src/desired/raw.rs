@@ -135,9 +135,9 @@ impl<'de> Visitor<'de> for PasswordVisitor {
 
 /// The keys of each table, as the structs above name their fields.
 const TOP_KEYS: &[&str] = &["postfix", "relayhost", "sender"];
-const POSTFIX_KEYS: &[&str] = &["config_dir", "map_type"];
+pub(super) const POSTFIX_KEYS: &[&str] = &["config_dir", "map_type"];
 /// The keys of `[relayhost]`; a `[[sender]]` has `domain` and `address` first.
-const RELAYHOST_KEYS: &[&str] = &[
+pub(super) const RELAYHOST_KEYS: &[&str] = &[
     "relay",
     "username",
     "password",
@@ -148,7 +148,7 @@ const RELAYHOST_KEYS: &[&str] = &[
     "region",
     "secret_access_key_file",
 ];
-const SENDER_KEYS: &[&str] = &["domain", "address"];
+pub(super) const SENDER_KEYS: &[&str] = &["domain", "address"];
 
 /// Parses the TOML; a syntax error is one problem with toml's bare message and its line,
 /// unknown keys are one problem each.

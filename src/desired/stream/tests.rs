@@ -6,6 +6,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 
+use super::super::raw::{POSTFIX_KEYS, RELAYHOST_KEYS, SENDER_KEYS};
 use super::super::{Credentials, Desired, Reader, Source, parse_with};
 use crate::problems::Problems;
 
@@ -170,22 +171,13 @@ fn line() -> impl Strategy<Value = String> {
         "\t[[sender]]",
         "[[sender]",
     ]);
-    let key = prop::sample::select(vec![
-        "domain",
-        "address",
-        "relay",
-        "username",
-        "password",
-        "password_file",
-        "tls",
-        "accept_cleartext",
-        "config_dir",
-        "map_type",
-        "domian",
-        "\"domain\"",
-        "relay.x",
-        "",
-    ]);
+    // Every key the file may hold (as the structs name them), and some it may not.
+    let keys: Vec<&str> = [SENDER_KEYS, RELAYHOST_KEYS, POSTFIX_KEYS]
+        .concat()
+        .into_iter()
+        .chain(["domian", "\"domain\"", "relay.x", ""])
+        .collect();
+    let key = prop::sample::select(keys);
     let value = prop::sample::select(vec![
         "\"a.example\"",
         "\"A.Example\"",
@@ -215,6 +207,11 @@ fn line() -> impl Strategy<Value = String> {
         "\"rel\"",
         "\"missing-file\"",
         "\"unterminated",
+        "\"mailgun\"",
+        "\"ses\"",
+        "\"sendgrid\"",
+        "\"eu\"",
+        "\"eu-west-1\"",
     ]);
     let filler = prop::sample::select(vec![
         "",
