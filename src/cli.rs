@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::desired::DEFAULT_CONFIG;
+use crate::mailgun::{DEFAULT_LOGIN, SECRETS_DIR};
 use crate::state::Depth;
 
 const EXIT_CODES: &str = "\
@@ -18,6 +19,10 @@ Exit status:
   init      0 written, 2 error (an existing file is never overwritten)
   import    0 imported, 1 imported with findings (listed on stderr: review them before
             apply), 2 error (nothing written)
+  mailgun sync    0 done (or nothing to do), 1 done, but some domains were left out
+                  (their login exists at Mailgun and its password is not here), 2 error
+  mailgun rotate  0 rotated, 2 error (the message says at which step, and the host still
+                  uses a login that works)
 
 With --format json, the exit codes are the same; stdout carries one JSON document, an error
 included (docs/json.md).
@@ -153,6 +158,12 @@ pub enum Command {
         #[command(flatten)]
         output: FormatArg,
     },
+    /// Mailgun: SMTP logins for the account's domains added to the desired state (sync),
+    /// or one sender's login replaced without losing mail (rotate).
+    Mailgun {
+        #[command(subcommand)]
+        command: MailgunCommand,
+    },
     /// Print the man page or a shell completion script, made from these definitions
     /// (for packaging; hidden from --help).
     #[command(hide = true)]
@@ -160,6 +171,103 @@ pub enum Command {
         #[arg(value_enum)]
         what: Generated,
     },
+}
+
+/// `postrelay mailgun ...`.
+#[derive(Debug, Subcommand)]
+pub enum MailgunCommand {
+    /// For each domain of the account that the desired state lacks: create an SMTP login
+    /// (NAME@DOMAIN) with a random 32-character password, written to a 0600 file in the
+    /// secrets directory, and add its [[sender]] entry (provider = "mailgun") to the
+    /// desired-state file, keeping its comments and order. Never applies: run
+    /// `postrelay apply --verify` next. Exit 0 done, 1 some domains left out, 2 error.
+    Sync {
+        /// The desired-state file to add to (created 0600 if missing).
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The account's region: its API host, and the relay of the entries.
+        #[arg(long, value_enum, default_value_t = MailgunRegion::Us)]
+        region: MailgunRegion,
+        /// Only this domain (repeatable); each must be in the account.
+        #[arg(long = "domain", value_name = "DOMAIN")]
+        domains: Vec<String>,
+        /// The login's name before @DOMAIN (letters, digits, '.', '_', '-').
+        #[arg(long, value_name = "NAME", default_value = DEFAULT_LOGIN)]
+        login: String,
+        /// Where the password files go (created 0700 if missing).
+        #[arg(long, value_name = "DIR", default_value = SECRETS_DIR)]
+        secrets_dir: PathBuf,
+        /// Say what would be done; create and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        access: MailgunAccess,
+    },
+    /// Give one sender a new login, in five steps that never leave Postfix without a
+    /// working one: write the new password file, create the login at Mailgun, log in to
+    /// the relay with it, switch the desired state and apply, delete the old login. A
+    /// failed step says where it stopped; the same command resumes. Exit 0 rotated, 2
+    /// error.
+    Rotate {
+        /// The desired-state file.
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The sender domain whose login to replace (its entry has provider = "mailgun").
+        #[arg(long, value_name = "DOMAIN")]
+        sender: String,
+        /// Postfix configuration directory (like postconf -c); overrides [postfix] config_dir.
+        #[arg(long, value_name = "DIR")]
+        postfix_dir: Option<PathBuf>,
+        /// Where the new password file goes (created 0700 if missing).
+        #[arg(long, value_name = "DIR", default_value = SECRETS_DIR)]
+        secrets_dir: PathBuf,
+        /// Seconds to keep trying the new login while the relay does not take it yet.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30,
+              value_parser = clap::value_parser!(u64).range(0..=600))]
+        settle: u64,
+        /// Seconds to wait for another running apply to finish.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30,
+              value_parser = clap::value_parser!(u64).range(0..=86_400))]
+        lock_timeout: u64,
+        /// Record nothing in the mail log (see apply --no-syslog).
+        #[arg(long)]
+        no_syslog: bool,
+        /// Only delete this old login of the sender at Mailgun (after a rotation that
+        /// stopped at its last step); the login in use is refused.
+        #[arg(long, value_name = "LOGIN")]
+        delete_login: Option<String>,
+        #[command(flatten)]
+        access: MailgunAccess,
+    },
+}
+
+/// A Mailgun region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MailgunRegion {
+    Us,
+    Eu,
+}
+
+impl MailgunRegion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailgunRegion::Us => "us",
+            MailgunRegion::Eu => "eu",
+        }
+    }
+}
+
+/// How to reach Mailgun's API.
+#[derive(Debug, Args)]
+pub struct MailgunAccess {
+    /// A file holding the API key (root's, mode 0600); without it, $MAILGUN_API_KEY.
+    /// Never give the key itself on the command line.
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// The API's base URL instead of the region's: https://, or http:// to a loopback
+    /// address (a local proxy, tests).
+    #[arg(long, value_name = "URL")]
+    pub api_base: Option<String>,
 }
 
 /// What `postrelay generate` prints (see `manual`).
@@ -183,6 +291,12 @@ impl Command {
             Command::Init { .. } => "init",
             Command::Validate { .. } => "validate",
             Command::Generate { .. } => "generate",
+            Command::Mailgun {
+                command: MailgunCommand::Sync { .. },
+            } => "mailgun sync",
+            Command::Mailgun {
+                command: MailgunCommand::Rotate { .. },
+            } => "mailgun rotate",
         }
     }
 
@@ -193,9 +307,10 @@ impl Command {
             | Command::Apply { output, .. }
             | Command::Verify { output, .. }
             | Command::Validate { output, .. } => output.format,
-            Command::Import { .. } | Command::Init { .. } | Command::Generate { .. } => {
-                Format::Text
-            }
+            Command::Import { .. }
+            | Command::Init { .. }
+            | Command::Generate { .. }
+            | Command::Mailgun { .. } => Format::Text,
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod fs;
 pub mod hold;
 pub mod import;
 pub mod init;
+pub mod mailgun;
 pub mod managed;
 pub mod manual;
 pub mod plan;

@@ -12,7 +12,7 @@ use anyhow::Result;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use postrelay::cli::{Cli, Command, Format};
+use postrelay::cli::{Cli, Command, Format, MailgunCommand};
 use postrelay::conflicts::{self, Conflict};
 use postrelay::desired::{self, Desired};
 use postrelay::state::{self, State};
@@ -48,36 +48,6 @@ fn load(path: &Path) -> Result<Desired> {
     // Secrets print as ******** through their Debug impl.
     tracing::trace!("desired state: {d:?}");
     Ok(d)
-}
-
-/// Each check's budget in `apply --verify`, as `verify`'s default.
-const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Runs the checks. Postfix's trust store is read only when a check verifies
-/// certificates (`secure`, `verify`).
-fn run_verify(
-    d: &Desired,
-    postfix_dir: Option<&Path>,
-    checks: Vec<verify::Check>,
-    timeout: Duration,
-    jobs: usize,
-) -> Result<Vec<verify::Outcome>> {
-    let trust = if verify::needs_trust_store(&checks) {
-        let dir = state::config_dir(d, postfix_dir)?;
-        Some(verify::trust::load(&dir)?)
-    } else {
-        None
-    };
-    let settings = verify::Settings {
-        timeout,
-        jobs,
-        trust,
-    };
-    Ok(verify::run(checks, &settings))
-}
-
-fn all_ok(outcomes: &[verify::Outcome]) -> bool {
-    outcomes.iter().all(|o| o.result.is_ok())
 }
 
 /// `apply --verify` found a credential that does not work: nothing was changed.
@@ -142,13 +112,14 @@ fn run(cli: Cli) -> Result<u8> {
             let d = load(&config)?;
             let checks = verify::checks(&d, sender.as_deref())?;
             let timeout = Duration::from_secs(timeout);
-            let outcomes = run_verify(&d, postfix_dir.as_deref(), checks, timeout, jobs.into())?;
+            let outcomes =
+                verify::run_for(&d, postfix_dir.as_deref(), checks, timeout, jobs.into())?;
             let out = match json {
                 true => report::json::verify(&d, &outcomes),
                 false => report::verify(&outcomes),
             };
             stdout.write_all(out.as_bytes())?;
-            Ok(if all_ok(&outcomes) { 0 } else { 1 })
+            Ok(if verify::all_ok(&outcomes) { 0 } else { 1 })
         }
         Command::Plan {
             target,
@@ -192,14 +163,20 @@ fn run(cli: Cli) -> Result<u8> {
                 let checks = match verify {
                     true => {
                         let checks = verify::checks(&d, None)?;
-                        run_verify(&d, dir, checks, VERIFY_TIMEOUT, verify::DEFAULT_JOBS)?
+                        verify::run_for(
+                            &d,
+                            dir,
+                            checks,
+                            verify::DEFAULT_TIMEOUT,
+                            verify::DEFAULT_JOBS,
+                        )?
                     }
                     false => Vec::new(),
                 };
                 if verify && !json {
                     stdout.write_all(report::verify(&checks).as_bytes())?;
                 }
-                if !all_ok(&checks) {
+                if !verify::all_ok(&checks) {
                     return Err(VerifyFailed(checks).into());
                 }
                 let options = apply::Options {
@@ -248,8 +225,93 @@ fn run(cli: Cli) -> Result<u8> {
             stdout.write_all(outcome.stdout.as_bytes())?;
             Ok(if outcome.findings.is_empty() { 0 } else { 1 })
         }
+        Command::Mailgun { command } => mailgun(command, &mut stdout),
         Command::Generate { what } => {
             postrelay::manual::write(what, &mut stdout)?;
+            Ok(0)
+        }
+    }
+}
+
+/// `postrelay mailgun sync|rotate`.
+fn mailgun(command: MailgunCommand, stdout: &mut impl Write) -> Result<u8> {
+    use postrelay::mailgun::{self, Api, api};
+    match command {
+        MailgunCommand::Sync {
+            config,
+            region,
+            domains,
+            login,
+            secrets_dir,
+            dry_run,
+            access,
+        } => {
+            let key = mailgun::api_key(access.api_key_file.as_deref())?;
+            let base = access
+                .api_base
+                .unwrap_or_else(|| api::base_for(region.as_str()).to_string());
+            let api = Api::new(&base, &key)?;
+            let options = mailgun::SyncOptions {
+                config,
+                region: region.as_str().to_string(),
+                domains,
+                login,
+                secrets_dir,
+                dry_run,
+            };
+            match mailgun::sync(&options, &api) {
+                Ok(synced) => {
+                    stdout.write_all(report::mailgun::synced(&synced).as_bytes())?;
+                    Ok(if synced.foreign() > 0 { 1 } else { 0 })
+                }
+                Err(e) => {
+                    if let Some(stopped) = e.downcast_ref::<mailgun::SyncStopped>() {
+                        stdout.write_all(report::mailgun::synced(&stopped.done).as_bytes())?;
+                    }
+                    Err(e)
+                }
+            }
+        }
+        MailgunCommand::Rotate {
+            config,
+            sender,
+            postfix_dir,
+            secrets_dir,
+            settle,
+            lock_timeout,
+            no_syslog,
+            delete_login,
+            access,
+        } => {
+            let key = mailgun::api_key(access.api_key_file.as_deref())?;
+            let base = match access.api_base {
+                Some(b) => b,
+                None => api::base_for(&mailgun::region_of(&config, &sender)?).to_string(),
+            };
+            let api = Api::new(&base, &key)?;
+            let options = mailgun::RotateOptions {
+                config,
+                sender,
+                postfix_dir,
+                secrets_dir,
+                settle: Duration::from_secs(settle),
+                apply: apply::Options {
+                    reload: true,
+                    lock_timeout: Duration::from_secs(lock_timeout),
+                    depth: state::Depth::Recorded,
+                },
+                syslog: !no_syslog,
+            };
+            if let Some(login) = delete_login {
+                mailgun::delete_login(&options, &api, &login)?;
+                writeln!(
+                    stdout,
+                    "postrelay: mailgun rotate: {login} deleted at Mailgun"
+                )?;
+                return Ok(0);
+            }
+            let rotated = mailgun::rotate(&options, &api)?;
+            stdout.write_all(report::mailgun::rotated(&rotated).as_bytes())?;
             Ok(0)
         }
     }

@@ -928,7 +928,7 @@ fn certificate(name: &str, problem: &CertProblem, trust: &CaSource) -> String {
     }
 }
 
-fn failure(f: &Failure) -> String {
+pub fn failure(f: &Failure) -> String {
     match f {
         Failure::Lookup { domain, error } => {
             format!("no server for {domain} (a relay without brackets: its MX hosts): {error}")
@@ -1086,6 +1086,7 @@ pub fn error(err: &anyhow::Error) -> String {
 }
 
 pub mod json;
+pub mod mailgun;
 
 #[cfg(test)]
 mod tests;

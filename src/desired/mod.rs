@@ -25,6 +25,7 @@
 //! source excerpt), the `password` field is deserialised by a visitor that never echoes
 //! the value it rejects, and passwords are [`Secret`]s.
 
+pub mod edit;
 mod entries;
 pub mod fields;
 mod raw;

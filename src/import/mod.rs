@@ -22,7 +22,7 @@ mod maps;
 mod params;
 mod render;
 mod resolve;
-mod write;
+pub(crate) mod write;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

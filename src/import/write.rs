@@ -1,4 +1,4 @@
-//! Creating import's files: never over an existing file, each created exclusively with
+//! Creating private files (import's, and the password files of `mailgun`): never over an existing file, each created exclusively with
 //! its final mode (0600) before a byte is written, so no umask or race exposes a
 //! password; a new directory is 0700. What one run created is removed again if the
 //! run fails before the end.

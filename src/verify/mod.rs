@@ -26,6 +26,7 @@ pub mod tls;
 pub mod trust;
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -37,6 +38,7 @@ use crate::desired::{Credentials, Desired, SenderKey, Tls};
 use crate::dns;
 use crate::routing::{Relay, Route};
 use crate::secret::{MASK, Secret};
+use crate::state;
 
 pub use smtp::ReplyProblem;
 pub use tls::CertProblem;
@@ -385,6 +387,36 @@ pub struct Settings {
 
 /// How many logins run at once unless `--jobs` says otherwise.
 pub const DEFAULT_JOBS: usize = 32;
+
+/// One check's budget unless `--timeout` says otherwise (and in `apply --verify`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `checks` for `desired` (see [`run`]). Postfix's trust store, in the config dir
+/// `postfix_dir` or the desired state's, is read only when a check verifies
+/// certificates (`secure`, `verify`).
+pub fn run_for(
+    desired: &Desired,
+    postfix_dir: Option<&Path>,
+    checks: Vec<Check>,
+    timeout: Duration,
+    jobs: usize,
+) -> Result<Vec<Outcome>> {
+    let trust = match needs_trust_store(&checks) {
+        true => Some(trust::load(&state::config_dir(desired, postfix_dir)?)?),
+        false => None,
+    };
+    let settings = Settings {
+        timeout,
+        jobs,
+        trust,
+    };
+    Ok(run(checks, &settings))
+}
+
+/// Whether every check succeeded.
+pub fn all_ok(outcomes: &[Outcome]) -> bool {
+    outcomes.iter().all(|o| o.result.is_ok())
+}
 
 /// Runs one check within `settings.timeout`. Failures are scrubbed of the password.
 fn run_check(

@@ -208,10 +208,29 @@ smtp_tls_loglevel = 1
 
     /// `postfix -c ETC start`, then waits until the master daemon has written its PID.
     pub fn start(&mut self) {
+        self.start_under(&[]);
+    }
+
+    /// [`Instance::start`] under `wrapper` (a program and its arguments, to which
+    /// `postfix -c ETC start` is appended): the master daemon and every daemon it
+    /// starts stay in what the wrapper set up (a mount namespace, say).
+    pub fn start_under(&mut self, wrapper: &[&str]) {
         backdate(&self.main_cf());
         backdate(&self.path("master.cf"));
         self.started = true;
-        self.postfix("start");
+        match wrapper.split_first() {
+            None => self.postfix("start"),
+            Some((program, args)) => {
+                let postfix = self.tool("postfix", "start");
+                let out = Command::new(program)
+                    .args(args)
+                    .arg(postfix.get_program())
+                    .args(postfix.get_args())
+                    .output()
+                    .unwrap();
+                self.check("postfix -c ETC start (wrapped)", &out);
+            }
+        }
         let deadline = Instant::now() + WAIT;
         while self.master_pid_opt().is_none() {
             assert!(

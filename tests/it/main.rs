@@ -19,6 +19,8 @@ mod import;
 mod instance;
 mod json;
 mod live;
+mod mailgun;
+mod mailgun_api;
 mod package;
 mod parser;
 mod record;

@@ -160,7 +160,13 @@ struct Shared {
     tls: Option<Arc<ServerConfig>>,
     log: Mutex<Log>,
     sessions: Sessions,
+    /// Credentials accepted besides `config.users`, asked at each AUTH.
+    also: Mutex<Option<Accounts>>,
 }
+
+/// A check of credentials the relay asks at AUTH time (a provider's account, which
+/// changes while the relay runs).
+pub type Accounts = Box<dyn Fn(&str, &str) -> bool + Send>;
 
 impl Server for Shared {
     fn sessions(&self) -> &Sessions {
@@ -188,6 +194,11 @@ impl FakeRelay {
     /// Binds 127.0.0.1 on a port the kernel chooses and serves each connection on its
     /// own thread.
     pub fn start(config: RelayConfig) -> FakeRelay {
+        FakeRelay::start_at(config, "127.0.0.1:0")
+    }
+
+    /// [`FakeRelay::start`] on `addr` (`IP:PORT`).
+    pub fn start_at(config: RelayConfig, addr: &str) -> FakeRelay {
         let tls = config.starttls.then(|| {
             config
                 .certificate
@@ -195,12 +206,13 @@ impl FakeRelay {
                 .unwrap_or_else(Leaf::localhost_self_signed)
                 .server_config()
         });
-        let listening = Listening::start("fake-relay", |port| Shared {
+        let listening = Listening::start_at("fake-relay", addr, |port| Shared {
             port,
             config,
             tls,
             log: Mutex::default(),
             sessions: Sessions::default(),
+            also: Mutex::default(),
         });
         FakeRelay { listening }
     }
@@ -222,6 +234,11 @@ impl FakeRelay {
     /// (`localhost` resolves to 127.0.0.1 through /etc/hosts).
     pub fn relay_by_name(&self) -> String {
         format!("[localhost]:{}", self.port())
+    }
+
+    /// From now on also accepts the credentials `accounts` accepts.
+    pub fn also_accept(&self, accounts: Accounts) {
+        *self.shared().also.lock().unwrap() = Some(accounts);
     }
 
     pub fn messages(&self) -> Vec<Accepted> {
@@ -483,7 +500,14 @@ impl<'a> Session<'a> {
             .config
             .users
             .iter()
-            .any(|(u, p)| *u == user && *p == password);
+            .any(|(u, p)| *u == user && *p == password)
+            || self
+                .shared
+                .also
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|accepts| accepts(&user, &password));
         self.shared.log().auth_attempts.push(AuthAttempt {
             user: user.clone(),
             password: password.clone(),

@@ -142,8 +142,13 @@ impl<S: Server> Listening<S> {
     /// Binds, builds the server from its port, and starts accepting; `name` is for
     /// messages and thread names.
     pub fn start(name: &str, server: impl FnOnce(u16) -> S) -> Listening<S> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("{name}: bind 127.0.0.1:0: {e}"));
+        Listening::start_at(name, "127.0.0.1:0", server)
+    }
+
+    /// [`Listening::start`] on `addr` (`IP:PORT`).
+    pub fn start_at(name: &str, addr: &str, server: impl FnOnce(u16) -> S) -> Listening<S> {
+        let listener =
+            TcpListener::bind(addr).unwrap_or_else(|e| panic!("{name}: bind {addr}: {e}"));
         let port = listener.local_addr().unwrap().port();
         // Non-blocking accept polled with a short sleep: drop only has to set a flag.
         listener.set_nonblocking(true).unwrap();
