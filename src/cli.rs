@@ -205,7 +205,7 @@ pub enum MailgunCommand {
     },
     /// Give one sender a new login, in five steps that never leave Postfix without a
     /// working one: write the new password file, create the login at Mailgun, log in to
-    /// the relay with it, switch the desired state and apply, delete the old login. A
+    /// the relay with it, apply it and name it in the desired state, delete the old login. A
     /// failed step says where it stopped; the same command resumes. Exit 0 rotated, 2
     /// error.
     Rotate {
@@ -260,7 +260,7 @@ impl MailgunRegion {
 /// How to reach Mailgun's API.
 #[derive(Debug, Args)]
 pub struct MailgunAccess {
-    /// A file holding the API key (root's, mode 0600); without it, $MAILGUN_API_KEY.
+    /// A file holding the API key (root's, mode 0600); without it, MAILGUN_API_KEY.
     /// Never give the key itself on the command line.
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,

@@ -173,9 +173,19 @@ fn commands(cmd: &Command) -> String {
     let mut heading = Roff::new();
     heading.control("SH", ["COMMANDS"]);
     push(&mut out, &heading.render());
-    for sub in subcommands(cmd) {
+    // A command with commands of its own (mailgun) is its commands, each named in full.
+    let all = subcommands(cmd).flat_map(|sub| {
+        let nested: Vec<(String, &Command)> = subcommands(sub)
+            .map(|n| (format!("{} {}", sub.get_name(), n.get_name()), n))
+            .collect();
+        match nested.is_empty() {
+            true => vec![(sub.get_name().to_string(), sub)],
+            false => nested,
+        }
+    });
+    for (name, sub) in all {
         let mut r = Roff::new();
-        r.control("SS", [sub.get_name()]);
+        r.control("SS", [name.as_str()]);
         r.text(usage(sub));
         if let Some(about) = sub.get_long_about().or_else(|| sub.get_about()) {
             // clap drops the final period of a one-paragraph doc comment.
@@ -266,7 +276,8 @@ pub fn exit_table(after_help: &str) -> (Vec<(String, String)>, Vec<String>) {
         }
         for line in lines {
             let row = line.strip_prefix("  ").filter(|l| !l.starts_with(' '));
-            match (row.and_then(|l| l.split_once(' ')), rows.last_mut()) {
+            // The command (one or two words) ends at the first run of two spaces.
+            match (row.and_then(|l| l.split_once("  ")), rows.last_mut()) {
                 (Some((command, meaning)), _) => {
                     rows.push((command.to_string(), meaning.trim().to_string()))
                 }
@@ -541,6 +552,12 @@ fn files() -> Roff {
         EXAMPLE_CONFIG,
         "A commented example: the file postrelay init writes.".into(),
     );
+    file(
+        crate::mailgun::SECRETS_DIR,
+        "Password files postrelay mailgun sync and rotate write (each 0600, named for its \
+         login; the directory 0700)."
+            .into(),
+    );
     let dir = "/etc/postfix";
     let parameters: Vec<&str> = managed::FIXED_PARAMETERS
         .iter()
@@ -615,6 +632,10 @@ fn environment() -> Roff {
     r.text([roman(
         "A log filter for stderr (error, warn, info, debug, trace) in place of -v.",
     )]);
+    r.control("TP", []).text([bold(crate::mailgun::KEY_VAR)]);
+    r.text([roman(
+        "The Mailgun API key for postrelay mailgun, when --api-key-file is not given.",
+    )]);
     r
 }
 
@@ -634,6 +655,18 @@ fn examples() -> Roff {
          postrelay verify\n\
          postrelay plan\n\
          postrelay apply",
+    );
+    example(
+        "Every domain of a Mailgun account, each with a login of its own, then checked and \
+         applied (the key file is root's, 0600):",
+        "postrelay mailgun sync --api-key-file /etc/postrelay/mailgun.key --dry-run\n\
+         postrelay mailgun sync --api-key-file /etc/postrelay/mailgun.key\n\
+         postrelay apply --verify",
+    );
+    example(
+        "A new password for one Mailgun sender, without a lost message:",
+        "export MAILGUN_API_KEY=\"$(cat /etc/postrelay/mailgun.key)\"\n\
+         postrelay mailgun rotate --sender example.com",
     );
     example(
         "Adopt what Postfix does today, passwords in files of their own:",

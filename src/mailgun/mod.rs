@@ -441,7 +441,7 @@ pub enum Step {
     CreateLogin = 2,
     /// Log in to the relay with the new login (verify).
     Verify = 3,
-    /// Switch the desired state to the new login and apply it.
+    /// Apply the new login, then name it in the desired-state file.
     Apply = 4,
     /// Delete the old login at Mailgun.
     DeleteOld = 5,
@@ -453,7 +453,7 @@ impl Step {
             Step::WritePassword => "write the new password file",
             Step::CreateLogin => "create the new login at Mailgun",
             Step::Verify => "log in to the relay with the new login",
-            Step::Apply => "switch the desired state and apply it",
+            Step::Apply => "apply the new login, then name it in the desired state",
             Step::DeleteOld => "delete the old login at Mailgun",
         }
     }

@@ -691,7 +691,7 @@ fn rotation_stopped_at_each_step_leaves_a_working_login_and_resumes() {
     .env(crate::harness::api::TOOL_DIR_VAR, &bin)
     .run_under(&wrapper)
     .error()
-    .stderr_has("stopped at step 4 of 5 (switch the desired state and apply it)")
+    .stderr_has("stopped at step 4 of 5 (apply the new login, then name it in the desired state)")
     .stderr_has("The host still sends as postrelay@shop.example, which still works.");
     assert_still_old(&world, &before, "step4");
 
