@@ -262,7 +262,7 @@ fn mailgun(command: MailgunCommand, stdout: &mut impl Write) -> Result<u8> {
             match mailgun::sync(&options, &api) {
                 Ok(synced) => {
                     stdout.write_all(report::mailgun::synced(&synced).as_bytes())?;
-                    Ok(if synced.foreign() > 0 { 1 } else { 0 })
+                    Ok(if synced.left_out() > 0 { 1 } else { 0 })
                 }
                 Err(e) => {
                     if let Some(stopped) = e.downcast_ref::<mailgun::SyncStopped>() {

@@ -201,6 +201,8 @@ pub enum Action {
     Present { domain: String },
     /// Mailgun has it disabled: left out.
     Disabled { domain: String },
+    /// Not a domain name postrelay takes (as the API gave it): left out.
+    Unusable { domain: String, why: String },
     /// The login exists at Mailgun, but its password is not in the secrets directory
     /// (another host's, or made by hand): left out, since only its owner knows the
     /// password and changing it would cut them off.
@@ -228,10 +230,10 @@ impl Synced {
     }
 
     /// Domains left out that need the administrator (exit 1).
-    pub fn foreign(&self) -> usize {
+    pub fn left_out(&self) -> usize {
         self.actions
             .iter()
-            .filter(|a| matches!(a, Action::Foreign { .. }))
+            .filter(|a| matches!(a, Action::Foreign { .. } | Action::Unusable { .. }))
             .count()
     }
 }
@@ -324,6 +326,11 @@ pub fn sync(options: &SyncOptions, api: &Api) -> Result<Synced> {
         }
         if d.state == "disabled" {
             synced.actions.push(Action::Disabled { domain });
+            continue;
+        }
+        // A name the API gave goes into a URL, a file name and the desired state.
+        if let Err(why) = fields::parse_domain(&domain) {
+            synced.actions.push(Action::Unusable { domain, why });
             continue;
         }
         match add_domain(options, api, &domain) {

@@ -36,6 +36,12 @@ pub fn synced(s: &Synced) -> String {
             Action::Disabled { domain } => {
                 writeln!(out, "- {domain}: disabled at Mailgun, left out")
             }
+            Action::Unusable { domain, why } => {
+                writeln!(
+                    out,
+                    "! {domain:?}: not a domain name postrelay takes ({why}): left out"
+                )
+            }
             Action::Foreign { domain, login } => writeln!(
                 out,
                 "! {domain}: the login {login} exists at Mailgun but its password is not here (another host's?): left out; choose another name with --login"
@@ -55,7 +61,7 @@ pub fn synced(s: &Synced) -> String {
         s.config.display(),
         s.added(),
         would,
-        match s.foreign() {
+        match s.left_out() {
             0 => String::new(),
             n => format!(", {n} left out"),
         }

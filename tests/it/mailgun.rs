@@ -165,6 +165,7 @@ fn sync_leaves_configured_domains_and_the_file_alone_and_says_what_it_left_out()
         ("c.example", "disabled"),
         ("d.example", "active"),
         ("e.example", "active"),
+        ("x..example", "active"),
     ] {
         api.add_domain(d, state);
     }
@@ -204,8 +205,9 @@ relay = \"[mail.a.example]:587\"
     run.code(1)
         .stdout_has("+ b.example: login postrelay@b.example created")
         .stdout_has("+ e.example: login postrelay@e.example created")
-        .stdout_has("5 domain(s) in the account (eu), 1 already in")
-        .stdout_has("2 added, 1 left out");
+        .stdout_has("! \"x..example\": not a domain name postrelay takes")
+        .stdout_has("6 domain(s) in the account (eu), 1 already in")
+        .stdout_has("2 added, 2 left out");
     // The hand-written part is kept byte for byte; the new entries follow it.
     let text = site.text();
     assert!(text.starts_with(original), "{text}");
