@@ -124,6 +124,22 @@ fn subcommands(cmd: &Command) -> impl Iterator<Item = &Command> {
         .filter(|s| !s.is_hide_set() && s.get_name() != "help")
 }
 
+/// The commands the page documents, each with its full name: a command with commands
+/// of its own (mailgun) stands for them (`mailgun sync`, `mailgun rotate`).
+fn documented(cmd: &Command) -> Vec<(String, &Command)> {
+    subcommands(cmd)
+        .flat_map(|sub| {
+            let nested: Vec<(String, &Command)> = subcommands(sub)
+                .map(|n| (format!("{} {}", sub.get_name(), n.get_name()), n))
+                .collect();
+            match nested.is_empty() {
+                true => vec![(sub.get_name().to_string(), sub)],
+                false => nested,
+            }
+        })
+        .collect()
+}
+
 /// A subcommand's own flags: visible, not the global ones (documented once, under
 /// OPTIONS) nor `--help`.
 fn own_args(sub: &Command) -> impl Iterator<Item = &Arg> {
@@ -173,17 +189,7 @@ fn commands(cmd: &Command) -> String {
     let mut heading = Roff::new();
     heading.control("SH", ["COMMANDS"]);
     push(&mut out, &heading.render());
-    // A command with commands of its own (mailgun) is its commands, each named in full.
-    let all = subcommands(cmd).flat_map(|sub| {
-        let nested: Vec<(String, &Command)> = subcommands(sub)
-            .map(|n| (format!("{} {}", sub.get_name(), n.get_name()), n))
-            .collect();
-        match nested.is_empty() {
-            true => vec![(sub.get_name().to_string(), sub)],
-            false => nested,
-        }
-    });
-    for (name, sub) in all {
+    for (name, sub) in documented(cmd) {
         let mut r = Roff::new();
         r.control("SS", [name.as_str()]);
         r.text(usage(sub));
@@ -782,14 +788,15 @@ mod tests {
         let cmd = built();
         let page = man_page(Cli::command());
         let mut seen = 0;
-        for sub in subcommands(&cmd) {
-            assert!(
-                page.contains(&format!(".SS {}\n", sub.get_name())),
-                "{page}"
-            );
+        for (name, sub) in documented(&cmd) {
+            let heading = match name.contains(' ') {
+                true => format!(".SS \"{name}\"\n"),
+                false => format!(".SS {name}\n"),
+            };
+            assert!(page.contains(&heading), "{page}");
             for arg in own_args(sub) {
                 let long = arg.get_long().expect("every flag has a long form");
-                assert!(page.contains(&flag(long)), "{} --{long}", sub.get_name());
+                assert!(page.contains(&flag(long)), "{name} --{long}");
                 seen += 1;
             }
         }
@@ -840,7 +847,8 @@ mod tests {
         let after = cmd.get_after_help().unwrap().to_string();
         let (rows, rest) = exit_table(&after);
         let names: Vec<&str> = rows.iter().map(|(c, _)| c.as_str()).collect();
-        let mut expected: Vec<&str> = subcommands(&cmd).map(|s| s.get_name()).collect();
+        let documented = documented(&cmd);
+        let mut expected: Vec<&str> = documented.iter().map(|(n, _)| n.as_str()).collect();
         let mut got = names.clone();
         expected.sort();
         got.sort();
