@@ -938,6 +938,10 @@ pub fn failure(f: &Failure) -> String {
         }
         Failure::TlsSetup(e) => format!("TLS setup: {e}"),
         Failure::StartTls(e) => format!("STARTTLS failed: {}", quoted(e)),
+        Failure::ImplicitTls(e) => format!(
+            "TLS on connect (port 465) failed: {}; no password was sent",
+            quoted(e)
+        ),
         Failure::NoStartTls(level) => format!(
             "TLS required (tls = \"{}\") but the server does not offer STARTTLS; no password was sent",
             level.as_str()
@@ -993,7 +997,11 @@ pub fn verify(outcomes: &[verify::Outcome]) -> String {
         let (who, relay) = (c.who.name(), &c.relay);
         let _ = match &o.result {
             Ok(s) => {
-                let tls = if s.starttls { "STARTTLS" } else { "no TLS" };
+                let tls = match (s.implicit_tls, s.starttls) {
+                    (true, _) => "TLS on connect",
+                    (false, true) => "STARTTLS",
+                    (false, false) => "no TLS",
+                };
                 let auth = match &s.mechanism {
                     Some(m) => format!("AUTH {m}"),
                     None => "no credentials".into(),

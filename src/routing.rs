@@ -87,6 +87,13 @@ impl Relay {
         self.0.host.parse::<std::net::IpAddr>().is_ok()
     }
 
+    /// Whether the relay takes TLS from the first byte (port 465, "submissions", RFC
+    /// 8314) rather than STARTTLS: Postfix's SMTP client then needs
+    /// `smtp_tls_wrappermode`, and verify shakes hands before the greeting.
+    pub fn implicit_tls(&self) -> bool {
+        self.0.port == 465
+    }
+
     /// Whether Postfix connects to the host as written (`[host]`), not to its MX hosts.
     pub fn is_bracketed(&self) -> bool {
         self.0.spelling.starts_with('[')

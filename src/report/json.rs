@@ -245,6 +245,8 @@ struct CheckResult {
     error: Option<String>,
     /// ok: whether the session used STARTTLS.
     starttls: Option<bool>,
+    /// ok: whether TLS came first, without STARTTLS (a relay on port 465).
+    implicit_tls: Option<bool>,
     /// ok: the AUTH mechanism (`null` without credentials).
     mechanism: Option<String>,
 }
@@ -423,9 +425,15 @@ fn kept(k: &KeptMap) -> KeptJson {
 
 fn check(o: &verify::Outcome) -> CheckResult {
     let c = &o.check;
-    let (result, error, starttls, mechanism) = match &o.result {
-        Ok(s) => ("ok", None, Some(s.starttls), s.mechanism.clone()),
-        Err(f) => ("failed", Some(failure(f)), None, None),
+    let (result, error, starttls, implicit_tls, mechanism) = match &o.result {
+        Ok(s) => (
+            "ok",
+            None,
+            Some(s.starttls),
+            Some(s.implicit_tls),
+            s.mechanism.clone(),
+        ),
+        Err(f) => ("failed", Some(failure(f)), None, None, None),
     };
     CheckResult {
         sender: c.who.name(),
@@ -435,6 +443,7 @@ fn check(o: &verify::Outcome) -> CheckResult {
         result,
         error,
         starttls,
+        implicit_tls,
         mechanism,
     }
 }

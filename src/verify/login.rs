@@ -1,5 +1,6 @@
 //! One check's dialogue, as Postfix's SMTP client conducts it at the relay's TLS level:
-//! greeting, EHLO, STARTTLS (unless the level is `none`; required unless it is `may`),
+//! greeting, EHLO, STARTTLS (unless the level is `none`; required unless it is `may`;
+//! on port 465 the TLS handshake comes before the greeting instead),
 //! EHLO again over TLS, AUTH PLAIN (else AUTH LOGIN, as offered) with the check's
 //! credentials, QUIT. No command that could send mail is ever sent.
 //!
@@ -206,6 +207,12 @@ fn attempt(
         scrubber,
         who,
     };
+    // Port 465: the handshake comes first, at the check's level, as Postfix's
+    // `smtp_tls_wrappermode` does it; no STARTTLS after.
+    let implicit_tls = check.relay.implicit_tls();
+    if implicit_tls {
+        d = start_tls(d, check, server, clients, trust)?;
+    }
     let greeting = d.reply(Waiting::Greeting)?;
     if greeting.code != 220 {
         let reply = greeting.text();
@@ -215,7 +222,7 @@ fn attempt(
         });
     }
     let mut ext = d.ehlo()?;
-    let starttls = check.tls != Tls::None && ext.starttls;
+    let starttls = !implicit_tls && check.tls != Tls::None && ext.starttls;
     if starttls {
         let reply = d.command("STARTTLS", "STARTTLS", Waiting::StartTls)?;
         if reply.code != 220 {
@@ -224,10 +231,10 @@ fn attempt(
         }
         d = start_tls(d, check, server, clients, trust)?;
         ext = d.ehlo()?;
-    } else if !check.tls.is_weak() {
+    } else if !implicit_tls && !check.tls.is_weak() {
         return d.quit_with(Failure::NoStartTls(check.tls));
     }
-    debug_assert!(starttls == d.session.is_tls());
+    debug_assert!((starttls || implicit_tls) == d.session.is_tls());
     let mechanism = match &check.credentials {
         Some(c) => match authenticate(&mut d, c, &ext.auth) {
             Ok(m) => Some(m.to_string()),
@@ -239,6 +246,7 @@ fn attempt(
     d.session.quit();
     Ok(Success {
         starttls,
+        implicit_tls,
         mechanism,
     })
 }
@@ -297,6 +305,9 @@ fn start_tls<'a>(
                     problem,
                     trust: trust.cloned().unwrap_or(CaSource::Missing),
                 },
+                _ if check.relay.implicit_tls() => {
+                    Failure::ImplicitTls(format!("TLS handshake failed: {e}"))
+                }
                 _ => Failure::StartTls(format!("TLS handshake failed: {e}")),
             },
             smtp::Error::TimedOut => Failure::TimedOut {

@@ -101,6 +101,8 @@ pub struct Check {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Success {
     pub starttls: bool,
+    /// TLS from the first byte (a relay on port 465), without STARTTLS.
+    pub implicit_tls: bool,
     /// The AUTH mechanism used; `None` without credentials.
     pub mechanism: Option<String>,
 }
@@ -123,6 +125,9 @@ pub enum Failure {
     /// STARTTLS refused, or a TLS handshake that failed for another reason than the
     /// certificate.
     StartTls(String),
+    /// A relay on port 465 whose TLS handshake (before the greeting) failed for another
+    /// reason than the certificate: no password was sent.
+    ImplicitTls(String),
     /// A level that needs TLS (`encrypt`, `verify`, `secure`) and no STARTTLS offered:
     /// no password was sent.
     NoStartTls(Tls),
@@ -209,6 +214,7 @@ impl Failure {
             },
             Failure::TlsSetup(e) => Failure::TlsSetup(s(e)),
             Failure::StartTls(e) => Failure::StartTls(s(e)),
+            Failure::ImplicitTls(e) => Failure::ImplicitTls(s(e)),
             Failure::Auth(e) => Failure::Auth(s(e)),
             Failure::Closed { waiting, error } => Failure::Closed {
                 waiting,

@@ -31,6 +31,9 @@ const MAX_LINE: usize = 64 * 1024;
 pub struct RelayConfig {
     /// Advertise and support STARTTLS.
     pub starttls: bool,
+    /// TLS from the first byte (port 465, "submissions"): the handshake before the
+    /// greeting, no STARTTLS. Uses the same certificate.
+    pub implicit_tls: bool,
     /// Accepted `(user, password)` pairs for AUTH.
     pub users: Vec<(String, String)>,
     /// RCPT TO addresses answered `550 5.1.1` (compared case-insensitively).
@@ -48,6 +51,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             starttls: true,
+            implicit_tls: false,
             users: Vec::new(),
             reject_rcpt: Vec::new(),
             require_auth: false,
@@ -77,6 +81,14 @@ impl RelayConfig {
     pub fn requiring_auth(self) -> RelayConfig {
         RelayConfig {
             require_auth: true,
+            ..self
+        }
+    }
+
+    /// This relay with TLS from the first byte instead of STARTTLS.
+    pub fn implicit_tls(self) -> RelayConfig {
+        RelayConfig {
+            implicit_tls: true,
             ..self
         }
     }
@@ -199,7 +211,7 @@ impl FakeRelay {
 
     /// [`FakeRelay::start`] on `addr` (`IP:PORT`).
     pub fn start_at(config: RelayConfig, addr: &str) -> FakeRelay {
-        let tls = config.starttls.then(|| {
+        let tls = (config.starttls || config.implicit_tls).then(|| {
             config
                 .certificate
                 .clone()
@@ -341,6 +353,12 @@ impl<'a> Session<'a> {
     }
 
     fn run(&mut self) -> io::Result<()> {
+        if self.shared.config.implicit_tls {
+            let config = self.shared.tls.clone().expect("implicit TLS has a config");
+            self.start_tls(config)?;
+            self.shared.log().handshakes.push(self.id);
+            self.tls = true;
+        }
         self.reply("220 fake ESMTP")?;
         while let Some(line) = self.read_line()? {
             let (verb, arg) = match line.split_once(' ') {
@@ -362,7 +380,7 @@ impl<'a> Session<'a> {
                     self.greeted = true;
                     self.reset_transaction();
                     let mut lines = vec!["fake", "8BITMIME"];
-                    if self.shared.tls.is_some() && !self.tls {
+                    if self.shared.config.starttls && self.shared.tls.is_some() && !self.tls {
                         lines.push("STARTTLS");
                     }
                     lines.push("AUTH PLAIN LOGIN");
@@ -375,7 +393,8 @@ impl<'a> Session<'a> {
                     self.reply(&text.join("\r\n"))?;
                 }
                 "STARTTLS" => {
-                    let Some(config) = self.shared.tls.clone().filter(|_| !self.tls) else {
+                    let offered = self.shared.config.starttls && !self.tls;
+                    let Some(config) = self.shared.tls.clone().filter(|_| offered) else {
                         self.reply("502 5.5.1 Error: command not implemented")?;
                         continue;
                     };

@@ -357,3 +357,65 @@ fn verify_does_not_retry_a_relay_that_did_not_answer() {
     assert_eq!(peer.sessions(), 1, "the relay was tried again");
     assert!(took < std::time::Duration::from_secs(4), "took {took:?}");
 }
+
+/// A relay on port 465 takes TLS from the first byte: verify shakes hands before the
+/// greeting and sends no STARTTLS; a STARTTLS-only server on 465 fails the handshake
+/// before any password is sent. (Port 465 is privileged: the relays bind loopback
+/// addresses of their own as root.)
+#[test]
+fn verify_speaks_tls_from_the_first_byte_on_port_465() {
+    require!(Need::Root);
+    let wrapped = FakeRelay::start_at(
+        RelayConfig::user("smtps-user", CANARY).implicit_tls(),
+        "127.0.0.46:465",
+    );
+    let starttls_only =
+        FakeRelay::start_at(RelayConfig::user("smtps-user", CANARY2), "127.0.0.47:465");
+    let host = Host::new("");
+    host.desired(&format!(
+        r#"
+[[sender]]
+domain = "wrapped.example"
+relay = "[127.0.0.46]:465"
+tls = "encrypt"
+username = "smtps-user"
+password = "{CANARY}"
+
+[[sender]]
+domain = "starttls.example"
+relay = "[127.0.0.47]:465"
+tls = "encrypt"
+username = "smtps-user"
+password = "{CANARY2}"
+"#
+    ));
+    let run = verify(&host, &["--timeout", "5"]);
+    run.code(1)
+        .stdout_has("ok      @wrapped.example via [127.0.0.46]:465 as smtps-user (TLS on connect, AUTH PLAIN)")
+        .stdout_has("FAILED  @starttls.example via [127.0.0.47]:465 as smtps-user: TLS on connect (port 465) failed: TLS handshake failed: received corrupt message");
+    let verbs: Vec<(bool, String)> = wrapped
+        .verbs()
+        .into_iter()
+        .map(|v| (v.tls, v.verb))
+        .collect();
+    assert_eq!(
+        verbs,
+        [(true, "EHLO"), (true, "AUTH"), (true, "QUIT")].map(|(t, v)| (t, v.to_string()))
+    );
+    assert_eq!(wrapped.handshakes().len(), 1);
+    assert!(
+        starttls_only.auth_attempts().is_empty(),
+        "no password to a server that spoke first in clear"
+    );
+    let json = host
+        .cmd("verify")
+        .args(&["--format", "json", "--sender", "wrapped.example"])
+        .run();
+    json.success();
+    assert!(
+        json.stdout.contains("\"starttls\": false")
+            && json.stdout.contains("\"implicit_tls\": true"),
+        "{}",
+        json.stdout
+    );
+}
