@@ -267,6 +267,7 @@ fn verify_in_words() {
             check: check(Who::Relayhost, Some("rh")),
             result: Ok(Success {
                 starttls: true,
+                implicit_tls: false,
                 mechanism: Some("PLAIN".into()),
             }),
             login: 0,
@@ -275,6 +276,7 @@ fn verify_in_words() {
             check: check(Who::Sender(SenderKey::Domain("a.example".into())), None),
             result: Ok(Success {
                 starttls: false,
+                implicit_tls: false,
                 mechanism: None,
             }),
             login: 1,
