@@ -53,29 +53,69 @@ options:
     description:
       - The catch-all relay. Senders not listed in O(senders), and bounces, leave through it.
       - Sets Postfix's C(relayhost). Omit it to leave no catch-all.
+      - One of O(relayhost.relay) and O(relayhost.provider) is required.
     type: dict
     suboptions:
       relay:
         description:
           - C(host), C([host]), C(host:port) or C([host]:port). Brackets mean no MX lookup.
+          - Not needed with O(relayhost.provider). Beside a provider it must be the
+            preset's relay (postrelay checks, and fails the task if it is not).
         type: str
-        required: true
+      provider:
+        description:
+          - A provider preset. It stands for the provider's relay, in brackets (no MX
+            lookup), at O(relayhost.tls=secure), and postrelay checks the login by the
+            provider's rules.
+          - V(mailgun), C([smtp.mailgun.org]:587), or C([smtp.eu.mailgun.org]:587) with
+            O(relayhost.region=eu); the SMTP login and its password.
+          - V(ses), C([email-smtp.REGION.amazonaws.com]:587), O(relayhost.region)
+            required; O(relayhost.username) is the IAM access key ID, the password the SMTP
+            password (O(relayhost.password), O(relayhost.password_file)) or derived from
+            the IAM secret access key (O(relayhost.secret_access_key_file)).
+          - V(sendgrid), C([smtp.sendgrid.net]:587); O(relayhost.username) must be
+            C(apikey), the password is the API key.
+          - V(postmark), C([smtp.postmarkapp.com]:587); the server token is both the
+            username and the password.
+          - A O(relayhost.relay) or O(relayhost.tls) beside it must say what the preset
+            says (postrelay checks).
+        type: str
+        choices: [mailgun, ses, sendgrid, postmark]
+      region:
+        description:
+          - The region of O(relayhost.provider). V(mailgun), C(us) (the default) or
+            C(eu). V(ses), the AWS region, required (C(eu-west-1)).
+          - Only with a provider that has regions (postrelay checks).
+        type: str
       username:
-        description: The SMTP AUTH username. Give it with O(relayhost.password) or O(relayhost.password_file), or neither.
+        description:
+          - The SMTP AUTH username. Give it with O(relayhost.password),
+            O(relayhost.password_file) or O(relayhost.secret_access_key_file), or with none of them.
         type: str
       password:
         description:
           - The SMTP AUTH password. Never logged, never in the diff, never on a command line.
-          - Mutually exclusive with O(relayhost.password_file).
+          - Mutually exclusive with O(relayhost.password_file) and O(relayhost.secret_access_key_file).
         type: str
       password_file:
         description:
           - Absolute path, on the managed host, of a file whose first line is the password
-            (mode 0600, owned by root). Mutually exclusive with O(relayhost.password).
+            (mode 0600, owned by root). Mutually exclusive with O(relayhost.password) and
+            O(relayhost.secret_access_key_file).
+        type: path
+      secret_access_key_file:
+        description:
+          - With O(relayhost.provider=ses) only. Absolute path, on the managed host, of a
+            file (mode 0600, owned by root) whose first line is the IAM secret access key.
+            postrelay derives the SMTP password from it and O(relayhost.region) (AWS's
+            SigV4 SMTP-password algorithm). Only the path goes through Ansible, never the key.
+          - Instead of O(relayhost.password) or O(relayhost.password_file); needs
+            O(relayhost.username), the access key ID.
         type: path
       tls:
         description:
-          - The TLS level Postfix uses with this relay. postrelay's default is C(encrypt).
+          - The TLS level Postfix uses with this relay. postrelay's default is C(encrypt),
+            a provider's C(secure) (beside O(relayhost.provider) it must be V(secure)).
         type: str
         choices: [secure, verify, encrypt, may, none]
       accept_cleartext:
@@ -100,7 +140,17 @@ options:
       relay:
         description:
           - The relay of this sender, as O(relayhost.relay). Optional with O(relayhost);
-            without it, the sender goes through the relayhost with its own credentials.
+            without it (and without O(senders[].provider)), the sender goes through the
+            relayhost with its own credentials.
+          - Not needed with O(senders[].provider); beside one it must be the preset's relay.
+        type: str
+      provider:
+        description:
+          - A provider preset for this sender's own relay, as O(relayhost.provider).
+        type: str
+        choices: [mailgun, ses, sendgrid, postmark]
+      region:
+        description: The region of O(senders[].provider), as O(relayhost.region).
         type: str
       username:
         description: The SMTP AUTH username.
@@ -108,13 +158,20 @@ options:
       password:
         description:
           - The SMTP AUTH password. Never logged, never in the diff, never on a command line.
-          - Mutually exclusive with O(senders[].password_file).
+          - Mutually exclusive with O(senders[].password_file) and O(senders[].secret_access_key_file).
         type: str
       password_file:
         description: Absolute path, on the managed host, of a file whose first line is the password.
         type: path
+      secret_access_key_file:
+        description:
+          - With O(senders[].provider=ses), the IAM secret access key's file, as
+            O(relayhost.secret_access_key_file).
+        type: path
       tls:
-        description: The TLS level for this sender's own relay (only with O(senders[].relay)).
+        description:
+          - The TLS level for this sender's own relay (only with O(senders[].relay) or
+            O(senders[].provider); beside a provider it must be V(secure)).
         type: str
         choices: [secure, verify, encrypt, may, none]
       accept_cleartext:
@@ -162,6 +219,9 @@ options:
     default: /usr/sbin/postrelay
 notes:
   - Passwords given with O(relayhost.password) or O(senders[].password) are C(no_log).
+    O(relayhost.password_file) and O(relayhost.secret_access_key_file) are paths; the
+    secret in the file is read by postrelay on the managed host and never passes
+    through Ansible.
     Ansible replaces them with C(********) anywhere in the task result. Use
     distinctive passwords; a short one that occurs in other text masks that text too.
   - Run one task per host with the whole sender list; postrelay removes what the list
@@ -185,6 +245,26 @@ EXAMPLES = r"""
         relay: "[smtp.sendgrid.net]:587"
         username: apikey
         password_file: /etc/postrelay/secrets/shop.example
+  become: true
+
+- name: Provider presets (the relay and tls come from the provider)
+  postrelay.postrelay.postrelay:
+    relayhost:
+      provider: mailgun
+      region: eu          # [smtp.eu.mailgun.org]:587, tls secure
+      username: postmaster@mg.example.net
+      password_file: /etc/postrelay/secrets/mailgun
+    senders:
+      - domain: example.org
+        provider: ses
+        region: eu-west-1   # [email-smtp.eu-west-1.amazonaws.com]:587
+        username: AKIAIOSFODNN7EXAMPLE
+        # The IAM secret access key; postrelay derives the SMTP password from it.
+        secret_access_key_file: /etc/postrelay/secrets/ses.key
+      - domain: shop.example
+        provider: sendgrid
+        username: apikey
+        password: "{{ vault_sendgrid_api_key }}"
   become: true
 
 - name: Rotate a password, logging in to every relay first
@@ -285,15 +365,33 @@ from ansible.module_utils.basic import AnsibleModule
 
 TLS_LEVELS = ["secure", "verify", "encrypt", "may", "none"]
 
-# The keys of each table, in the order they are rendered (postrelay's own order).
-CREDENTIAL_KEYS = ("relay", "username", "password", "password_file", "tls", "accept_cleartext")
+PROVIDERS = ["mailgun", "ses", "sendgrid", "postmark"]
+
+# The keys of each table, in the order they are rendered: postrelay's own order (as in
+# src/desired/raw.rs), with a preset's provider and region after the relay they stand
+# for, and secret_access_key_file (which gives the password) after password_file.
+CREDENTIAL_KEYS = (
+    "relay",
+    "provider",
+    "region",
+    "username",
+    "password",
+    "password_file",
+    "secret_access_key_file",
+    "tls",
+    "accept_cleartext",
+)
 SENDER_KEYS = ("domain", "address") + CREDENTIAL_KEYS
 
 ENTRY_OPTIONS = dict(
     relay=dict(type="str"),
+    provider=dict(type="str", choices=PROVIDERS),
+    region=dict(type="str"),
     username=dict(type="str"),
     password=dict(type="str", no_log=True),
     password_file=dict(type="path", no_log=False),
+    # A path: the key in the file is read by postrelay on the host, never by Ansible.
+    secret_access_key_file=dict(type="path", no_log=False),
     tls=dict(type="str", choices=TLS_LEVELS),
     accept_cleartext=dict(type="bool"),
 )
@@ -486,14 +584,15 @@ def main():
         argument_spec=dict(
             relayhost=dict(
                 type="dict",
-                options=dict(ENTRY_OPTIONS, relay=dict(type="str", required=True)),
-                mutually_exclusive=[("password", "password_file")],
+                options=ENTRY_OPTIONS,
+                mutually_exclusive=[("password", "password_file", "secret_access_key_file")],
+                required_one_of=[("relay", "provider")],
             ),
             senders=dict(
                 type="list",
                 elements="dict",
                 options=dict(ENTRY_OPTIONS, domain=dict(type="str"), address=dict(type="str")),
-                mutually_exclusive=[("domain", "address"), ("password", "password_file")],
+                mutually_exclusive=[("domain", "address"), ("password", "password_file", "secret_access_key_file")],
                 required_one_of=[("domain", "address")],
             ),
             map_type=dict(type="str"),

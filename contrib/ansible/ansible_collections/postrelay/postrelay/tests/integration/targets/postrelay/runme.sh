@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Integration test of postrelay.postrelay.postrelay: runs playbook.yml with --diff
-# against a throw-away Postfix config dir (steps 1-6 assert themselves), then step 7:
-# greps the whole output for every password (and its base64), and the work dir for any
-# file but Postfix's password map that holds one. Prints each step's result.
+# against a throw-away Postfix config dir (steps 1-6 and 8 assert themselves), then
+# step 7: greps the whole output for every password (and its base64), and the work dir
+# for any file but Postfix's password map that holds one. Prints each step's result.
 #
 # Needs POSTRELAY_BIN (the postrelay binary), ansible-playbook with this collection on
 # its ANSIBLE_COLLECTIONS_PATH (ansible-test sets it up), and Postfix. Fails without them.
@@ -42,6 +42,7 @@ pw = {
     "pw_example": tag("EX") + "#:=",
     "pw_example_rotated": tag("EXnew") + "'\"{{x}}",
     "pw_wes": tag("WES"),
+    "pw_sendgrid": tag("SG"),
     "pw_shop": tag("SHOP"),   # only in the password_file: Ansible never sees it
 }
 def private(path, text):
@@ -75,6 +76,8 @@ want = {
     "Step 4: check mode again": "ok",
     "Step 5: rotate example.com's password": "changed",
     "Step 6: a relay with a space": "fatal",
+    "Step 8: a sender with provider sendgrid": "changed",
+    "Step 8: provider sendgrid with a username other than apikey": "fatal",
 }
 got, task = {}, None
 for line in open(sys.argv[1], encoding="utf-8"):
@@ -118,7 +121,7 @@ for root, _, files in os.walk(work):
 print("files under the work dir holding a password, other than the password map: %d %s" % (len(leaks), leaks or ""))
 # The control: the search finds the passwords where they must be.
 sasl = open(os.path.join(work, "etc", "sasl_passwd"), "rb").read()
-missing = [n for n in ("pw_relayhost", "pw_example_rotated", "pw_wes", "pw_shop") if needles[n] not in sasl]
+missing = [n for n in ("pw_relayhost", "pw_example_rotated", "pw_wes", "pw_shop", "pw_sendgrid") if needles[n] not in sasl]
 if missing:
     sys.exit("runme.sh: the grep misses passwords that sasl_passwd holds: %s" % missing)
 if hits or leaks:

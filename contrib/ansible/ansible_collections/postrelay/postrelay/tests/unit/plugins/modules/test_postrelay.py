@@ -157,6 +157,59 @@ def test_render_toml_gives_postrelay_the_tables_it_reads():
     }
 
 
+def keys_of(text, header):
+    """The keys of each ``header`` table of ``text``, in the order they are written."""
+    tables, current = [], None
+    for line in text.splitlines():
+        if line.startswith("["):
+            current = [] if line == header else None
+            if current is not None:
+                tables.append(current)
+        elif current is not None and " = " in line:
+            current.append(line.split(" = ", 1)[0])
+    return tables
+
+
+def test_render_toml_writes_the_provider_preset_keys():
+    relayhost = dict(relay=None, provider="mailgun", region="eu", username="pm@mg.example", password=None,
+                     password_file="/etc/postrelay/secrets/mailgun", secret_access_key_file=None, tls=None,
+                     accept_cleartext=None)
+    senders = [
+        dict(domain="example.org", address=None, relay=None, provider="ses", region="eu-west-1",
+             username="AKIAIOSFODNN7EXAMPLE", password=None, password_file=None,
+             secret_access_key_file="/etc/postrelay/secrets/ses.key", tls=None, accept_cleartext=None),
+        dict(domain=None, address="wes@example.com", relay="[smtp.sendgrid.net]:587", provider="sendgrid",
+             region=None, username="apikey", password=CANARY, password_file=None, secret_access_key_file=None,
+             tls="secure", accept_cleartext=None),
+    ]
+    text = mod.render_toml(relayhost, senders, None)
+    assert tomllib.loads(text) == {
+        "relayhost": {"provider": "mailgun", "region": "eu", "username": "pm@mg.example",
+                      "password_file": "/etc/postrelay/secrets/mailgun"},
+        "sender": [
+            {"domain": "example.org", "provider": "ses", "region": "eu-west-1", "username": "AKIAIOSFODNN7EXAMPLE",
+             "secret_access_key_file": "/etc/postrelay/secrets/ses.key"},
+            {"address": "wes@example.com", "relay": "[smtp.sendgrid.net]:587", "provider": "sendgrid",
+             "username": "apikey", "password": CANARY, "tls": "secure"},
+        ],
+    }
+    # postrelay's order: provider and region after the relay they stand for,
+    # secret_access_key_file after password_file.
+    assert keys_of(text, "[relayhost]") == [["provider", "region", "username", "password_file"]]
+    assert keys_of(text, "[[sender]]") == [
+        ["domain", "provider", "region", "username", "secret_access_key_file"],
+        ["address", "relay", "provider", "username", "password", "tls"],
+    ]
+
+
+def test_the_key_order_is_postrelays():
+    assert mod.CREDENTIAL_KEYS == ("relay", "provider", "region", "username", "password", "password_file",
+                                   "secret_access_key_file", "tls", "accept_cleartext")
+    assert mod.SENDER_KEYS == ("domain", "address") + mod.CREDENTIAL_KEYS
+    # Every option of an entry is rendered, and nothing else.
+    assert set(mod.CREDENTIAL_KEYS) == set(mod.ENTRY_OPTIONS)
+
+
 def test_render_toml_leaves_out_what_is_not_given_and_is_never_empty():
     text = mod.render_toml(None, None, None)
     assert text.strip() != ""
@@ -426,6 +479,64 @@ def test_domain_and_address_are_exclusive(tmp_path, capsys):
     assert "mutually exclusive" in result["msg"]
 
 
+def test_a_relayhost_needs_a_relay_or_a_provider(tmp_path, capsys):
+    args = dict(relayhost=dict(username="pm", password=CANARY), binary=fake_binary(tmp_path, report()))
+    code, result, out = run_module(args, capsys)
+    assert code == 1
+    assert "one of the following is required: relay, provider" in result["msg"]
+    assert CANARY not in out
+
+
+def test_a_provider_stands_for_the_relay(tmp_path, capsys, monkeypatch):
+    seen = {}
+
+    def run_command(self, args, **kw):
+        seen["data"] = kw["data"]
+        return 0, report(), ""
+
+    monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
+    args = dict(
+        relayhost=dict(provider="mailgun", region="eu", username="pm", password=CANARY),
+        senders=[dict(domain="example.org", provider="ses", region="eu-west-1", username="AKIAEXAMPLE",
+                      secret_access_key_file="/etc/postrelay/secrets/ses.key")],
+        binary=fake_binary(tmp_path, ""),
+    )
+    code, result, out = run_module(args, capsys)
+    assert code == 0, result
+    assert tomllib.loads(seen["data"]) == {
+        "relayhost": {"provider": "mailgun", "region": "eu", "username": "pm", "password": CANARY},
+        "sender": [{"domain": "example.org", "provider": "ses", "region": "eu-west-1", "username": "AKIAEXAMPLE",
+                    "secret_access_key_file": "/etc/postrelay/secrets/ses.key"}],
+    }
+    # A path is not a secret: it is shown as given.
+    assert result["invocation"]["module_args"]["senders"][0]["secret_access_key_file"] == "/etc/postrelay/secrets/ses.key"
+    assert CANARY not in out
+
+
+def test_an_unknown_provider_is_refused(tmp_path, capsys):
+    args = dict(senders=[dict(domain="a.example", provider="mailchimp", username="u", password=CANARY)],
+                binary=fake_binary(tmp_path, report()))
+    code, result, out = run_module(args, capsys)
+    assert code == 1
+    assert "value of provider must be one of: mailgun, ses, sendgrid, postmark" in result["msg"]
+    assert CANARY not in out
+
+
+@pytest.mark.parametrize("table", ["relayhost", "senders"])
+def test_a_secret_access_key_file_excludes_a_password(table, tmp_path, capsys):
+    entry = dict(provider="ses", region="eu-west-1", username="AKIAEXAMPLE", password=CANARY,
+                 secret_access_key_file="/etc/postrelay/secrets/ses.key")
+    args = dict(binary=fake_binary(tmp_path, report()))
+    if table == "relayhost":
+        args["relayhost"] = entry
+    else:
+        args["senders"] = [dict(entry, domain="a.example")]
+    code, result, out = run_module(args, capsys)
+    assert code == 1
+    assert "mutually exclusive: password|password_file|secret_access_key_file" in result["msg"]
+    assert CANARY not in out
+
+
 # --- against the real postrelay --------------------------------------------------------------
 
 
@@ -534,5 +645,62 @@ def test_a_failed_verify_changes_nothing(postrelay_bin, postfix_dir, capsys):
     assert result["rc"] == 2
     assert [c["result"] for c in result["checks"]] == ["failed"]
     assert "relayhost via [127.0.0.1]:1" in result["msg"]
+    assert CANARY not in out
+    assert snapshot(postfix_dir) == before
+
+
+# The vector published with AWS's SigV4 SMTP-password algorithm (src/providers.rs's test).
+SES_SECRET, SES_REGION, SES_SMTP_PASSWORD = "some+secret+key", "eu-central-1", "BMXhUYlu5Z3gSXVQORxlVa7XPaz91aGWdfHxvkOZdWZ2"
+
+
+def postmap_q(postfix_dir, key, name):
+    return subprocess.run(["postmap", "-c", postfix_dir, "-q", key, "hash:%s/%s" % (postfix_dir, name)],
+                          capture_output=True, text=True, check=False).stdout
+
+
+def test_provider_presets_reach_postrelay(postrelay_bin, postfix_dir, capsys):
+    key_file = os.path.join(os.path.dirname(postfix_dir), "ses.key")
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(SES_SECRET + "\n")
+    args = dict(
+        relayhost=dict(provider="mailgun", region="eu", username="pm@mg.example", password=CANARY),
+        senders=[
+            dict(domain="example.org", provider="ses", region=SES_REGION, username="AKIAIOSFODNN7EXAMPLE",
+                 secret_access_key_file=key_file),
+            dict(domain="shop.example", provider="sendgrid", username="apikey", password=CANARY2),
+            # A relay and tls beside a preset, saying what it says.
+            dict(address="wes@example.com", provider="postmark", relay="[smtp.postmarkapp.com]:587", tls="secure",
+                 username="token-1f2e", password="token-1f2e"),
+        ],
+        binary=postrelay_bin, postfix_dir=postfix_dir, map_type="hash",
+    )
+    code, result, out = run_module(args, capsys)
+    assert code == 0 and result["changed"] is True, result
+    assert CANARY not in out and CANARY2 not in out and SES_SMTP_PASSWORD not in out
+    main_cf = subprocess.run(["postconf", "-c", postfix_dir, "-h", "relayhost"],
+                             capture_output=True, text=True, check=False).stdout
+    assert main_cf == "[smtp.eu.mailgun.org]:587\n"
+    assert postmap_q(postfix_dir, "@example.org", "sender_relay") == "[email-smtp.eu-central-1.amazonaws.com]:587\n"
+    assert postmap_q(postfix_dir, "@shop.example", "sender_relay") == "[smtp.sendgrid.net]:587\n"
+    assert postmap_q(postfix_dir, "wes@example.com", "sender_relay") == "[smtp.postmarkapp.com]:587\n"
+    # The SMTP password postrelay derived from the secret access key.
+    assert postmap_q(postfix_dir, "@example.org", "sasl_passwd") == "AKIAIOSFODNN7EXAMPLE:%s\n" % SES_SMTP_PASSWORD
+    assert postmap_q(postfix_dir, "[smtp.sendgrid.net]:587", "tls_policy") == "secure\n"
+
+    code, result, dummy = run_module(args, capsys)
+    assert code == 0 and result["changed"] is False, result
+
+
+def test_a_preset_rule_broken_fails_with_postrelays_message(postrelay_bin, postfix_dir, capsys):
+    args = dict(senders=[dict(domain="shop.example", provider="sendgrid", username="shop", password=CANARY)],
+                relayhost=dict(provider="mailgun", relay="[smtp.mailgun.org]:25"),
+                binary=postrelay_bin, postfix_dir=postfix_dir)
+    before = snapshot(postfix_dir)
+    code, result, out = run_module(args, capsys)
+    assert code == 1 and result["rc"] == 2, result
+    messages = [p["message"] for p in result["problems"]]
+    assert any('provider "sendgrid" takes username "apikey"' in m for m in messages), messages
+    assert any("differs from provider" in m for m in messages), messages
     assert CANARY not in out
     assert snapshot(postfix_dir) == before
