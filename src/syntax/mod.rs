@@ -5,4 +5,5 @@
 pub mod lines;
 pub mod maincf;
 pub mod mastercf;
+pub mod regexp;
 pub mod table;

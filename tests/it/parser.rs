@@ -1037,3 +1037,55 @@ fn vertical_tab_and_form_feed_are_not_list_separators() {
     let conf = Host::raw(&out);
     assert_eq!(conf.postconf().h(&["mynetworks"]), [want]);
 }
+
+/// The regexp tables postrelay will write for wildcard senders, read by Postfix's own
+/// regexp engine (`postmap -q`, POSIX extended expressions): an exact domain, the
+/// longer wildcard and the shorter one in that order; the first match wins; the domain
+/// of a wildcard itself, a look-alike and another domain do not match; a `$` in a value
+/// comes back as written.
+#[test]
+fn regexp_tables_match_in_postfix_as_the_regex_crate_says() {
+    use postrelay::syntax::regexp::{Pattern, Rule, render};
+    require!(Need::Postfix);
+    let host = Host::new("");
+    let rules = vec![
+        Rule {
+            pattern: Pattern::Domain("eu.shop.example".into()),
+            value: "exact:pa$1ss".into(),
+        },
+        Rule {
+            pattern: Pattern::Subdomains("z.shop.example".into()),
+            value: "deeper".into(),
+        },
+        Rule {
+            pattern: Pattern::Subdomains("shop.example".into()),
+            value: "wild".into(),
+        },
+    ];
+    host.write_etc("wild", render("test", &rules).unwrap());
+    let cases = [
+        ("a@eu.shop.example", Some("exact:pa$1ss")),
+        ("A@EU.Shop.Example", Some("exact:pa$1ss")),
+        ("a@x.eu.shop.example", Some("wild")),
+        ("a@x.shop.example", Some("wild")),
+        ("b@y.z.shop.example", Some("deeper")),
+        ("b@z.shop.example", Some("wild")),
+        ("a@shop.example", None),
+        ("a@xshop.example", None),
+        ("a@x.shop.example.evil", None),
+        ("a@eu-shop.example", None),
+        ("@x.shop.example", None),
+    ];
+    for (address, want) in cases {
+        assert_eq!(
+            host.postmap_q("regexp", "wild", address).as_deref(),
+            want,
+            "{address}"
+        );
+        let crate_says = rules
+            .iter()
+            .find(|r| r.pattern.matches(address))
+            .map(|r| r.value.as_str());
+        assert_eq!(crate_says, want, "the regex crate on {address}");
+    }
+}
