@@ -96,7 +96,8 @@ fn private_if_inline_passwords(source: &Source, parts: &Parts, mode: u32, proble
 /// One TLS level per relay: the first explicit value in file order wins, a different
 /// explicit value elsewhere is a conflict, and a relay without one gets its default
 /// ([`Tls::default_for`]). A weak level is a warning unless an entry of that relay sets
-/// `accept_cleartext`.
+/// `accept_cleartext`, and an error on port 465 (TLS from the first byte: Postfix's
+/// `smtp_tls_wrappermode` needs `encrypt` or stronger).
 fn tls_levels(parts: &Parts, problems: &mut Problems) -> (BTreeMap<Relay, Tls>, Vec<Warning>) {
     let mut uses: Vec<_> = parts.uses.iter().collect();
     uses.sort_by_key(|u| u.tls.line);
@@ -128,6 +129,18 @@ fn tls_levels(parts: &Parts, problems: &mut Problems) -> (BTreeMap<Relay, Tls>, 
     for (relay, given) in explicit {
         let tls = given.map_or_else(|| Tls::default_for(relay), |t| t.tls);
         if let Some(t) = given
+            && t.tls.is_weak()
+            && relay.implicit_tls()
+        {
+            problems.at(
+                t.line,
+                format!(
+                    "relay {:?}: tls {:?} on port 465, where TLS starts with the connection: use \"encrypt\", \"verify\" or \"secure\"",
+                    relay.as_str(),
+                    t.tls.as_str()
+                ),
+            );
+        } else if let Some(t) = given
             && t.tls.is_weak()
             && !accepted.contains(relay)
         {
