@@ -72,6 +72,8 @@ pub enum Step {
     Map(usize),
     /// Replaced main.cf.
     MainCf,
+    /// Replaced master.cf (postrelay's service added, changed or removed).
+    MasterCf,
     Skipped(Skip),
     Ran(Control),
     /// Postfix still has to re-read its configuration: the reload is owed to the next run.
@@ -462,7 +464,11 @@ fn switch_at_once(
 
 /// The steps that name what [`commit`] replaced.
 fn replaced(plan: &Plan) -> Vec<Step> {
-    let mut steps: Vec<Step> = (0..plan.maps.len()).map(Step::Map).collect();
+    let mut steps: Vec<Step> = Vec::new();
+    if plan.master_cf.is_some() {
+        steps.push(Step::MasterCf);
+    }
+    steps.extend((0..plan.maps.len()).map(Step::Map));
     if plan.main_cf.is_some() {
         steps.push(Step::MainCf);
     }
@@ -483,6 +489,11 @@ fn commit(
     main_cf: Option<&[u8]>,
     journal: &mut Journal,
 ) -> Result<()> {
+    // The service first: the maps and main.cf that name it come after.
+    if let Some(m) = &plan.master_cf {
+        write_config(&m.path, &m.new, journal)?;
+        failpoint::hit("master.cf");
+    }
     for (m, s) in plan.maps.iter().zip(staged) {
         let name = m.kind.file_name();
         if let (Some(compiled), Some(path)) = (s.compiled, &m.compiled_path) {
@@ -503,7 +514,12 @@ fn commit(
 
 /// Replaces main.cf (a symlinked one's target), keeping its mode and owner.
 fn write_main_cf(state: &State, bytes: &[u8], journal: &mut Journal) -> Result<()> {
-    let path = &state.main_cf.path;
+    write_config(&state.main_cf.path, bytes, journal)
+}
+
+/// Replaces a configuration file (main.cf, master.cf: the target of a link), keeping
+/// its mode and owner.
+fn write_config(path: &Path, bytes: &[u8], journal: &mut Journal) -> Result<()> {
     let before = fs::read_if_exists(path, u64::MAX, Links::Refuse)?
         .with_context(|| format!("{}: vanished", path.display()))?;
     journal.replace(path, || {

@@ -9,9 +9,9 @@ use std::path::Path;
 
 use crate::desired::{Desired, SenderKey};
 use crate::hold;
-use crate::managed::{MapKind, RELAYHOST};
+use crate::managed::{MapKind, RELAYHOST, SMTPS_SERVICE};
 use crate::state::{Kept, KeptMap};
-use crate::syntax::maincf::MainCf;
+use crate::syntax::maincf::{self, MainCf};
 
 /// Where the desired state defines a key that a kept map holds too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,15 +64,24 @@ pub fn settings(main_cf: &MainCf, desired: &Desired, dir: &Path) -> Vec<Conflict
         }
     };
     overrides("transport_maps", set("transport_maps"));
+    // postrelay's own values: its service for a relayhost on port 465, its
+    // sender_transport map, and a hold a crashed apply left.
     overrides(
         "default_transport",
-        set("default_transport").filter(|v| v.trim() != "smtp"),
+        set("default_transport").filter(|v| !matches!(v.trim(), "smtp" | SMTPS_SERVICE)),
     );
+    let others: Vec<String> = set(hold::PARAMETER)
+        .map(|v| {
+            maincf::list(&v)
+                .into_iter()
+                .filter(|e| !hold::is_hold(e, dir) && !MapKind::SenderTransport.is_own(e, dir))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
     overrides(
         hold::PARAMETER,
-        hold::leftover(main_cf, dir)
-            .or_else(|| set(hold::PARAMETER))
-            .filter(|v| !v.trim().is_empty()),
+        (!others.is_empty()).then(|| others.join(", ")),
     );
     // relay_domains = $mydestination (the old default) names local domains only.
     overrides(

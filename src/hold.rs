@@ -32,7 +32,7 @@ use crate::syntax::maincf::{self, MainCf};
 pub const FILE: &str = "postrelay_hold";
 
 /// The main.cf parameter the hold is listed in (first; what was listed stays after).
-pub const PARAMETER: &str = "sender_dependent_default_transport_maps";
+pub const PARAMETER: &str = crate::managed::SENDER_TRANSPORT_MAPS;
 
 /// The master.cf service that defers what it is given (error(8) named `retry`).
 pub const SERVICE: &str = "retry";

@@ -1,7 +1,8 @@
-//! What postrelay owns in a Postfix config directory, and nothing else: the three lookup
+//! What postrelay owns in a Postfix config directory, and nothing else: the lookup
 //! tables (their file names, the main.cf parameters that name them, their modes), the
-//! fixed main.cf parameters, and the reload marker. Contents are decided elsewhere
-//! (`routing` for the table entries, `plan` for the parameter values).
+//! fixed main.cf parameters, the master.cf service for relays on port 465, and the
+//! reload marker. Contents are decided elsewhere (`routing` for the table entries,
+//! `plan` for the parameter values and the service's lines).
 
 use std::path::{Path, PathBuf};
 
@@ -11,10 +12,23 @@ pub enum MapKind {
     SaslPasswd,
     SenderRelay,
     TlsPolicy,
+    /// The transport (and next hop) of senders whose relay is on port 465: postrelay's
+    /// [`SMTPS_SERVICE`]. Managed only on a host that needs it ([`MapKind::CORE`] are
+    /// always managed).
+    SenderTransport,
 }
 
 impl MapKind {
-    pub const ALL: [MapKind; 3] = [
+    /// Every map postrelay may own.
+    pub const ALL: [MapKind; 4] = [
+        MapKind::SaslPasswd,
+        MapKind::SenderRelay,
+        MapKind::TlsPolicy,
+        MapKind::SenderTransport,
+    ];
+
+    /// The maps postrelay manages on every host.
+    pub const CORE: [MapKind; 3] = [
         MapKind::SaslPasswd,
         MapKind::SenderRelay,
         MapKind::TlsPolicy,
@@ -26,6 +40,7 @@ impl MapKind {
             MapKind::SaslPasswd => "sasl_passwd",
             MapKind::SenderRelay => "sender_relay",
             MapKind::TlsPolicy => "tls_policy",
+            MapKind::SenderTransport => "sender_transport",
         }
     }
 
@@ -35,6 +50,7 @@ impl MapKind {
             MapKind::SaslPasswd => "smtp_sasl_password_maps",
             MapKind::SenderRelay => "sender_dependent_relayhost_maps",
             MapKind::TlsPolicy => "smtp_tls_policy_maps",
+            MapKind::SenderTransport => SENDER_TRANSPORT_MAPS,
         }
     }
 
@@ -148,6 +164,27 @@ pub fn ca_source(ca_file: Option<&str>, ca_path: Option<&str>, bundle: Option<&P
 /// The main.cf parameter set from `[relayhost]`.
 pub const RELAYHOST: &str = "relayhost";
 
+/// The parameter that names [`MapKind::SenderTransport`] (and, while apply switches
+/// routes, the hold: see `hold`).
+pub const SENDER_TRANSPORT_MAPS: &str = "sender_dependent_default_transport_maps";
+
+/// The transport of mail with no sender-dependent one: bounces and unlisted senders.
+/// postrelay sets it to [`SMTPS_SERVICE`] for a relayhost on port 465, only from
+/// Postfix's default ([`DEFAULT_TRANSPORT_DEFAULT`]), and sets it back.
+pub const DEFAULT_TRANSPORT: &str = "default_transport";
+pub const DEFAULT_TRANSPORT_DEFAULT: &str = "smtp";
+
+/// master.cf's file name in the config directory.
+pub const MASTER_CF: &str = "master.cf";
+
+/// postrelay's master.cf service for relays on port 465: Postfix's SMTP client with TLS
+/// from the first byte. Each relay's own level (encrypt, verify, secure) stays in
+/// tls_policy; the service's level is the floor wrapper mode needs.
+pub const SMTPS_SERVICE: &str = "postrelay-smtps";
+
+/// The lines of [`SMTPS_SERVICE`] in master.cf.
+pub const SMTPS_ENTRY: &str = "postrelay-smtps unix  -       -       n       -       -       smtp\n  -o smtp_tls_wrappermode=yes\n  -o smtp_tls_security_level=encrypt";
+
 /// main.cf's file name in the config directory.
 pub const MAIN_CF: &str = "main.cf";
 
@@ -164,6 +201,7 @@ pub const LOCK: &str = ".postrelay.lock";
 pub fn replaced_names() -> Vec<&'static str> {
     let mut names: Vec<&str> = MapKind::ALL.iter().map(|k| k.file_name()).collect();
     names.push(MAIN_CF);
+    names.push(MASTER_CF);
     names.push(crate::hold::FILE);
     names.push(crate::record::FILE);
     names

@@ -585,6 +585,10 @@ fn files() -> Roff {
             MapKind::SaslPasswd => "the credentials per sender and for the relayhost",
             MapKind::SenderRelay => "the relay per sender",
             MapKind::TlsPolicy => "the TLS level per relay",
+            MapKind::SenderTransport => {
+                "the transport of senders whose relay is on port 465 (only on a host that has \
+                 one; then named by sender_dependent_default_transport_maps)"
+            }
         };
         file(
             &format!("{dir}/{}", kind.file_name()),

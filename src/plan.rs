@@ -16,13 +16,15 @@ use crate::conflicts::{self, Conflict};
 use crate::desired::Desired;
 use crate::hold::{self, Hold};
 use crate::managed::{
-    self, CA_BUNDLES, CA_FILE, CA_PATH, CaSource, FIXED_PARAMETERS, MapKind, RELAYHOST,
+    self, CA_BUNDLES, CA_FILE, CA_PATH, CaSource, DEFAULT_TRANSPORT, DEFAULT_TRANSPORT_DEFAULT,
+    FIXED_PARAMETERS, MASTER_CF, MapKind, RELAYHOST, SMTPS_ENTRY, SMTPS_SERVICE,
 };
 use crate::problems::Problems;
 use crate::routing::Table;
 use crate::secret::Secret;
 use crate::state::{Content, KeptMap, MapFile, State, Target};
 use crate::syntax::maincf::{self, Edit, MainCf};
+use crate::syntax::mastercf::MasterCf;
 use crate::syntax::table;
 
 /// Which file of a map a reason is about.
@@ -98,6 +100,26 @@ pub struct MapChange {
     pub entries_changed: Vec<EntryChange>,
 }
 
+/// What happens to postrelay's master.cf service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceChange {
+    Added,
+    Changed,
+    /// No relay is on port 465 any more: the service and its mark go, and master.cf is
+    /// what it was before postrelay added them.
+    Removed,
+}
+
+/// What must happen to master.cf (postrelay's service for relays on port 465).
+#[derive(Debug, Clone)]
+pub struct MasterCfChange {
+    /// The file written (a symlinked master.cf's target).
+    pub path: PathBuf,
+    pub old: Vec<u8>,
+    pub new: Vec<u8>,
+    pub change: ServiceChange,
+}
+
 /// What must happen to main.cf.
 #[derive(Debug, Clone)]
 pub struct MainCfChange {
@@ -140,6 +162,7 @@ pub struct Plan {
     pub owner: (u32, u32),
     pub maps: Vec<MapChange>,
     pub main_cf: Option<MainCfChange>,
+    pub master_cf: Option<MasterCfChange>,
     /// An earlier apply changed the configuration and Postfix has not re-read it since.
     pub reload_pending: bool,
     pub notes: Vec<Note>,
@@ -156,7 +179,10 @@ pub struct Plan {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.maps.is_empty() && self.main_cf.is_none() && !self.reload_pending
+        self.maps.is_empty()
+            && self.main_cf.is_none()
+            && self.master_cf.is_none()
+            && !self.reload_pending
     }
 
     /// The commands apply runs, in order.
@@ -185,18 +211,20 @@ impl Plan {
     }
 }
 
-/// main.cf parameters postrelay manages, with their wanted values: each map parameter
-/// lists postrelay's map first, then the `kept` ones of that parameter in their order.
+/// main.cf parameters postrelay manages, with their wanted values: each parameter of a
+/// map in `kinds` lists postrelay's map first, then the `kept` ones of that parameter in
+/// their order.
 pub fn parameters(
     desired: &Desired,
     target: &Target,
     kept: &[KeptMap],
+    kinds: &[MapKind],
 ) -> Vec<(&'static str, String)> {
     let mut params: Vec<(&str, String)> = FIXED_PARAMETERS
         .iter()
         .map(|(name, value)| (*name, value.to_string()))
         .collect();
-    for kind in MapKind::ALL {
+    for &kind in kinds {
         let mut list = vec![kind.spec(&target.config_dir, &target.map_type)];
         list.extend(
             kept.iter()
@@ -214,6 +242,7 @@ pub fn parameters(
 /// Computes the plan. Fails only on a main.cf Postfix itself would refuse.
 pub fn plan(desired: &Desired, state: &State) -> Result<Plan, Problems> {
     let (main_cf, release, notes) = plan_main_cf(desired, state)?;
+    let master_cf = plan_master_cf(desired, state)?;
     let maps: Vec<MapChange> = state
         .maps
         .iter()
@@ -228,6 +257,7 @@ pub fn plan(desired: &Desired, state: &State) -> Result<Plan, Problems> {
         owner: state.owner,
         maps,
         main_cf,
+        master_cf,
         reload_pending: state.reload_pending,
         notes,
         kept: state.kept.clone(),
@@ -247,8 +277,12 @@ fn hold_for(maps: &[MapChange], main_cf: Option<&MainCfChange>, owed: bool) -> O
     if owed || main_cf_reroutes {
         return Some(Hold::All);
     }
-    let relay = maps.iter().find(|m| m.kind == MapKind::SenderRelay)?;
-    let unknown = relay.reasons.iter().any(|r| {
+    // The maps that route by sender: sender_relay, and sender_transport where managed.
+    let routing: Vec<&MapChange> = maps
+        .iter()
+        .filter(|m| matches!(m.kind, MapKind::SenderRelay | MapKind::SenderTransport))
+        .collect();
+    let unknown = routing.iter().flat_map(|m| &m.reasons).any(|r| {
         matches!(
             r,
             Reason::New
@@ -260,11 +294,13 @@ fn hold_for(maps: &[MapChange], main_cf: Option<&MainCfChange>, owed: bool) -> O
     if unknown {
         return Some(Hold::All);
     }
-    let keys: Vec<String> = relay
-        .entries_changed
+    let mut keys: Vec<String> = routing
         .iter()
+        .flat_map(|m| &m.entries_changed)
         .map(|c| entry_key(c).to_string())
         .collect();
+    keys.sort();
+    keys.dedup();
     (!keys.is_empty()).then_some(Hold::Senders(keys))
 }
 
@@ -285,7 +321,8 @@ fn plan_main_cf(
     if desired.relayhost.is_none() && doc.get(RELAYHOST).is_none_or(|v| v.is_empty()) {
         notes.push(Note::NoRelayhost);
     }
-    let mut params = parameters(desired, &state.target, &state.kept);
+    let kinds: Vec<MapKind> = state.maps.iter().map(|m| m.kind).collect();
+    let mut params = parameters(desired, &state.target, &state.kept, &kinds);
     if let Some(ca) =
         ca_file(desired, &doc, state).map_err(|m| Problems::one(&file.link, None, m))?
     {
@@ -293,8 +330,16 @@ fn plan_main_cf(
     }
     let leftover = hold::leftover(&doc, &state.target.config_dir);
     let release = leftover.is_some();
-    if let Some(rest) = leftover {
+    // sender_transport's parameter, when managed, is already without the hold.
+    if let Some(rest) = leftover
+        && !params.iter().any(|(n, _)| *n == hold::PARAMETER)
+    {
         params.push((hold::PARAMETER, rest));
+    }
+    if let Some(value) =
+        default_transport(desired, &doc).map_err(|m| Problems::one(&file.link, m.0, m.1))?
+    {
+        params.push((DEFAULT_TRANSPORT, value));
     }
     // A map list already holding these elements stays as written (commas or not).
     for (name, value) in &mut params {
@@ -314,6 +359,94 @@ fn plan_main_cf(
         edits,
     });
     Ok((change, release, notes))
+}
+
+/// `default_transport` as a relayhost on port 465 needs it: postrelay's service, for
+/// bounces and unlisted senders, which never consult sender-dependent maps. Set only
+/// over Postfix's default (`smtp`), and set back to it when that relayhost goes;
+/// `None`: nothing to set. Another value is an error (line, message).
+fn default_transport(
+    desired: &Desired,
+    doc: &MainCf,
+) -> Result<Option<String>, (Option<usize>, String)> {
+    let current = doc.get(DEFAULT_TRANSPORT);
+    let is = |v: &str| current.as_deref().is_some_and(|c| c == v);
+    if desired.routing().relayhost_implicit_tls() {
+        if current.is_none() || is(DEFAULT_TRANSPORT_DEFAULT) {
+            return Ok(Some(SMTPS_SERVICE.to_string()));
+        }
+        if is(SMTPS_SERVICE) {
+            return Ok(None);
+        }
+        let line = doc
+            .definitions()
+            .into_iter()
+            .rev()
+            .find(|d| d.name == DEFAULT_TRANSPORT)
+            .map(|d| d.line);
+        return Err((
+            line,
+            format!(
+                "{DEFAULT_TRANSPORT} = {}: a relayhost on port 465 needs {DEFAULT_TRANSPORT} = {SMTPS_SERVICE} (bounces and unlisted senders never consult sender-dependent maps), and postrelay changes it only from Postfix's default, {DEFAULT_TRANSPORT_DEFAULT}: set it back to {DEFAULT_TRANSPORT_DEFAULT}, or choose a relayhost on another port",
+                current.unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(is(SMTPS_SERVICE).then(|| DEFAULT_TRANSPORT_DEFAULT.to_string()))
+}
+
+/// postrelay's service in master.cf as the desired state needs it: there while a relay
+/// is on port 465, gone (master.cf as before it was added) when none is. A service of
+/// that name postrelay did not write, or no master.cf where one is needed, is an error.
+fn plan_master_cf(desired: &Desired, state: &State) -> Result<Option<MasterCfChange>, Problems> {
+    let needed = desired.needs_transport_map();
+    let Some(file) = &state.master_cf else {
+        return match needed {
+            true => Err(Problems::one(
+                &state.target.config_dir.join(MASTER_CF),
+                None,
+                "missing; a relay on port 465 needs postrelay's service in it",
+            )),
+            false => Ok(None),
+        };
+    };
+    let old = file.snapshot.bytes.expose();
+    let mut doc = MasterCf::parse(old);
+    let result = match needed {
+        true => doc.set_own(SMTPS_SERVICE, SMTPS_ENTRY).map(|changed| {
+            let existed = MasterCf::parse(old)
+                .own(SMTPS_SERVICE)
+                .ok()
+                .flatten()
+                .is_some();
+            (
+                changed,
+                if existed {
+                    ServiceChange::Changed
+                } else {
+                    ServiceChange::Added
+                },
+            )
+        }),
+        false => doc
+            .remove_own(SMTPS_SERVICE)
+            .map(|c| (c, ServiceChange::Removed)),
+    };
+    let (changed, change) = result.map_err(|f| {
+        Problems::one(
+            &file.link,
+            Some(f.line),
+            f.to_string()
+                .split_once(": ")
+                .map_or(f.to_string(), |(_, m)| m.to_string()),
+        )
+    })?;
+    Ok(changed.then(|| MasterCfChange {
+        path: file.path.clone(),
+        old: old.clone(),
+        new: doc.render(),
+        change,
+    }))
 }
 
 /// The CA file to set: a system bundle when a relay's level verifies certificates and

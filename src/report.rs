@@ -19,9 +19,11 @@ use crate::apply::{Outcome, SWITCH_TIMEOUT, Skip, Step};
 use crate::conflicts::{Conflict, Definer};
 use crate::desired::{Desired, Warning};
 use crate::hold::{self, Hold};
+use crate::managed::SMTPS_SERVICE;
 use crate::managed::{CA_FILE, CA_PATH, CaSource, MapKind};
 use crate::plan::{
-    Changed, Command, EntryChange, MainCfChange, MapChange, Note, Part, Plan, Reason,
+    Changed, Command, EntryChange, MainCfChange, MapChange, MasterCfChange, Note, Part, Plan,
+    Reason, ServiceChange,
 };
 use crate::postfix::{self, Control};
 use crate::problems::Problems;
@@ -321,6 +323,7 @@ fn entry_changes(m: &MapChange) -> String {
         (Changed::Username, _) => "username changed",
         (Changed::Credentials, _) => "username and password changed",
         (Changed::Value, MapKind::TlsPolicy) => "TLS policy changed",
+        (Changed::Value, MapKind::SenderTransport) => "transport changed",
         (Changed::Value, _) => "relay changed",
     };
     let mut named: Vec<String> = m
@@ -572,9 +575,31 @@ fn main_cf_summary(m: &MainCfChange) -> String {
     format!("main.cf: set {}", edits(&m.edits))
 }
 
+/// master.cf's change in one line.
+fn master_cf_summary(m: &MasterCfChange) -> String {
+    let what = match m.change {
+        ServiceChange::Added => "add",
+        ServiceChange::Changed => "update",
+        ServiceChange::Removed => "remove",
+    };
+    format!(
+        "master.cf: {what} the {SMTPS_SERVICE} service (relays on port 465, TLS from the first byte)"
+    )
+}
+
+/// master.cf's diff (it holds no secret postrelay knows of; shown as it is).
+fn master_cf_diff(m: &MasterCfChange) -> String {
+    let path = m.path.display().to_string();
+    diff(&path, Some(&m.old), &m.new, Mask::Nothing)
+}
+
 /// The text `postrelay plan` prints.
 pub fn plan(plan: &Plan, show_secrets: bool) -> String {
     let mut out = String::new();
+    if let Some(m) = &plan.master_cf {
+        let _ = writeln!(out, "{}", master_cf_summary(m));
+        out.push_str(&master_cf_diff(m));
+    }
     if let Some(m) = &plan.main_cf {
         let _ = writeln!(out, "{}", main_cf_summary(m));
         out.push_str(&main_cf_diff(m));
@@ -612,7 +637,9 @@ fn plan_summary(plan: &Plan) -> String {
     if plan.is_empty() {
         return "in sync, nothing to do".into();
     }
-    let files = plan.maps.len() + usize::from(plan.main_cf.is_some());
+    let files = plan.maps.len()
+        + usize::from(plan.main_cf.is_some())
+        + usize::from(plan.master_cf.is_some());
     format!(
         "{files} file(s) to change, {} command(s) to run",
         plan.commands().len()
@@ -636,6 +663,10 @@ fn step(outcome: &Outcome, step: &Step) -> String {
         }
         Step::MainCf => match &plan.main_cf {
             Some(m) => format!("updated {}: {}", m.path.display(), edits(&m.edits)),
+            None => String::new(),
+        },
+        Step::MasterCf => match &plan.master_cf {
+            Some(m) => format!("updated {}: {}", m.path.display(), master_cf_summary(m)),
             None => String::new(),
         },
         Step::Skipped(Skip::NoReload) => "skipped postfix check and reload (--no-reload)".into(),
@@ -811,6 +842,7 @@ fn audit_postfix(outcome: &Outcome) -> String {
 pub fn audit_applied(config: &std::path::Path, outcome: &Outcome) -> String {
     let plan = &outcome.plan;
     let mut parts: Vec<String> = plan.maps.iter().map(map_summary).collect();
+    parts.extend(plan.master_cf.as_ref().map(master_cf_summary));
     parts.extend(plan.main_cf.as_ref().map(main_cf_summary));
     if plan.reload_pending {
         parts.push("the reload an earlier apply owed".into());

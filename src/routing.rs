@@ -20,7 +20,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::desired::{Credentials, Desired, RelayHost, Sender, SenderKey, fields};
-use crate::managed::MapKind;
+use crate::managed::{MapKind, SMTPS_SERVICE};
 use crate::secret::Secret;
 use crate::syntax::table;
 
@@ -209,6 +209,16 @@ pub enum SenderRelay<'a> {
     Dunno,
 }
 
+/// What `sender_transport` holds for an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport<'a> {
+    /// This master.cf service to this next hop (`postrelay-smtps:[host]:465`, or
+    /// `smtp:[host]:587` beside a relayhost on port 465).
+    Via(&'static str, &'a Relay),
+    /// Stops Postfix from falling back to the `@domain` entry's transport.
+    Dunno,
+}
+
 /// Where Postfix sends a sender's mail, and as whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route<'a> {
@@ -275,6 +285,33 @@ impl<'a> Routing<'a> {
         }
     }
 
+    /// The `sender_transport` entry of `s`, if it needs one. A relay on port 465 goes
+    /// through postrelay's own service (TLS from the first byte). Beside a relayhost on
+    /// port 465, which makes that service the `default_transport`, every other relay
+    /// names Postfix's `smtp` service. An entry that leaves its domain's relay (an
+    /// address override) says `DUNNO` where the domain has an entry here, as in
+    /// sender_relay.
+    pub fn transport(&self, s: &'a Sender) -> Option<Transport<'a>> {
+        let own = |s: &'a Sender| -> Option<Transport<'a>> {
+            let relay = s.relay.as_ref()?;
+            match relay.implicit_tls() {
+                true => Some(Transport::Via(SMTPS_SERVICE, relay)),
+                false if self.relayhost_implicit_tls() => Some(Transport::Via("smtp", relay)),
+                false => None,
+            }
+        };
+        own(s).or_else(|| {
+            let domain = self.domain_entry(s)?;
+            let leaves = s.relay.as_ref() != domain.relay.as_ref();
+            (leaves && own(domain).is_some()).then_some(Transport::Dunno)
+        })
+    }
+
+    /// Whether the relayhost is on port 465.
+    pub fn relayhost_implicit_tls(&self) -> bool {
+        self.relayhost.is_some_and(|rh| rh.relay.implicit_tls())
+    }
+
     /// The route of mail from unlisted senders and of bounces: the relayhost.
     pub fn relayhost_route(&self) -> Option<Route<'a>> {
         let rh = self.relayhost?;
@@ -321,8 +358,9 @@ impl Table {
     }
 }
 
-/// The three managed tables, in [`MapKind::ALL`] order.
-pub fn tables(desired: &Desired) -> [Table; 3] {
+/// The managed tables, in [`MapKind::ALL`] order (sender_transport empty when no relay
+/// is on port 465).
+pub fn tables(desired: &Desired) -> [Table; 4] {
     MapKind::ALL.map(|kind| {
         let mut entries = entries(kind, desired);
         // Keys are unique in a desired state (a duplicate is an error), so sorting by key
@@ -378,6 +416,8 @@ enum Value<'a> {
     /// `username:password`.
     Login(&'a Credentials),
     Text(&'a str),
+    /// `transport:nexthop`.
+    Transport(&'static str, &'a Relay),
 }
 
 fn sender_key(key: &SenderKey) -> Key<'_> {
@@ -419,6 +459,20 @@ fn entries(kind: MapKind, desired: &Desired) -> Vec<(Key<'_>, Value<'_>)> {
             .iter()
             .map(|(relay, tls)| (Key::Plain(relay.as_str()), Value::Text(tls.as_str())))
             .collect(),
+        MapKind::SenderTransport => {
+            let routing = desired.routing();
+            desired
+                .senders
+                .iter()
+                .filter_map(|s| {
+                    let value = match routing.transport(s)? {
+                        Transport::Via(service, relay) => Value::Transport(service, relay),
+                        Transport::Dunno => Value::Text("DUNNO"),
+                    };
+                    Some((sender_key(&s.key), value))
+                })
+                .collect()
+        }
     }
 }
 
@@ -429,6 +483,7 @@ fn render(entries: &[(Key, Value)]) -> Vec<u8> {
     let value_len = |v: &Value| match v {
         Value::Login(c) => c.username.len() + 1 + c.password.expose().len(),
         Value::Text(t) => t.len(),
+        Value::Transport(service, relay) => service.len() + 1 + relay.as_str().len(),
     };
     let size = entries.iter().map(|(k, v)| {
         let (at, key) = k.parts();
@@ -449,6 +504,11 @@ fn render(entries: &[(Key, Value)]) -> Vec<u8> {
                 out.extend_from_slice(c.password.expose().as_bytes());
             }
             Value::Text(t) => out.extend_from_slice(t.as_bytes()),
+            Value::Transport(service, relay) => {
+                out.extend_from_slice(service.as_bytes());
+                out.push(b':');
+                out.extend_from_slice(relay.as_str().as_bytes());
+            }
         }
         out.push(b'\n');
     }
@@ -666,7 +726,8 @@ mod tests {
             "#,
         )
         .unwrap();
-        let [sasl, relay, tls] = tables(&d);
+        let [sasl, relay, tls, transport] = tables(&d);
+        assert_eq!(transport.len, 0, "no relay on port 465");
         let pairs = |t: &Table| -> Vec<String> {
             t.expose_entries()
                 .map(|(k, v)| format!("{k} {v}"))
@@ -702,5 +763,53 @@ mod tests {
                 table::HEADER
             )
         );
+    }
+
+    /// sender_transport: a relay on 465 goes through postrelay's service; an address
+    /// that leaves its domain's relay on 465 says DUNNO; beside a relayhost on 465 every
+    /// other relay names Postfix's smtp service.
+    #[test]
+    fn transports_send_relays_on_465_through_the_service() {
+        let entries = |text: &str| -> Vec<String> {
+            let d = parse_str(text).unwrap();
+            d.table(MapKind::SenderTransport)
+                .expose_entries()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect()
+        };
+        let senders = r#"
+            [[sender]]
+            domain = "w.example"
+            relay = "[smtps.example]:465"
+            [[sender]]
+            address = "x@w.example"
+            relay = "[other.example]:587"
+            [[sender]]
+            address = "y@w.example"
+            username = "y"
+            password = "y-pw"
+            [[sender]]
+            domain = "o.example"
+            relay = "[other.example]:587"
+        "#;
+        let relayhost = |relay: &str| format!("[relayhost]\nrelay = \"{relay}\"\n{senders}");
+        assert_eq!(
+            entries(&relayhost("[rh.example]:587")),
+            [
+                "@w.example postrelay-smtps:[smtps.example]:465",
+                "x@w.example DUNNO",
+                "y@w.example DUNNO",
+            ]
+        );
+        assert_eq!(
+            entries(&relayhost("[rh.example]:465")),
+            [
+                "@o.example smtp:[other.example]:587",
+                "@w.example postrelay-smtps:[smtps.example]:465",
+                "x@w.example smtp:[other.example]:587",
+                "y@w.example DUNNO",
+            ]
+        );
+        assert!(entries(&relayhost("[rh.example]:587").replace(":465", ":2465")).is_empty());
     }
 }

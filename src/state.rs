@@ -24,6 +24,7 @@ use nix::unistd::{Gid, Uid};
 
 use crate::desired::Desired;
 use crate::fs::{self, Links, Meta, ReadError, Snapshot};
+use crate::hold;
 use crate::managed::{self, MAIN_CF, MapKind, RELOAD_PENDING, expand_config_directory};
 use crate::postfix::{self, Entries};
 use crate::record::{Identity, PostconfFacts, Record};
@@ -39,12 +40,12 @@ pub struct Target {
     pub map_type: String,
 }
 
-/// main.cf as read.
+/// A Postfix configuration file (main.cf, master.cf) as read.
 #[derive(Debug, Clone)]
 pub struct MainCfFile {
     /// `DIR/main.cf`, as named in messages.
     pub link: PathBuf,
-    /// The file itself (a symlinked main.cf's target), which apply replaces.
+    /// The file itself (a symlinked file's target), which apply replaces.
     pub path: PathBuf,
     pub snapshot: Snapshot,
 }
@@ -132,7 +133,10 @@ pub struct State {
     /// Owner the files postrelay writes should have: root, or the invoking user when not root.
     pub owner: (u32, u32),
     pub main_cf: MainCfFile,
-    /// In [`MapKind::ALL`] order.
+    /// Read only where sender_transport is managed (a relay on port 465, now or
+    /// before); `None`: not read, or there is none.
+    pub master_cf: Option<MainCfFile>,
+    /// The maps this run manages, in [`MapKind::ALL`] order.
     pub maps: Vec<MapFile>,
     /// The other maps of the three parameters, in the order main.cf lists them.
     pub kept: Vec<KeptMap>,
@@ -215,7 +219,7 @@ impl State {
         })?;
         let suffix = postfix::compiled_suffix(&map_type)?;
         let mut maps = Vec::new();
-        for kind in MapKind::ALL {
+        for kind in managed_kinds(desired, &doc, &config_dir) {
             let wanted = &desired.table(kind).bytes;
             let source_path = config_dir.join(kind.file_name());
             let limit = fs::MAX_CONFIG_SIZE + wanted.expose().len() as u64;
@@ -249,6 +253,11 @@ impl State {
             map_type,
         };
         let kept = read_kept(&doc, &target, desired, record.as_ref(), &mut maps)?;
+        // Only a host that has (or had) a relay on port 465 has postrelay's service in it.
+        let master_cf = match maps.iter().any(|m| m.kind == MapKind::SenderTransport) {
+            true => read_config(&target.config_dir, managed::MASTER_CF)?,
+            false => None,
+        };
         let reload_pending =
             std::fs::symlink_metadata(target.config_dir.join(RELOAD_PENDING)).is_ok();
         let ca_bundle = managed::system_ca_bundle();
@@ -256,6 +265,7 @@ impl State {
             target,
             owner: (Uid::effective().as_raw(), Gid::effective().as_raw()),
             main_cf,
+            master_cf,
             maps,
             kept,
             reload_pending,
@@ -273,6 +283,10 @@ impl State {
         let main_cf = Some((main_cf.bytes.expose().as_slice(), &main_cf.meta));
         let mut files: Vec<(&Path, bool)> =
             vec![(&self.main_cf.path, unchanged(&self.main_cf.path, main_cf)?)];
+        if let Some(m) = &self.master_cf {
+            let before = Some((m.snapshot.bytes.expose().as_slice(), &m.snapshot.meta));
+            files.push((&m.path, unchanged(&m.path, before)?));
+        }
         for m in &self.maps {
             let source = m
                 .source
@@ -310,11 +324,41 @@ fn unchanged(path: &Path, before: Option<(&[u8], &Meta)>) -> Result<bool> {
     }
 }
 
+/// The maps a run manages on this host: the core three always; sender_transport when
+/// the desired state has a relay on port 465, and, once a host has had one, for good
+/// (main.cf names it, or its file is there): an empty map then, which routes nothing.
+fn managed_kinds(desired: &Desired, doc: &MainCf, dir: &Path) -> Vec<MapKind> {
+    let mut kinds = MapKind::CORE.to_vec();
+    let st = MapKind::SenderTransport;
+    let listed = || {
+        let value = doc.get(st.parameter()).unwrap_or_default();
+        maincf::list(&value).iter().any(|e| st.is_own(e, dir))
+    };
+    let present = || std::fs::symlink_metadata(dir.join(st.file_name())).is_ok();
+    if desired.needs_transport_map() || listed() || present() {
+        kinds.push(st);
+    }
+    kinds
+}
+
 /// Reads `DIR/main.cf` (a symlinked one through its target).
 /// As root, main.cf and every link to it must be root's and not writable by others
 /// (it names the programs `postfix` runs as root).
 pub fn read_main_cf(dir: &Path) -> Result<MainCfFile> {
-    let link = dir.join(MAIN_CF);
+    read_config_file(dir.join(MAIN_CF))
+}
+
+/// Reads `DIR/NAME` as [`read_main_cf`] reads main.cf; `None` when there is none.
+fn read_config(dir: &Path, name: &str) -> Result<Option<MainCfFile>> {
+    let link = dir.join(name);
+    match std::fs::symlink_metadata(&link) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => read_config_file(link).map(Some),
+    }
+}
+
+/// Reads the configuration file `link` (through a link, as root only one root owns).
+fn read_config_file(link: PathBuf) -> Result<MainCfFile> {
     let (path, snapshot) = if Uid::effective().is_root() {
         fs::read_resolved(&link, fs::MAX_CONFIG_SIZE, Links::Trusted)
             .map_err(|e| anyhow::anyhow!("{}: {e}", link.display()))?
@@ -454,10 +498,12 @@ fn read_kept(
             slots.push(Ok(i));
         }
     }
-    for kind in MapKind::ALL {
+    let kinds: Vec<MapKind> = maps.iter().map(|m| m.kind).collect();
+    for kind in kinds {
         let value = doc.get(kind.parameter()).unwrap_or_default();
         for spec in maincf::list(&value) {
-            if kind.is_own(spec, dir) {
+            // A hold a crashed run left is the plan's to remove, not a map to keep.
+            if kind.is_own(spec, dir) || hold::is_hold(spec, dir) {
                 continue;
             }
             let (content, dump) = kept_content(spec, dir)?;

@@ -186,13 +186,19 @@ pub struct Desired {
     pub tls: BTreeMap<Relay, Tls>,
     pub warnings: Vec<Warning>,
     /// The managed tables, rendered once when first asked for.
-    tables: OnceLock<[Table; 3]>,
+    tables: OnceLock<[Table; 4]>,
 }
 
 impl Desired {
     /// Postfix's lookup rule over these entries.
     pub fn routing(&self) -> Routing<'_> {
         Routing::new(self.relayhost.as_ref(), &self.senders)
+    }
+
+    /// Whether a relay is on port 465, which needs sender_transport (and postrelay's
+    /// master.cf service).
+    pub fn needs_transport_map(&self) -> bool {
+        self.tls.keys().any(Relay::implicit_tls)
     }
 
     /// What the managed table `kind` must hold.

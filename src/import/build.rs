@@ -522,6 +522,8 @@ impl<'a> Builder<'a> {
                 (MapKind::TlsPolicy, _) => format!(
                     "TLS policy for {key}: no sender's relay is {key} (postrelay's tls_policy holds its relays only); not imported"
                 ),
+                // Not read by import (its tables are the three core maps').
+                (MapKind::SenderTransport, _) => format!("{key}: not imported"),
             };
             self.report(id, msg);
         }

@@ -80,7 +80,7 @@ pub struct EntryId {
     pub entry: usize,
 }
 
-/// The tables of the three parameters, in [`MapKind::ALL`] order, each list in
+/// The tables of the three parameters, in [`MapKind::CORE`] order, each list in
 /// main.cf's order.
 #[derive(Debug, Clone, Default)]
 pub struct Tables {
@@ -123,7 +123,7 @@ impl Tables {
 
     /// Every entry of every table.
     pub fn ids(&self) -> impl Iterator<Item = EntryId> + '_ {
-        MapKind::ALL.into_iter().flat_map(move |kind| {
+        MapKind::CORE.into_iter().flat_map(move |kind| {
             self.maps(kind)
                 .iter()
                 .enumerate()

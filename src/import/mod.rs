@@ -257,7 +257,7 @@ fn read(dir: &Path) -> Result<Host> {
     let p = params::Params::new(&path, &doc, &builtins)?;
     let mut findings = Vec::new();
     let mut lists: [Vec<maps::Map>; 3] = Default::default();
-    for kind in MapKind::ALL {
+    for kind in MapKind::CORE {
         let value = p.get(kind.parameter())?;
         let at = p.place(&value);
         lists[kind.index()] = maps::read_list(dir, kind, &value, &at, &mut findings)
@@ -271,14 +271,14 @@ fn read(dir: &Path) -> Result<Host> {
         delimiters: p.get("recipient_delimiter")?.text,
         null_key: p.get("empty_address_relayhost_maps_lookup_key")?.text,
     };
-    if rules.relayhost.is_none() && MapKind::ALL.iter().all(|k| tables.maps(*k).is_empty()) {
+    if rules.relayhost.is_none() && MapKind::CORE.iter().all(|k| tables.maps(*k).is_empty()) {
         bail!(
             "{}: nothing to import: no relayhost, and no table in smtp_sasl_password_maps, sender_dependent_relayhost_maps or smtp_tls_policy_maps that import can read",
             path.display()
         );
     }
     settings(&p, &tables, &mut findings)?;
-    let mut types = MapKind::ALL
+    let mut types = MapKind::CORE
         .iter()
         .flat_map(|k| tables.maps(*k))
         .map(|m| m.map_type.clone());

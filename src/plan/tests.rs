@@ -59,7 +59,7 @@ fn target(map_type: &str) -> Target {
 /// by host name, `secure` by default, need no CA parameter).
 fn synced_main_cf(d: &Desired, map_type: &str) -> String {
     let mut text = String::from("smtp_tls_CApath = /etc/ssl/certs\n");
-    for (n, v) in parameters(d, &target(map_type), &[]) {
+    for (n, v) in parameters(d, &target(map_type), &[], &MapKind::CORE) {
         text.push_str(&format!("{n} = {v}\n"));
     }
     text
@@ -67,7 +67,7 @@ fn synced_main_cf(d: &Desired, map_type: &str) -> String {
 
 /// A host already in sync with `d`: sources, compiled maps and main.cf all right.
 fn synced(d: &Desired, map_type: &str) -> State {
-    let maps = MapKind::ALL
+    let maps = MapKind::CORE
         .iter()
         .map(|&kind| {
             let table = d.table(kind);
@@ -93,6 +93,7 @@ fn synced(d: &Desired, map_type: &str) -> State {
             path: Path::new(DIR).join("main.cf"),
             snapshot: snapshot(synced_main_cf(d, map_type).as_bytes(), 0o644),
         },
+        master_cf: None,
         maps,
         kept: Vec::new(),
         reload_pending: false,
@@ -135,7 +136,7 @@ fn a_fresh_host_gets_everything() {
     let p = plan(&d, &s).unwrap();
     assert_eq!(
         summary(&p),
-        MapKind::ALL.map(|k| (k, vec![Reason::New], true, true))
+        MapKind::CORE.map(|k| (k, vec![Reason::New], true, true))
     );
     assert!(p.maps.iter().all(|m| m.old.is_none()));
     assert_eq!(p.maps[0].new, d.table(MapKind::SaslPasswd).bytes);

@@ -8,14 +8,16 @@ use serde::Serialize;
 
 use super::{
     apply_summary, apply_warning_texts, command_line, edits, failure, main_cf_diff, map_diff,
-    mask_map_secrets, note, plan_summary, problems_summary, reason, step, validate_summary,
-    verify_summary, warning_texts,
+    mask_map_secrets, master_cf_diff, master_cf_summary, note, plan_summary, problems_summary,
+    reason, step, validate_summary, verify_summary, warning_texts,
 };
 use crate::apply::{Outcome, Skip, Step};
 use crate::desired::Desired;
 use crate::hold::Hold;
 use crate::managed::MapKind;
-use crate::plan::{Changed, Command, EntryChange, MainCfChange, MapChange, Part, Plan, Reason};
+use crate::plan::{
+    Changed, Command, EntryChange, MainCfChange, MapChange, MasterCfChange, Part, Plan, Reason,
+};
 use crate::postfix::Control;
 use crate::problems::Problems;
 use crate::state::{Kept, KeptMap};
@@ -91,9 +93,10 @@ impl Document {
         let mut doc = Document::new(command, d.path.display().to_string());
         doc.postfix_dir = Some(plan.target.config_dir.display().to_string());
         doc.files = plan
-            .main_cf
+            .master_cf
             .iter()
-            .map(main_cf_file)
+            .map(master_cf_file)
+            .chain(plan.main_cf.iter().map(main_cf_file))
             .chain(plan.maps.iter().map(|m| map_file(m, show_secrets)))
             .collect();
         doc.warnings = warning_texts(d, &plan.conflicts);
@@ -281,6 +284,26 @@ struct ProblemJson {
     message: String,
 }
 
+fn master_cf_file(m: &MasterCfChange) -> File {
+    File {
+        path: m.path.display().to_string(),
+        kind: "master.cf",
+        action: Action::Update,
+        reasons: vec![ReasonJson {
+            code: "service",
+            text: master_cf_summary(m),
+        }],
+        entries: None,
+        entries_changed: Vec::new(),
+        parameters: Vec::new(),
+        compiled: None,
+        rebuild: false,
+        mode_changes: Vec::new(),
+        owner_changes: Vec::new(),
+        diff: Some(master_cf_diff(m)),
+    }
+}
+
 fn main_cf_file(m: &MainCfChange) -> File {
     File {
         path: m.path.display().to_string(),
@@ -397,6 +420,7 @@ fn entry_change(c: &EntryChange, kind: MapKind) -> EntryJson {
                 (Changed::Username, _) => "username",
                 (Changed::Credentials, _) => "credentials",
                 (Changed::Value, MapKind::TlsPolicy) => "tls_policy",
+                (Changed::Value, MapKind::SenderTransport) => "transport",
                 (Changed::Value, _) => "relay",
             },
         ),

@@ -112,6 +112,7 @@ fn a_plan(maps: Vec<MapChange>, reload_pending: bool) -> Plan {
         owner: (0, 0),
         maps,
         main_cf: None,
+        master_cf: None,
         reload_pending,
         notes: vec![Note::NoRelayhost],
         kept: Vec::new(),

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use crate::harness::desired::{Sender, address, desired, domain};
-use crate::harness::{CANARY, CANARY2, Need};
+use crate::harness::{CANARY, CANARY2, Need, pw};
 use crate::instance::{Instance, WAIT, deliver, message_id};
 use crate::relay::{Accepted, FakeRelay, RelayConfig};
 use crate::require;
@@ -56,11 +56,6 @@ fn assert_sent_as(
     assert_eq!(m.auth_user.as_deref(), Some(user), "{m:#?}");
     assert_eq!(m.auth_password.as_deref(), Some(password), "{m:#?}");
     assert!(m.tls_at_auth, "credentials sent without TLS: {m:#?}");
-}
-
-/// A password for this scenario: the canary with a tag.
-fn pw(tag: &str) -> String {
-    format!("{CANARY}-{tag}")
 }
 
 /// Sends a message `from` → `to` and asserts that it reached `via` (and no other of

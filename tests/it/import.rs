@@ -66,6 +66,12 @@ fn install(name: &str) -> Setup {
     let fragment = host.expand(&fs::read_to_string(dir.join("main.cf")).unwrap());
     host.edit_main_cf(|text| text + &fragment);
     copy_maps(&dir, &dir, &host);
+    // Every Postfix host has a master.cf; a relay on port 465 needs postrelay's service
+    // added to it.
+    host.write_etc(
+        "master.cf",
+        "smtp      unix  -       -       y       -       -       smtp\n",
+    );
     for map in [SASL, RELAY, POLICY].iter().flat_map(|p| maps_of(&host, p)) {
         if map.starts_with("hash:") || map.starts_with("btree:") {
             output_ok(&mut postmap(&host.etc, &[map.as_ref()]));

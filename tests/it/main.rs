@@ -28,6 +28,7 @@ mod relay;
 mod scale;
 mod secrets;
 mod smtp_peer;
+mod smtps;
 mod tls;
 mod trust;
 mod units;

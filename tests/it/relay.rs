@@ -200,6 +200,8 @@ impl Shared {
 /// A running fake relay; stops when dropped.
 pub struct FakeRelay {
     listening: Listening<Shared>,
+    /// The address it listens on.
+    ip: String,
 }
 
 impl FakeRelay {
@@ -226,7 +228,11 @@ impl FakeRelay {
             sessions: Sessions::default(),
             also: Mutex::default(),
         });
-        FakeRelay { listening }
+        let ip = addr
+            .rsplit_once(':')
+            .map_or("127.0.0.1", |(ip, _)| ip)
+            .to_string();
+        FakeRelay { listening, ip }
     }
 
     fn shared(&self) -> &Shared {
@@ -237,9 +243,10 @@ impl FakeRelay {
         self.listening.port
     }
 
-    /// `[127.0.0.1]:PORT`, as written in desired-state files.
+    /// `[IP]:PORT` (127.0.0.1 unless started elsewhere), as written in desired-state
+    /// files.
     pub fn relay(&self) -> String {
-        format!("[127.0.0.1]:{}", self.port())
+        format!("[{}]:{}", self.ip, self.port())
     }
 
     /// `[localhost]:PORT`: the relay named by host name, as a certificate can name it

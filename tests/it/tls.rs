@@ -27,18 +27,13 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::tls::{Leaf, TestCa};
-use crate::harness::{CANARY, Need};
+use crate::harness::{Need, pw};
 use crate::instance::{Instance, Queued, WAIT, message_id};
 use crate::relay::{Accepted, FakeRelay, RelayConfig};
 use crate::require;
 
 /// The recipient of every test message.
 const TO: &str = "rcpt@remote.example";
-
-/// A password for one relay: the canary (which no postrelay output may show) with a tag.
-fn pw(tag: &str) -> String {
-    format!("{CANARY}-{tag}")
-}
 
 /// One sender domain with its own relay, named by host name, and its level (None: the
 /// default, `secure`).

@@ -52,6 +52,12 @@ pub const CANARY: &str = "CANARY-s3cret-9d1f";
 pub const CANARY2: &str = "CANARY-rotated-44b2";
 pub const CANARY_FILE: &str = "CANARY-fromfile-71ce";
 
+/// A password for one relay of a scenario: the canary (which no postrelay output may
+/// show) with a tag.
+pub fn pw(tag: &str) -> String {
+    format!("{CANARY}-{tag}")
+}
+
 /// The unprivileged user (and group) the tests switch to or hand files to.
 pub const NOBODY: u32 = 65534;
 
