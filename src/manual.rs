@@ -601,6 +601,15 @@ fn files() -> Roff {
         );
     }
     file(
+        &format!("{dir}/{}", managed::MASTER_CF),
+        format!(
+            "Only on a host with a relay on port 465: postrelay's service {} (smtp with \
+             TLS from the first byte), below a comment line that marks it; removed, with \
+             the mark, when no such relay remains. No other line is touched.",
+            managed::SMTPS_SERVICE
+        ),
+    );
+    file(
         &format!("{dir}/{}", managed::LOCK),
         "The lock apply holds (root's, 0600).".into(),
     );
