@@ -16,15 +16,24 @@ pub enum MapKind {
     /// [`SMTPS_SERVICE`]. Managed only on a host that needs it ([`MapKind::CORE`] are
     /// always managed).
     SenderTransport,
+    /// The regexp tables of wildcard senders (`*.shop.example`), listed after the hash
+    /// map of the same parameter: [`MapKind::SaslPasswd`]'s, [`MapKind::SenderRelay`]'s
+    /// and [`MapKind::SenderTransport`]'s. Managed only on a host that needs them.
+    SaslPasswdWildcards,
+    SenderRelayWildcards,
+    SenderTransportWildcards,
 }
 
 impl MapKind {
     /// Every map postrelay may own.
-    pub const ALL: [MapKind; 4] = [
+    pub const ALL: [MapKind; 7] = [
         MapKind::SaslPasswd,
         MapKind::SenderRelay,
         MapKind::TlsPolicy,
         MapKind::SenderTransport,
+        MapKind::SaslPasswdWildcards,
+        MapKind::SenderRelayWildcards,
+        MapKind::SenderTransportWildcards,
     ];
 
     /// The maps postrelay manages on every host.
@@ -41,22 +50,61 @@ impl MapKind {
             MapKind::SenderRelay => "sender_relay",
             MapKind::TlsPolicy => "tls_policy",
             MapKind::SenderTransport => "sender_transport",
+            MapKind::SaslPasswdWildcards => "sasl_passwd_wildcards",
+            MapKind::SenderRelayWildcards => "sender_relay_wildcards",
+            MapKind::SenderTransportWildcards => "sender_transport_wildcards",
+        }
+    }
+
+    /// The hash map whose parameter this map is listed in (itself for the hash maps).
+    pub fn base(self) -> MapKind {
+        match self {
+            MapKind::SaslPasswdWildcards => MapKind::SaslPasswd,
+            MapKind::SenderRelayWildcards => MapKind::SenderRelay,
+            MapKind::SenderTransportWildcards => MapKind::SenderTransport,
+            other => other,
+        }
+    }
+
+    /// The regexp table of wildcard senders beside this hash map, if it has one.
+    pub fn wildcards(self) -> Option<MapKind> {
+        match self {
+            MapKind::SaslPasswd => Some(MapKind::SaslPasswdWildcards),
+            MapKind::SenderRelay => Some(MapKind::SenderRelayWildcards),
+            MapKind::SenderTransport => Some(MapKind::SenderTransportWildcards),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a regexp table (no postmap; read once per process, so a change
+    /// needs a reload, as every change does).
+    pub fn is_regexp(self) -> bool {
+        self.base() != self
+    }
+
+    /// The map type main.cf names it with: `regexp` for the wildcard tables, else the
+    /// instance's.
+    pub fn map_type(self, instance: &str) -> &str {
+        match self.is_regexp() {
+            true => "regexp",
+            false => instance,
         }
     }
 
     /// The main.cf parameter that points at this map.
     pub fn parameter(self) -> &'static str {
-        match self {
+        match self.base() {
             MapKind::SaslPasswd => "smtp_sasl_password_maps",
             MapKind::SenderRelay => "sender_dependent_relayhost_maps",
             MapKind::TlsPolicy => "smtp_tls_policy_maps",
             MapKind::SenderTransport => SENDER_TRANSPORT_MAPS,
+            _ => unreachable!("a base is a hash map"),
         }
     }
 
     /// Whether the map holds passwords: root-only, redacted in diffs.
     pub fn is_secret(self) -> bool {
-        self == MapKind::SaslPasswd
+        self.base() == MapKind::SaslPasswd
     }
 
     /// Mode of the source and compiled files.
@@ -71,6 +119,7 @@ impl MapKind {
 
     /// How main.cf names postrelay's map: `TYPE:DIR/FILE`.
     pub fn spec(self, dir: &Path, map_type: &str) -> String {
+        let map_type = self.map_type(map_type);
         format!("{map_type}:{}", dir.join(self.file_name()).display())
     }
 

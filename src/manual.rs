@@ -589,6 +589,12 @@ fn files() -> Roff {
                 "the transport of senders whose relay is on port 465 (only on a host that has \
                  one; then named by sender_dependent_default_transport_maps)"
             }
+            MapKind::SaslPasswdWildcards
+            | MapKind::SenderRelayWildcards
+            | MapKind::SenderTransportWildcards => {
+                "the regexp table of wildcard senders (*.example.com) beside the map of the \
+                 same name without _wildcards (only on a host that has one; no compiled form)"
+            }
         };
         file(
             &format!("{dir}/{}", kind.file_name()),

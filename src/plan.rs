@@ -224,8 +224,13 @@ pub fn parameters(
         .iter()
         .map(|(name, value)| (*name, value.to_string()))
         .collect();
-    for &kind in kinds {
+    // A hash map's parameter lists it, then its regexp table of wildcard senders (when
+    // managed), then the kept maps.
+    for &kind in kinds.iter().filter(|k| !k.is_regexp()) {
         let mut list = vec![kind.spec(&target.config_dir, &target.map_type)];
+        if let Some(w) = kind.wildcards().filter(|w| kinds.contains(w)) {
+            list.push(w.spec(&target.config_dir, &target.map_type));
+        }
         list.extend(
             kept.iter()
                 .filter(|k| k.kind == kind)
@@ -275,6 +280,11 @@ fn hold_for(maps: &[MapChange], main_cf: Option<&MainCfChange>, owed: bool) -> O
     let main_cf_reroutes =
         main_cf.is_some_and(|m| m.edits.iter().any(|e| routing_parameter(e.name())));
     if owed || main_cf_reroutes {
+        return Some(Hold::All);
+    }
+    // A wildcard's route changes for senders no key names: everyone is held.
+    let wildcard = |k: MapKind| matches!(k, MapKind::SenderRelayWildcards | MapKind::SenderTransportWildcards);
+    if maps.iter().any(|m| wildcard(m.kind)) {
         return Some(Hold::All);
     }
     // The maps that route by sender: sender_relay, and sender_transport where managed.

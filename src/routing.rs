@@ -22,6 +22,7 @@ use std::sync::Arc;
 use crate::desired::{Credentials, Desired, RelayHost, Sender, SenderKey, fields};
 use crate::managed::{MapKind, SMTPS_SERVICE};
 use crate::secret::Secret;
+use crate::syntax::regexp::{self, Pattern, Rule};
 use crate::syntax::table;
 
 /// A relay: `host`, `[host]`, `host:port` or `[host]:port`. Cheap to clone: the senders
@@ -233,31 +234,72 @@ pub struct Route<'a> {
 pub struct Routing<'a> {
     relayhost: Option<&'a RelayHost>,
     by_key: FxHashMap<&'a SenderKey, &'a Sender>,
+    /// The wildcard entries, the longest domain first (the most specific wins).
+    wildcards: Vec<&'a Sender>,
 }
 
 impl<'a> Routing<'a> {
     pub fn new(relayhost: Option<&'a RelayHost>, senders: &'a [Sender]) -> Routing<'a> {
         // With duplicate keys (an error the desired state reports), the first one counts.
         let mut by_key = FxHashMap::with_capacity_and_hasher(senders.len(), Default::default());
+        let mut wildcards = Vec::new();
         for s in senders {
-            by_key.entry(&s.key).or_insert(s);
+            if let std::collections::hash_map::Entry::Vacant(v) = by_key.entry(&s.key) {
+                v.insert(s);
+                if let SenderKey::Wildcard(_) = s.key {
+                    wildcards.push(s);
+                }
+            }
         }
-        Routing { relayhost, by_key }
+        wildcards.sort_by(|a, b| {
+            let len = |s: &Sender| s.key.table_key().len();
+            len(b).cmp(&len(a)).then_with(|| a.key.table_key().cmp(&b.key.table_key()))
+        });
+        Routing {
+            relayhost,
+            by_key,
+            wildcards,
+        }
     }
 
-    /// The entry Postfix uses for mail from `address`: the address's own, else its
-    /// `@domain` entry's; `None`: neither (the relayhost's route).
+    /// The entry Postfix uses for mail from `address`, most specific first: the
+    /// address's own, its domain's, the wildcard of its domain with the longest domain;
+    /// `None`: none (the relayhost's route).
     pub fn entry_for(&self, address: &str) -> Option<&'a Sender> {
         let key = SenderKey::Address(address.to_ascii_lowercase());
         self.by_key
             .get(&key)
-            .or_else(|| self.by_key.get(&key.domain_key()?))
+            .copied()
+            .or_else(|| self.domain_entry_of(&key))
+    }
+
+    /// The entry `s` falls back to in every table: for an address its domain's, else
+    /// its domain's wildcard; for a domain or a wildcard, the wildcard of a shorter
+    /// domain that covers it.
+    pub fn domain_entry(&self, s: &Sender) -> Option<&'a Sender> {
+        self.domain_entry_of(&s.key)
+    }
+
+    fn domain_entry_of(&self, key: &SenderKey) -> Option<&'a Sender> {
+        let domain = match key {
+            SenderKey::Address(a) => {
+                let (_, d) = a.rsplit_once('@')?;
+                if let Some(&s) = self.by_key.get(&SenderKey::Domain(d.to_string())) {
+                    return Some(s);
+                }
+                d
+            }
+            SenderKey::Domain(d) | SenderKey::Wildcard(d) => d,
+        };
+        self.wildcards
+            .iter()
+            .find(|w| w.key.covers_domain(domain))
             .copied()
     }
 
-    /// The `@domain` entry an address falls back to in every table.
-    pub fn domain_entry(&self, s: &Sender) -> Option<&'a Sender> {
-        self.by_key.get(&s.key.domain_key()?).copied()
+    /// The wildcard entries, the longest domain first.
+    pub fn wildcards(&self) -> &[&'a Sender] {
+        &self.wildcards
     }
 
     /// The route of mail from `s`.
@@ -359,9 +401,12 @@ impl Table {
 }
 
 /// The managed tables, in [`MapKind::ALL`] order (sender_transport empty when no relay
-/// is on port 465).
-pub fn tables(desired: &Desired) -> [Table; 4] {
+/// is on port 465, the wildcard tables without wildcard senders).
+pub fn tables(desired: &Desired) -> [Table; 7] {
     MapKind::ALL.map(|kind| {
+        if kind.is_regexp() {
+            return wildcard_table(kind.base(), desired);
+        }
         let mut entries = entries(kind, desired);
         // Keys are unique in a desired state (a duplicate is an error), so sorting by key
         // alone is sorting by entry.
@@ -420,10 +465,80 @@ enum Value<'a> {
     Transport(&'static str, &'a Relay),
 }
 
-fn sender_key(key: &SenderKey) -> Key<'_> {
+/// A sender's key in a hash table; `None` for a wildcard (regexp tables only).
+fn sender_key(key: &SenderKey) -> Option<Key<'_>> {
     match key {
-        SenderKey::Domain(d) => Key::At(d),
-        SenderKey::Address(a) => Key::Plain(a),
+        SenderKey::Domain(d) => Some(Key::At(d)),
+        SenderKey::Wildcard(_) => None,
+        SenderKey::Address(a) => Some(Key::Plain(a)),
+    }
+}
+
+/// What the sender-keyed table `kind` holds for `s`.
+fn sender_value<'a>(kind: MapKind, routing: &Routing<'a>, s: &'a Sender) -> Option<Value<'a>> {
+    match kind {
+        MapKind::SaslPasswd => s.credentials.as_ref().map(Value::Login),
+        MapKind::SenderRelay => Some(match routing.route(s).sender_relay? {
+            SenderRelay::Relay(r) => Value::Text(r.as_str()),
+            SenderRelay::Dunno => Value::Text("DUNNO"),
+        }),
+        MapKind::SenderTransport => Some(match routing.transport(s)? {
+            Transport::Via(service, relay) => Value::Transport(service, relay),
+            Transport::Dunno => Value::Text("DUNNO"),
+        }),
+        _ => None,
+    }
+}
+
+/// The text of a value, as a regexp table holds it (before `$` escaping).
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::Login(c) => format!("{}:{}", c.username, c.password.expose()),
+        Value::Text(t) => t.to_string(),
+        Value::Transport(service, relay) => format!("{service}:{relay}"),
+    }
+}
+
+/// The regexp table beside the hash map `base`: Postfix gives it the full address
+/// before it tries `@domain` in any map of the list, so it holds, first, every domain
+/// entry that a wildcard covers (its own value, `DUNNO` included, so the wildcard
+/// cannot shadow it), then the wildcards, the longest domain first. Addresses stay in
+/// the hash map, which is listed first.
+fn wildcard_table(base: MapKind, desired: &Desired) -> Table {
+    let routing = desired.routing();
+    let mut rules = Vec::new();
+    if !routing.wildcards().is_empty() {
+        for s in &desired.senders {
+            let SenderKey::Domain(d) = &s.key else {
+                continue;
+            };
+            if routing.wildcards().iter().any(|w| w.key.covers_domain(d))
+                && let Some(v) = sender_value(base, &routing, s)
+            {
+                rules.push(Rule {
+                    pattern: Pattern::Domain(d.clone()),
+                    value: value_text(&v),
+                });
+            }
+        }
+        rules.sort_by(|a, b| a.pattern.expression().cmp(&b.pattern.expression()));
+        for w in routing.wildcards() {
+            let SenderKey::Wildcard(d) = &w.key else {
+                continue;
+            };
+            if let Some(v) = sender_value(base, &routing, w) {
+                rules.push(Rule {
+                    pattern: Pattern::Subdomains(d.clone()),
+                    value: value_text(&v),
+                });
+            }
+        }
+    }
+    let header = table::HEADER.trim_start_matches("# ");
+    let bytes = regexp::render(header, &rules).expect("validated domains make valid patterns");
+    Table {
+        bytes: Secret::new(Arc::new(bytes)),
+        len: rules.len(),
     }
 }
 
@@ -432,7 +547,7 @@ fn entries(kind: MapKind, desired: &Desired) -> Vec<(Key<'_>, Value<'_>)> {
         MapKind::SaslPasswd => {
             let senders = desired.senders.iter().filter_map(|s| {
                 let c = s.credentials.as_ref()?;
-                Some((sender_key(&s.key), Value::Login(c)))
+                Some((sender_key(&s.key)?, Value::Login(c)))
             });
             let relayhost = desired.relayhost.iter().filter_map(|rh| {
                 let c = rh.credentials.as_ref()?;
@@ -446,11 +561,8 @@ fn entries(kind: MapKind, desired: &Desired) -> Vec<(Key<'_>, Value<'_>)> {
                 .senders
                 .iter()
                 .filter_map(|s| {
-                    let value = match routing.route(s).sender_relay? {
-                        SenderRelay::Relay(r) => r.as_str(),
-                        SenderRelay::Dunno => "DUNNO",
-                    };
-                    Some((sender_key(&s.key), Value::Text(value)))
+                    let value = sender_value(kind, &routing, s)?;
+                    Some((sender_key(&s.key)?, value))
                 })
                 .collect()
         }
@@ -465,14 +577,13 @@ fn entries(kind: MapKind, desired: &Desired) -> Vec<(Key<'_>, Value<'_>)> {
                 .senders
                 .iter()
                 .filter_map(|s| {
-                    let value = match routing.transport(s)? {
-                        Transport::Via(service, relay) => Value::Transport(service, relay),
-                        Transport::Dunno => Value::Text("DUNNO"),
-                    };
-                    Some((sender_key(&s.key), value))
+                    let value = sender_value(kind, &routing, s)?;
+                    Some((sender_key(&s.key)?, value))
                 })
                 .collect()
         }
+        // The regexp tables: `wildcard_table`.
+        _ => Vec::new(),
     }
 }
 
@@ -726,7 +837,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let [sasl, relay, tls, transport] = tables(&d);
+        let [sasl, relay, tls, transport, ..] = tables(&d);
         assert_eq!(transport.len, 0, "no relay on port 465");
         let pairs = |t: &Table| -> Vec<String> {
             t.expose_entries()
@@ -811,5 +922,74 @@ mod tests {
             ]
         );
         assert!(entries(&relayhost("[rh.example]:587").replace(":465", ":2465")).is_empty());
+    }
+
+    /// Wildcards: the most specific entry wins (address, exact domain, the longest
+    /// wildcard, the relayhost), and the regexp tables carry the exact domains a
+    /// wildcard covers before the wildcards, the longest first.
+    #[test]
+    fn wildcards_yield_to_more_specific_entries() {
+        let d = parse_str(
+            r#"
+            [relayhost]
+            relay = "[rh.example]:587"
+            [[sender]]
+            domain = "*.shop.example"
+            relay = "[wild.example]:587"
+            username = "w"
+            password = "w-pw$1"
+            [[sender]]
+            domain = "*.z.shop.example"
+            relay = "[deep.example]:587"
+            username = "z"
+            password = "z-pw"
+            [[sender]]
+            domain = "eu.shop.example"
+            relay = "[eu.example]:587"
+            username = "eu"
+            password = "eu-pw"
+            [[sender]]
+            address = "vip@eu.shop.example"
+            relay = "[vip.example]:587"
+            username = "vip"
+            password = "vip-pw"
+            [[sender]]
+            domain = "other.example"
+            relay = "[other.example]:587"
+            "#,
+        )
+        .unwrap();
+        let r = d.routing();
+        let via = |a: &str| r.entry_for(a).map(|s| s.key.table_key());
+        assert_eq!(via("a@x.shop.example").as_deref(), Some("*.shop.example"));
+        assert_eq!(via("b@y.z.shop.example").as_deref(), Some("*.z.shop.example"));
+        assert_eq!(via("c@z.shop.example").as_deref(), Some("*.shop.example"));
+        assert_eq!(via("d@eu.shop.example").as_deref(), Some("@eu.shop.example"));
+        assert_eq!(via("vip@eu.shop.example").as_deref(), Some("vip@eu.shop.example"));
+        assert_eq!(via("e@sub.eu.shop.example").as_deref(), Some("*.shop.example"));
+        assert_eq!(via("f@shop.example"), None, "the wildcard's own domain: relayhost");
+        let text = |k: MapKind| String::from_utf8(d.table(k).bytes.expose().to_vec()).unwrap();
+        assert_eq!(
+            text(MapKind::SenderRelayWildcards).lines().skip(1).collect::<Vec<_>>(),
+            [
+                "/.@eu\\.shop\\.example$/ [eu.example]:587",
+                "/.@[^@]+\\.z\\.shop\\.example$/ [deep.example]:587",
+                "/.@[^@]+\\.shop\\.example$/ [wild.example]:587",
+            ]
+        );
+        assert_eq!(
+            text(MapKind::SaslPasswdWildcards).lines().skip(1).collect::<Vec<_>>(),
+            [
+                "/.@eu\\.shop\\.example$/ eu:eu-pw",
+                "/.@[^@]+\\.z\\.shop\\.example$/ z:z-pw",
+                "/.@[^@]+\\.shop\\.example$/ w:w-pw$$1",
+            ]
+        );
+        // The hash maps hold no wildcard.
+        assert!(!text(MapKind::SenderRelay).contains('*'));
+        assert!(text(MapKind::SenderRelayWildcards).lines().count() == 4);
+        // Without wildcards, the regexp tables are empty.
+        let plain = parse_str("[[sender]]\ndomain = \"a.example\"\nrelay = \"[r.example]:587\"\n").unwrap();
+        assert_eq!(plain.table(MapKind::SenderRelayWildcards).len, 0);
     }
 }

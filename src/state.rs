@@ -232,7 +232,9 @@ impl State {
                     false => s.into(),
                 }
             });
-            let compiled_path = suffix.map(|s| config_dir.join(format!("{}{s}", kind.file_name())));
+            let compiled_path = suffix
+                .filter(|_| !kind.is_regexp())
+                .map(|s| config_dir.join(format!("{}{s}", kind.file_name())));
             let compiled = match &compiled_path {
                 Some(p) => fs::stat(p)?.map(|meta| Compiled {
                     meta,
@@ -324,19 +326,27 @@ fn unchanged(path: &Path, before: Option<(&[u8], &Meta)>) -> Result<bool> {
     }
 }
 
-/// The maps a run manages on this host: the core three always; sender_transport when
-/// the desired state has a relay on port 465, and, once a host has had one, for good
-/// (main.cf names it, or its file is there): an empty map then, which routes nothing.
+/// The maps a run manages on this host, in [`MapKind::ALL`] order: the core three
+/// always; sender_transport when the desired state has a relay on port 465; the regexp
+/// tables beside the sender-keyed maps when it has a wildcard sender. Once a host has
+/// had one of these, for good (main.cf names it, or its file is there): an empty table
+/// then, which routes nothing.
 fn managed_kinds(desired: &Desired, doc: &MainCf, dir: &Path) -> Vec<MapKind> {
+    let had = |kind: MapKind| {
+        let value = doc.get(kind.parameter()).unwrap_or_default();
+        maincf::list(&value).iter().any(|e| kind.is_own(e, dir))
+            || std::fs::symlink_metadata(dir.join(kind.file_name())).is_ok()
+    };
     let mut kinds = MapKind::CORE.to_vec();
     let st = MapKind::SenderTransport;
-    let listed = || {
-        let value = doc.get(st.parameter()).unwrap_or_default();
-        maincf::list(&value).iter().any(|e| st.is_own(e, dir))
-    };
-    let present = || std::fs::symlink_metadata(dir.join(st.file_name())).is_ok();
-    if desired.needs_transport_map() || listed() || present() {
+    if desired.needs_transport_map() || had(st) {
         kinds.push(st);
+    }
+    let bases: Vec<MapKind> = kinds.clone();
+    for w in bases.into_iter().filter_map(MapKind::wildcards) {
+        if desired.has_wildcards() || had(w) {
+            kinds.push(w);
+        }
     }
     kinds
 }
@@ -498,12 +508,16 @@ fn read_kept(
             slots.push(Ok(i));
         }
     }
+    // One list a parameter: a hash map's, where its regexp table is listed too.
     let kinds: Vec<MapKind> = maps.iter().map(|m| m.kind).collect();
-    for kind in kinds {
+    for kind in kinds.iter().copied().filter(|k| !k.is_regexp()) {
         let value = doc.get(kind.parameter()).unwrap_or_default();
         for spec in maincf::list(&value) {
             // A hold a crashed run left is the plan's to remove, not a map to keep.
-            if kind.is_own(spec, dir) || hold::is_hold(spec, dir) {
+            let own = kinds
+                .iter()
+                .any(|k| k.parameter() == kind.parameter() && k.is_own(spec, dir));
+            if own || hold::is_hold(spec, dir) {
                 continue;
             }
             let (content, dump) = kept_content(spec, dir)?;

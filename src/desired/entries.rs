@@ -142,6 +142,8 @@ impl Parts {
             let written = match (self.written.get(&i), &s.key) {
                 (Some(w), _) => w.as_str(),
                 (None, SenderKey::Domain(k) | SenderKey::Address(k)) => k.as_str(),
+                // Always written down (`*.` is not in the key).
+                (None, SenderKey::Wildcard(k)) => k.as_str(),
             };
             Some((&s.key, s.line, KeyName::Accepted(Subject::Sender(written))))
         })
@@ -377,6 +379,9 @@ impl Checker<'_, '_> {
                 let msg = "sender: needs a domain or an address";
                 self.problems.at(line, msg);
                 (Subject::Plain("sender"), None)
+            }
+            (Some(d), None) if d.get_ref().contains('*') => {
+                self.parsed_key(d, "domain", fields::parse_wildcard, SenderKey::Wildcard)
             }
             (Some(d), None) => {
                 self.parsed_key(d, "domain", fields::parse_domain, SenderKey::Domain)

@@ -50,6 +50,23 @@ pub fn parse_domain(s: &str) -> Result<String, String> {
     Ok(s.to_ascii_lowercase())
 }
 
+/// Checks a wildcard domain, `*.` then a domain (`*.shop.example`: every subdomain of
+/// shop.example at any depth, not shop.example itself), and returns the domain after
+/// the `*.`, lowercased.
+pub fn parse_wildcard(s: &str) -> Result<String, String> {
+    let usage = "a wildcard is \"*.\" followed by a domain, as in \"*.shop.example\"";
+    let Some(rest) = s.strip_prefix("*.") else {
+        return Err(format!("'*' only as the first label; {usage}"));
+    };
+    if rest.contains('*') {
+        return Err(format!("one '*', as the first label only; {usage}"));
+    }
+    if rest.is_empty() {
+        return Err(format!("no domain after \"*.\"; {usage}"));
+    }
+    parse_domain(rest)
+}
+
 fn is_atext(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c)
 }

@@ -124,6 +124,9 @@ pub struct Credentials {
 pub enum SenderKey {
     /// Lowercased domain, without the `@`.
     Domain(String),
+    /// Every subdomain of this lowercased domain, at any depth (`*.shop.example`, held
+    /// as `shop.example`): regexp tables, never a hash key.
+    Wildcard(String),
     /// Lowercased full address.
     Address(String),
 }
@@ -133,7 +136,7 @@ impl SenderKey {
     /// an address to its `@domain` entry in every table); `None` for a domain.
     pub fn domain_key(&self) -> Option<SenderKey> {
         match self {
-            SenderKey::Domain(_) => None,
+            SenderKey::Domain(_) | SenderKey::Wildcard(_) => None,
             SenderKey::Address(a) => {
                 let (_, domain) = a.rsplit_once('@')?;
                 Some(SenderKey::Domain(domain.to_string()))
@@ -141,11 +144,27 @@ impl SenderKey {
         }
     }
 
-    /// The lookup-table key: `@domain` or `address`.
+    /// The lookup-table key: `@domain` or `address`; a wildcard as written
+    /// (`*.shop.example`), which no hash table holds.
     pub fn table_key(&self) -> String {
         match self {
             SenderKey::Domain(d) => format!("@{d}"),
+            SenderKey::Wildcard(d) => format!("*.{d}"),
             SenderKey::Address(a) => a.clone(),
+        }
+    }
+
+    /// Whether this key covers mail from `domain`: the domain itself, or a strict
+    /// subdomain of a wildcard's.
+    pub fn covers_domain(&self, domain: &str) -> bool {
+        match self {
+            SenderKey::Domain(d) => d == domain,
+            SenderKey::Wildcard(w) => {
+                domain.len() > w.len() + 1
+                    && domain.ends_with(w.as_str())
+                    && domain.as_bytes()[domain.len() - w.len() - 1] == b'.'
+            }
+            SenderKey::Address(_) => false,
         }
     }
 }
@@ -186,7 +205,7 @@ pub struct Desired {
     pub tls: BTreeMap<Relay, Tls>,
     pub warnings: Vec<Warning>,
     /// The managed tables, rendered once when first asked for.
-    tables: OnceLock<[Table; 4]>,
+    tables: OnceLock<[Table; 7]>,
 }
 
 impl Desired {
@@ -199,6 +218,13 @@ impl Desired {
     /// master.cf service).
     pub fn needs_transport_map(&self) -> bool {
         self.tls.keys().any(Relay::implicit_tls)
+    }
+
+    /// Whether a sender is a wildcard (`*.shop.example`), which needs the regexp tables.
+    pub fn has_wildcards(&self) -> bool {
+        self.senders
+            .iter()
+            .any(|s| matches!(s.key, SenderKey::Wildcard(_)))
     }
 
     /// What the managed table `kind` must hold.

@@ -523,7 +523,13 @@ impl<'a> Builder<'a> {
                     "TLS policy for {key}: no sender's relay is {key} (postrelay's tls_policy holds its relays only); not imported"
                 ),
                 // Not read by import (its tables are the three core maps').
-                (MapKind::SenderTransport, _) => format!("{key}: not imported"),
+                (
+                    MapKind::SenderTransport
+                    | MapKind::SaslPasswdWildcards
+                    | MapKind::SenderRelayWildcards
+                    | MapKind::SenderTransportWildcards,
+                    _,
+                ) => format!("{key}: not imported"),
             };
             self.report(id, msg);
         }

@@ -32,6 +32,7 @@ pub fn password_files(imported: &Imported, dir: Option<&Path>) -> Vec<Option<Pas
             let base = match &item.key {
                 None => "relayhost".to_string(),
                 Some(SenderKey::Domain(d)) => d.clone(),
+                Some(SenderKey::Wildcard(w)) => format!("any.{w}"),
                 Some(SenderKey::Address(a)) => a.clone(),
             };
             let base: String = base
@@ -136,10 +137,11 @@ fn entry(out: &mut String, item: &Item, file: Option<&PasswordFile>) {
         Some(k) => {
             out.push_str("[[sender]]\n");
             let (field, value) = match k {
-                SenderKey::Domain(d) => ("domain", d),
-                SenderKey::Address(a) => ("address", a),
+                SenderKey::Domain(d) => ("domain", d.clone()),
+                SenderKey::Wildcard(w) => ("domain", format!("*.{w}")),
+                SenderKey::Address(a) => ("address", a.clone()),
             };
-            let _ = writeln!(out, "{field} = {}", string(value));
+            let _ = writeln!(out, "{field} = {}", string(&value));
         }
     }
     match &item.relay {

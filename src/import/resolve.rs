@@ -109,6 +109,8 @@ impl Resolver<'_> {
     fn sender_keys(&self, sender: Sender) -> Vec<String> {
         let (address, domain) = match sender {
             Sender::Key(SenderKey::Domain(d)) => return vec![format!("@{d}")],
+            // Import reads hash-like tables only, which hold no wildcard.
+            Sender::Key(SenderKey::Wildcard(_)) => return Vec::new(),
             Sender::Key(SenderKey::Address(a)) => match a.rsplit_once('@') {
                 Some((_, d)) => (a.as_str(), d),
                 None => return vec![a.clone()],

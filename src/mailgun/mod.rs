@@ -278,7 +278,7 @@ pub fn sync(options: &SyncOptions, api: &Api) -> Result<Synced> {
         .flat_map(|d| &d.senders)
         .filter_map(|s| match &s.key {
             SenderKey::Domain(d) => Some(d.as_str()),
-            SenderKey::Address(_) => None,
+            SenderKey::Wildcard(_) | SenderKey::Address(_) => None,
         })
         .collect();
     let mut domains = api.domains()?;
