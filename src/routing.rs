@@ -380,6 +380,12 @@ impl Table {
 /// is on port 465).
 pub fn tables(desired: &Desired) -> [Table; 4] {
     MapKind::ALL.map(|kind| {
+        if kind == MapKind::SenderTransport && !desired.needs_transport_map() {
+            return Table {
+                bytes: Secret::new(Arc::new(render(&[]))),
+                len: 0,
+            };
+        }
         // Keys are unique in a desired state (a duplicate is an error), so sorting by key
         // alone is sorting by entry. Each key's first 8 bytes, as one number, decide
         // most comparisons without comparing the strings.
@@ -502,7 +508,7 @@ fn entries<'a>(kind: MapKind, desired: &'a Desired) -> Vec<(u64, Key<'a>, Value<
                         Transport::Via(service, relay) => Value::Transport(service, relay),
                         Transport::Dunno => Value::Text("DUNNO"),
                     };
-                    Some((sender_key(&s.key), value))
+                    Some(entry(sender_key(&s.key), value))
                 })
                 .collect()
         }
