@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 use std::cmp::Ordering;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::desired::{Credentials, Desired, RelayHost, Sender, SenderKey, fields};
 use crate::managed::{MapKind, SMTPS_SERVICE};
@@ -233,33 +233,36 @@ pub struct Route<'a> {
 /// The lookup rule over one set of entries.
 pub struct Routing<'a> {
     relayhost: Option<&'a RelayHost>,
-    by_key: FxHashMap<&'a SenderKey, &'a Sender>,
-    /// The wildcard entries, the longest domain first (the most specific wins).
-    wildcards: Vec<&'a Sender>,
+    senders: &'a [Sender],
+    /// The entries by key, built at the first lookup: a domain's route needs none (it
+    /// has no `@domain` entry to fall back to), so with domains only it is never built.
+    by_key: OnceLock<FxHashMap<&'a SenderKey, &'a Sender>>,
+    /// The wildcard entries, the longest domain first (the most specific wins); found
+    /// at the first lookup.
+    wildcards: OnceLock<Vec<&'a Sender>>,
 }
 
 impl<'a> Routing<'a> {
     pub fn new(relayhost: Option<&'a RelayHost>, senders: &'a [Sender]) -> Routing<'a> {
-        // With duplicate keys (an error the desired state reports), the first one counts.
-        let mut by_key = FxHashMap::with_capacity_and_hasher(senders.len(), Default::default());
-        let mut wildcards = Vec::new();
-        for s in senders {
-            if let std::collections::hash_map::Entry::Vacant(v) = by_key.entry(&s.key) {
-                v.insert(s);
-                if let SenderKey::Wildcard(_) = s.key {
-                    wildcards.push(s);
-                }
-            }
-        }
-        wildcards.sort_by(|a, b| {
-            let len = |s: &Sender| s.key.table_key().len();
-            len(b).cmp(&len(a)).then_with(|| a.key.table_key().cmp(&b.key.table_key()))
-        });
         Routing {
             relayhost,
-            by_key,
-            wildcards,
+            senders,
+            by_key: OnceLock::new(),
+            wildcards: OnceLock::new(),
         }
+    }
+
+    fn by_key(&self) -> &FxHashMap<&'a SenderKey, &'a Sender> {
+        self.by_key.get_or_init(|| {
+            let senders = self.senders;
+            // With duplicate keys (an error the desired state reports), the first one
+            // counts.
+            let mut by_key = FxHashMap::with_capacity_and_hasher(senders.len(), Default::default());
+            for s in senders {
+                by_key.entry(&s.key).or_insert(s);
+            }
+            by_key
+        })
     }
 
     /// The entry Postfix uses for mail from `address`, most specific first: the
@@ -267,7 +270,8 @@ impl<'a> Routing<'a> {
     /// `None`: none (the relayhost's route).
     pub fn entry_for(&self, address: &str) -> Option<&'a Sender> {
         let key = SenderKey::Address(address.to_ascii_lowercase());
-        self.by_key
+        let by_key = self.by_key();
+        by_key
             .get(&key)
             .copied()
             .or_else(|| self.domain_entry_of(&key))
@@ -284,22 +288,37 @@ impl<'a> Routing<'a> {
         let domain = match key {
             SenderKey::Address(a) => {
                 let (_, d) = a.rsplit_once('@')?;
-                if let Some(&s) = self.by_key.get(&SenderKey::Domain(d.to_string())) {
+                if let Some(&s) = self.by_key().get(&SenderKey::Domain(d.to_string())) {
                     return Some(s);
                 }
                 d
             }
+            // A domain's own route looks nothing up unless there are wildcards.
             SenderKey::Domain(d) | SenderKey::Wildcard(d) => d,
         };
-        self.wildcards
+        self.wildcards()
             .iter()
             .find(|w| w.key.covers_domain(domain))
             .copied()
     }
 
-    /// The wildcard entries, the longest domain first.
+    /// The wildcard entries, the longest domain first (the first of duplicates).
     pub fn wildcards(&self) -> &[&'a Sender] {
-        &self.wildcards
+        self.wildcards.get_or_init(|| {
+            let mut seen = std::collections::HashSet::new();
+            let mut wildcards: Vec<&'a Sender> = self
+                .senders
+                .iter()
+                .filter(|s| matches!(s.key, SenderKey::Wildcard(_)) && seen.insert(&s.key))
+                .collect();
+            wildcards.sort_by(|a, b| {
+                let len = |s: &Sender| s.key.table_key().len();
+                len(b)
+                    .cmp(&len(a))
+                    .then_with(|| a.key.table_key().cmp(&b.key.table_key()))
+            });
+            wildcards
+        })
     }
 
     /// The route of mail from `s`.
@@ -407,10 +426,17 @@ pub fn tables(desired: &Desired) -> [Table; 7] {
         if kind.is_regexp() {
             return wildcard_table(kind.base(), desired);
         }
-        let mut entries = entries(kind, desired);
+        if kind == MapKind::SenderTransport && !desired.needs_transport_map() {
+            return Table {
+                bytes: Secret::new(Arc::new(render(&[]))),
+                len: 0,
+            };
+        }
         // Keys are unique in a desired state (a duplicate is an error), so sorting by key
-        // alone is sorting by entry.
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // alone is sorting by entry. Each key's first 8 bytes, as one number, decide
+        // most comparisons without comparing the strings.
+        let mut entries = entries(kind, desired);
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         Table {
             bytes: Secret::new(Arc::new(render(&entries))),
             len: entries.len(),
@@ -432,6 +458,18 @@ impl Key<'_> {
             Key::At(s) => ("@", s),
             Key::Plain(s) => ("", s),
         }
+    }
+
+    /// The first 8 bytes of the key as written, zero-padded, as a big-endian number:
+    /// keys whose prefixes differ are in the order of their prefixes (a shorter key that
+    /// is padded is also the smaller one), others are compared in full.
+    fn prefix(&self) -> u64 {
+        let (at, key) = self.parts();
+        let mut bytes = [0u8; 8];
+        for (b, k) in bytes.iter_mut().zip(at.bytes().chain(key.bytes())) {
+            *b = k;
+        }
+        u64::from_be_bytes(bytes)
     }
 }
 
@@ -542,16 +580,18 @@ fn wildcard_table(base: MapKind, desired: &Desired) -> Table {
     }
 }
 
-fn entries(kind: MapKind, desired: &Desired) -> Vec<(Key<'_>, Value<'_>)> {
+/// The entries of table `kind`, each with its key's [`Key::prefix`], unsorted.
+fn entries<'a>(kind: MapKind, desired: &'a Desired) -> Vec<(u64, Key<'a>, Value<'a>)> {
+    let entry = |key: Key<'a>, value| (key.prefix(), key, value);
     match kind {
         MapKind::SaslPasswd => {
             let senders = desired.senders.iter().filter_map(|s| {
                 let c = s.credentials.as_ref()?;
-                Some((sender_key(&s.key)?, Value::Login(c)))
+                Some(entry(sender_key(&s.key)?, Value::Login(c)))
             });
             let relayhost = desired.relayhost.iter().filter_map(|rh| {
                 let c = rh.credentials.as_ref()?;
-                Some((Key::Plain(rh.relay.as_str()), Value::Login(c)))
+                Some(entry(Key::Plain(rh.relay.as_str()), Value::Login(c)))
             });
             senders.chain(relayhost).collect()
         }
@@ -562,14 +602,14 @@ fn entries(kind: MapKind, desired: &Desired) -> Vec<(Key<'_>, Value<'_>)> {
                 .iter()
                 .filter_map(|s| {
                     let value = sender_value(kind, &routing, s)?;
-                    Some((sender_key(&s.key)?, value))
+                    Some(entry(sender_key(&s.key)?, value))
                 })
                 .collect()
         }
         MapKind::TlsPolicy => desired
             .tls
             .iter()
-            .map(|(relay, tls)| (Key::Plain(relay.as_str()), Value::Text(tls.as_str())))
+            .map(|(relay, tls)| entry(Key::Plain(relay.as_str()), Value::Text(tls.as_str())))
             .collect(),
         MapKind::SenderTransport => {
             let routing = desired.routing();
@@ -578,7 +618,7 @@ fn entries(kind: MapKind, desired: &Desired) -> Vec<(Key<'_>, Value<'_>)> {
                 .iter()
                 .filter_map(|s| {
                     let value = sender_value(kind, &routing, s)?;
-                    Some((sender_key(&s.key)?, value))
+                    Some(entry(sender_key(&s.key)?, value))
                 })
                 .collect()
         }
@@ -590,20 +630,20 @@ fn entries(kind: MapKind, desired: &Desired) -> Vec<(Key<'_>, Value<'_>)> {
 /// The bytes of a table with these entries, in this order: [`table::HEADER`], then one
 /// `key value` line each (the layout [`table::render`] gives), in a buffer of the exact
 /// size.
-fn render(entries: &[(Key, Value)]) -> Vec<u8> {
+fn render(entries: &[(u64, Key, Value)]) -> Vec<u8> {
     let value_len = |v: &Value| match v {
         Value::Login(c) => c.username.len() + 1 + c.password.expose().len(),
         Value::Text(t) => t.len(),
         Value::Transport(service, relay) => service.len() + 1 + relay.as_str().len(),
     };
-    let size = entries.iter().map(|(k, v)| {
+    let size = entries.iter().map(|(_, k, v)| {
         let (at, key) = k.parts();
         at.len() + key.len() + 1 + value_len(v) + 1
     });
     let mut out = Vec::with_capacity(table::HEADER.len() + 1 + size.sum::<usize>());
     out.extend_from_slice(table::HEADER.as_bytes());
     out.push(b'\n');
-    for (k, v) in entries {
+    for (_, k, v) in entries {
         let (at, key) = k.parts();
         out.extend_from_slice(at.as_bytes());
         out.extend_from_slice(key.as_bytes());
@@ -630,6 +670,29 @@ fn render(entries: &[(Key, Value)]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::desired::parse_str;
+
+    proptest::proptest! {
+        /// Comparing keys by their prefixes first orders them as comparing them in full.
+        #[test]
+        fn prefixes_order_keys_as_their_bytes(
+            a in "[@a-c.]{0,10}",
+            b in "[@a-c.]{0,10}",
+            a_at: bool,
+            b_at: bool,
+        ) {
+            fn key(s: &str, at: bool) -> Key<'_> {
+                if at { Key::At(s) } else { Key::Plain(s) }
+            }
+            let (a, b) = (key(&a, a_at), key(&b, b_at));
+            let bytes = |k: &Key| {
+                let (at, key) = k.parts();
+                format!("{at}{key}")
+            };
+            proptest::prop_assert_eq!(a.cmp(&b), bytes(&a).cmp(&bytes(&b)));
+            let by_prefix = a.prefix().cmp(&b.prefix()).then_with(|| a.cmp(&b));
+            proptest::prop_assert_eq!(by_prefix, a.cmp(&b));
+        }
+    }
 
     #[test]
     fn relays_parse_to_a_spelling_and_an_endpoint() {

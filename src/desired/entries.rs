@@ -474,7 +474,7 @@ impl Checker<'_, '_> {
         &mut self,
         subject: Subject<'_>,
         line: usize,
-        raw: RawCredentials,
+        mut raw: RawCredentials,
         preset: &PresetUse,
     ) -> Checked<Option<Credentials>> {
         if let Some(p) = &raw.password {
@@ -490,7 +490,7 @@ impl Checker<'_, '_> {
         }
         // Secrets are only checked (and files only read) when they could be used: with
         // a username and without the other kind of secret.
-        let secret = match (&raw.password, &raw.password_file) {
+        let secret = match (&mut raw.password, &raw.password_file) {
             _ if raw.username.is_none() => None,
             (None, None) if raw.secret_access_key_file.is_some() => {
                 self.derived_password(subject, &raw, preset)
@@ -509,8 +509,9 @@ impl Checker<'_, '_> {
                 self.problems.at(l, msg);
                 None
             }
+            // Moved out: only its span is looked at from here on.
             (Some(p), None) => match fields::check_password(&p.get_ref().0) {
-                Ok(()) => Some(Secret::new(p.get_ref().0.clone())),
+                Ok(()) => Some(Secret::new(std::mem::take(&mut p.get_mut().0))),
                 Err(e) => {
                     self.at(p, format!("{subject}: {e}"));
                     None
