@@ -283,7 +283,12 @@ fn hold_for(maps: &[MapChange], main_cf: Option<&MainCfChange>, owed: bool) -> O
         return Some(Hold::All);
     }
     // A wildcard's route changes for senders no key names: everyone is held.
-    let wildcard = |k: MapKind| matches!(k, MapKind::SenderRelayWildcards | MapKind::SenderTransportWildcards);
+    let wildcard = |k: MapKind| {
+        matches!(
+            k,
+            MapKind::SenderRelayWildcards | MapKind::SenderTransportWildcards
+        )
+    };
     if maps.iter().any(|m| wildcard(m.kind)) {
         return Some(Hold::All);
     }

@@ -559,7 +559,7 @@ fn wildcard_table(base: MapKind, desired: &Desired) -> Table {
                 });
             }
         }
-        rules.sort_by(|a, b| a.pattern.expression().cmp(&b.pattern.expression()));
+        rules.sort_by_key(|r| r.pattern.expression());
         for w in routing.wildcards() {
             let SenderKey::Wildcard(d) = &w.key else {
                 continue;
@@ -1025,15 +1025,34 @@ mod tests {
         let r = d.routing();
         let via = |a: &str| r.entry_for(a).map(|s| s.key.table_key());
         assert_eq!(via("a@x.shop.example").as_deref(), Some("*.shop.example"));
-        assert_eq!(via("b@y.z.shop.example").as_deref(), Some("*.z.shop.example"));
+        assert_eq!(
+            via("b@y.z.shop.example").as_deref(),
+            Some("*.z.shop.example")
+        );
         assert_eq!(via("c@z.shop.example").as_deref(), Some("*.shop.example"));
-        assert_eq!(via("d@eu.shop.example").as_deref(), Some("@eu.shop.example"));
-        assert_eq!(via("vip@eu.shop.example").as_deref(), Some("vip@eu.shop.example"));
-        assert_eq!(via("e@sub.eu.shop.example").as_deref(), Some("*.shop.example"));
-        assert_eq!(via("f@shop.example"), None, "the wildcard's own domain: relayhost");
+        assert_eq!(
+            via("d@eu.shop.example").as_deref(),
+            Some("@eu.shop.example")
+        );
+        assert_eq!(
+            via("vip@eu.shop.example").as_deref(),
+            Some("vip@eu.shop.example")
+        );
+        assert_eq!(
+            via("e@sub.eu.shop.example").as_deref(),
+            Some("*.shop.example")
+        );
+        assert_eq!(
+            via("f@shop.example"),
+            None,
+            "the wildcard's own domain: relayhost"
+        );
         let text = |k: MapKind| String::from_utf8(d.table(k).bytes.expose().to_vec()).unwrap();
         assert_eq!(
-            text(MapKind::SenderRelayWildcards).lines().skip(1).collect::<Vec<_>>(),
+            text(MapKind::SenderRelayWildcards)
+                .lines()
+                .skip(1)
+                .collect::<Vec<_>>(),
             [
                 "/.@eu\\.shop\\.example$/ [eu.example]:587",
                 "/.@[^@]+\\.z\\.shop\\.example$/ [deep.example]:587",
@@ -1041,7 +1060,10 @@ mod tests {
             ]
         );
         assert_eq!(
-            text(MapKind::SaslPasswdWildcards).lines().skip(1).collect::<Vec<_>>(),
+            text(MapKind::SaslPasswdWildcards)
+                .lines()
+                .skip(1)
+                .collect::<Vec<_>>(),
             [
                 "/.@eu\\.shop\\.example$/ eu:eu-pw",
                 "/.@[^@]+\\.z\\.shop\\.example$/ z:z-pw",
@@ -1052,7 +1074,8 @@ mod tests {
         assert!(!text(MapKind::SenderRelay).contains('*'));
         assert!(text(MapKind::SenderRelayWildcards).lines().count() == 4);
         // Without wildcards, the regexp tables are empty.
-        let plain = parse_str("[[sender]]\ndomain = \"a.example\"\nrelay = \"[r.example]:587\"\n").unwrap();
+        let plain =
+            parse_str("[[sender]]\ndomain = \"a.example\"\nrelay = \"[r.example]:587\"\n").unwrap();
         assert_eq!(plain.table(MapKind::SenderRelayWildcards).len, 0);
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use rustc_hash::FxHashMap;
 
 use super::entries::{Parts, TlsSetting};
-use super::{Source, Tls, Warning};
+use super::{SenderKey, Source, Tls, Warning};
 use crate::problems::Problems;
 use crate::routing::{CredentialSource, Relay, Routing};
 
@@ -63,10 +63,14 @@ fn no_inherited_credentials(parts: &Parts, problems: &mut Problems) {
             continue;
         };
         if route.relay != routing.route(domain).relay {
+            let (this, its) = match s.key {
+                SenderKey::Address(_) => ("this address", "its domain"),
+                _ => ("this entry", "that wildcard"),
+            };
             problems.at(
                 s.line,
                 format!(
-                    "sender {:?}: has no credentials, so Postfix would send those of {:?} (line {}) to {}: give this address its own username and password, or the same relay as its domain",
+                    "sender {:?}: has no credentials, so Postfix would send those of {:?} (line {}) to {}: give {this} its own username and password, or the same relay as {its}",
                     s.key.table_key(),
                     domain.key.table_key(),
                     domain.line,

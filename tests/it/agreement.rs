@@ -311,6 +311,7 @@ fn check_accepted(case: &Case, d: &Desired) {
         let sender = match &check.who {
             Who::Relayhost => "probe@unlisted.example".to_string(),
             Who::Sender(SenderKey::Domain(domain)) => format!("probe@{domain}"),
+            Who::Sender(SenderKey::Wildcard(domain)) => format!("probe@any.{domain}"),
             Who::Sender(SenderKey::Address(address)) | Who::Address { address, .. } => {
                 address.clone()
             }

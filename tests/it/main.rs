@@ -33,3 +33,4 @@ mod tls;
 mod trust;
 mod units;
 mod verify;
+mod wildcards;
