@@ -89,6 +89,24 @@ fn wildcards_route_subdomains_and_yield_to_more_specific_entries() {
             "{from}"
         );
     }
+    // One wildcard fewer, on the running instance: its subdomains fall to the other.
+    let fewer: Vec<Sender> = senders
+        .iter()
+        .copied()
+        .filter(|s| s.key != "*.z.shop.example")
+        .collect();
+    inst.desired(&desired(Some((&rh, "rh-user", &pw_rh)), &fewer));
+    inst.apply_ok().stdout_has("applied");
+    let before = inst.files();
+    inst.apply_ok().stdout_has("no changes");
+    assert_eq!(inst.files(), before, "the second apply changed a file");
+    let id = message_id("deep-after");
+    inst.send("b@y.z.shop.example", &["someone@dest.test"], &id);
+    let m = inst.expect_delivery(&wild, &id);
+    assert_eq!(
+        (m.auth_user.as_deref(), m.auth_password.as_deref()),
+        (Some("wild-user"), Some(pw_w.as_str()))
+    );
     // A hand edit of a regexp table is drift: plan says so, apply puts it back.
     let table = inst.path("sender_relay_wildcards");
     let good = fs::read(&table).unwrap();
