@@ -406,14 +406,18 @@ password_file = "/etc/postrelay/secrets/example.com""#,
     key(
         &mut r,
         "domain, address",
-        "Exactly one: a domain (every address in it, as Postfix's @domain key) or one \
-         address.",
+        "Exactly one: a domain (every address in it, as Postfix's @domain key), a \
+         wildcard domain (*.shop.example: every subdomain at any depth, not shop.example \
+         itself) or one address. The most specific entry wins: the address, the exact \
+         domain, the wildcard with the longest domain, then the relayhost.",
     );
     key(
         &mut r,
         "relay",
         "As in [relayhost]. Optional when there is a [relayhost]: a sender without a relay \
-         of its own goes through the relayhost (with its own credentials, if it has any).",
+         of its own goes through the relayhost (with its own credentials, if it has any). \
+         A relay on port 465 takes TLS from the first byte, through postrelay's \
+         postrelay-smtps service in master.cf (tls may not be may or none there).",
     );
     credential_keys(&mut r);
     provider_keys(&mut r);
