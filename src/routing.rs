@@ -595,7 +595,7 @@ fn entries<'a>(kind: MapKind, desired: &'a Desired) -> Vec<(u64, Key<'a>, Value<
             });
             senders.chain(relayhost).collect()
         }
-        MapKind::SenderRelay => {
+        MapKind::SenderRelay | MapKind::SenderTransport => {
             let routing = desired.routing();
             desired
                 .senders
@@ -611,17 +611,6 @@ fn entries<'a>(kind: MapKind, desired: &'a Desired) -> Vec<(u64, Key<'a>, Value<
             .iter()
             .map(|(relay, tls)| entry(Key::Plain(relay.as_str()), Value::Text(tls.as_str())))
             .collect(),
-        MapKind::SenderTransport => {
-            let routing = desired.routing();
-            desired
-                .senders
-                .iter()
-                .filter_map(|s| {
-                    let value = sender_value(kind, &routing, s)?;
-                    Some(entry(sender_key(&s.key)?, value))
-                })
-                .collect()
-        }
         // The regexp tables: `wildcard_table`.
         _ => Vec::new(),
     }

@@ -480,10 +480,18 @@ impl World {
 
     /// postrelay in the namespace where smtp.mailgun.org is the fake relay.
     fn postrelay(&self, args: &[&str]) -> Run {
+        self.postrelay_in(&[], args)
+    }
+
+    /// [`World::postrelay`] with these environment variables beside the API key.
+    fn postrelay_in(&self, env: &[(&str, &str)], args: &[&str]) -> Run {
         let wrapper = self.hosts.wrapper();
         let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
         let mut cmd = Cmd::new(args);
         cmd.env("MAILGUN_API_KEY", KEY);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.run_under(&wrapper)
     }
 
@@ -493,6 +501,12 @@ impl World {
 
     /// `mailgun rotate` with this secrets directory.
     fn rotate_with(&self, secrets: &std::path::Path, extra: &[&str]) -> Run {
+        self.rotate_in(secrets, &[], extra)
+    }
+
+    /// `mailgun rotate` with this secrets directory and these environment variables
+    /// beside the API key.
+    fn rotate_in(&self, secrets: &std::path::Path, env: &[(&str, &str)], extra: &[&str]) -> Run {
         let (config, base) = (self.config(), self.api.base());
         let mut args = vec![
             "mailgun",
@@ -510,7 +524,7 @@ impl World {
             "--no-syslog",
         ];
         args.extend(extra);
-        self.postrelay(&args)
+        self.postrelay_in(env, &args)
     }
 
     /// Sends a message from the shop and returns the login it was delivered with.
@@ -671,30 +685,17 @@ fn rotation_stopped_at_each_step_leaves_a_working_login_and_resumes() {
     let bin = world
         .inst
         .stub("postmap", "echo 'postmap: fatal: injected' >&2; exit 1");
-    let (config, secrets, base) = (world.config(), world.secrets(), world.api.base());
-    let wrapper = world.hosts.wrapper();
-    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    Cmd::new(&[
-        "mailgun",
-        "rotate",
-        "--sender",
-        SHOP,
-        "--config",
-        config.to_str().unwrap(),
-        "--secrets-dir",
-        secrets.to_str().unwrap(),
-        "--api-base",
-        &base,
-        "--settle",
-        "0",
-        "--no-syslog",
-    ])
-    .env("MAILGUN_API_KEY", KEY)
-    .env(crate::harness::api::TOOL_DIR_VAR, &bin)
-    .run_under(&wrapper)
-    .error()
-    .stderr_has("stopped at step 4 of 5 (apply the new login, then name it in the desired state)")
-    .stderr_has("The host still sends as postrelay@shop.example, which still works.");
+    world
+        .rotate_in(
+            &world.secrets(),
+            &[(crate::harness::api::TOOL_DIR_VAR, &bin)],
+            &[],
+        )
+        .error()
+        .stderr_has(
+            "stopped at step 4 of 5 (apply the new login, then name it in the desired state)",
+        )
+        .stderr_has("The host still sends as postrelay@shop.example, which still works.");
     assert_still_old(&world, &before, "step4");
 
     // Step 5: the old login cannot be deleted; the host already uses the new one.
