@@ -253,7 +253,17 @@ pub fn plan(desired: &Desired, state: &State) -> Result<Plan, Problems> {
         .iter()
         .filter_map(|m| plan_map(m, desired.table(m.kind), state.owner))
         .collect();
-    let hold = hold_for(&maps, main_cf.as_ref(), state.reload_pending);
+    // A sender_transport that never existed routed nothing: its entries are all new.
+    let fresh_transport = state
+        .maps
+        .iter()
+        .any(|m| m.kind == MapKind::SenderTransport && m.source.is_none() && m.compiled.is_none());
+    let hold = hold_for(
+        &maps,
+        main_cf.as_ref(),
+        state.reload_pending,
+        fresh_transport,
+    );
     let doc = MainCf::parse(state.main_cf.snapshot.bytes.expose());
     let mut found = conflicts::settings(&doc, desired, &state.target.config_dir);
     found.extend(conflicts::kept(&state.kept, desired));
@@ -275,7 +285,12 @@ pub fn plan(desired: &Desired, state: &State) -> Result<Plan, Problems> {
 /// Whose mail must be held while Postfix switches (see `hold`): the senders whose
 /// sender_relay entry changes, or everyone when the old routing is not known from the
 /// map's source alone.
-fn hold_for(maps: &[MapChange], main_cf: Option<&MainCfChange>, owed: bool) -> Option<Hold> {
+fn hold_for(
+    maps: &[MapChange],
+    main_cf: Option<&MainCfChange>,
+    owed: bool,
+    fresh_transport: bool,
+) -> Option<Hold> {
     let routing_parameter = |name: &str| name != CA_FILE && name != hold::PARAMETER;
     let main_cf_reroutes =
         main_cf.is_some_and(|m| m.edits.iter().any(|e| routing_parameter(e.name())));
@@ -297,14 +312,12 @@ fn hold_for(maps: &[MapChange], main_cf: Option<&MainCfChange>, owed: bool) -> O
         .iter()
         .filter(|m| matches!(m.kind, MapKind::SenderRelay | MapKind::SenderTransport))
         .collect();
-    let unknown = routing.iter().flat_map(|m| &m.reasons).any(|r| {
-        matches!(
-            r,
-            Reason::New
-                | Reason::CompiledMissing
-                | Reason::CompiledUnreadable
-                | Reason::CompiledDiffers
-        )
+    let unknown = routing.iter().any(|m| {
+        m.reasons.iter().any(|r| match r {
+            Reason::New => !(fresh_transport && m.kind == MapKind::SenderTransport),
+            Reason::CompiledMissing | Reason::CompiledUnreadable | Reason::CompiledDiffers => true,
+            _ => false,
+        })
     });
     if unknown {
         return Some(Hold::All);

@@ -639,14 +639,27 @@ struct Relays {
 impl Relays {
     /// The changed domain's relay accepts `changed-user` with each of `passwords`.
     fn start(passwords: &[&str]) -> Relays {
+        Relays::with_own(passwords, |config| FakeRelay::start(config))
+    }
+
+    /// [`Relays::start`], the changed domain's relay on port 465 of `ip` (TLS from the
+    /// first byte), through postrelay's master.cf service.
+    fn start_smtps(passwords: &[&str], ip: &str) -> Relays {
+        let addr = format!("{ip}:465");
+        Relays::with_own(passwords, |config| {
+            FakeRelay::start_at(config.implicit_tls(), &addr)
+        })
+    }
+
+    fn with_own(passwords: &[&str], own: impl FnOnce(RelayConfig) -> FakeRelay) -> Relays {
         let provider =
             |users: &[(&str, &str)]| FakeRelay::start(RelayConfig::users(users).requiring_auth());
         let (p_rh, p_kept) = (pw("rh"), pw("kept"));
-        let own: Vec<(&str, &str)> = passwords.iter().map(|p| ("changed-user", *p)).collect();
+        let users: Vec<(&str, &str)> = passwords.iter().map(|p| ("changed-user", *p)).collect();
         Relays {
             rh: provider(&[("rh-user", &p_rh)]),
             kept: provider(&[("kept-user", &p_kept)]),
-            own: provider(&own),
+            own: own(RelayConfig::users(&users).requiring_auth()),
             passwords: (p_rh, p_kept),
         }
     }
@@ -696,6 +709,21 @@ fn live_adding_a_domain_under_traffic() {
     let r = Relays::start(&[OLD]);
     change_under_traffic(
         "add a domain",
+        &r.all(),
+        &r.state(None),
+        &r.state(Some(OLD)),
+    );
+}
+
+/// A domain that went through the relayhost gets its own relay on port 465: the first
+/// relay on 465 of the host, so apply also adds postrelay's master.cf service and the
+/// sender_transport map, all switched under the hold.
+#[test]
+fn live_adding_a_domain_on_port_465_under_traffic() {
+    require!(Need::Live);
+    let r = Relays::start_smtps(&[OLD], "127.0.0.65");
+    change_under_traffic(
+        "add a domain on port 465",
         &r.all(),
         &r.state(None),
         &r.state(Some(OLD)),
