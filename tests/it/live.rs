@@ -639,7 +639,7 @@ struct Relays {
 impl Relays {
     /// The changed domain's relay accepts `changed-user` with each of `passwords`.
     fn start(passwords: &[&str]) -> Relays {
-        Relays::with_own(passwords, |config| FakeRelay::start(config))
+        Relays::with_own(passwords, FakeRelay::start)
     }
 
     /// [`Relays::start`], the changed domain's relay on port 465 of `ip` (TLS from the
