@@ -307,7 +307,12 @@ fn crash_at(point: Point) -> (usize, Vec<String>) {
             };
             assert!(back, "{ctx}: {file} not restored");
         }
-        _ => assert_eq!(crashed_calls, ["status"], "{ctx}"),
+        // `postfix status` runs beside the staging: a run killed while staging may have
+        // started it or not yet; nothing else may have run.
+        _ => assert!(
+            crashed_calls.is_empty() || crashed_calls == ["status"],
+            "{ctx}: {crashed_calls:?}"
+        ),
     }
 
     let next_calls = apply_with_working_postfix(&host, &path);
