@@ -166,7 +166,7 @@ pub struct Plan {
     /// An earlier apply changed the configuration and Postfix has not re-read it since.
     pub reload_pending: bool,
     pub notes: Vec<Note>,
-    /// The maps the three parameters list after postrelay's own, which stay.
+    /// The maps the managed parameters list after postrelay's own, which stay.
     pub kept: Vec<KeptMap>,
     /// Host settings that defeat or shadow what postrelay manages (warnings).
     pub conflicts: Vec<Conflict>,

@@ -9,6 +9,14 @@
 //! kind authenticates with those keyed by its next hop (the relayhost's, when it goes
 //! where the relayhost goes).
 //!
+//! Two extensions of the rule live here too. A wildcard entry (`*.shop.example`) covers
+//! every subdomain; the most specific entry wins (address, exact domain, the wildcard
+//! with the longest domain, relayhost), and the regexp tables that implement it carry
+//! the exact domains a wildcard covers ahead of the wildcards, since Postfix gives a
+//! regexp table the full address before it tries `@domain` anywhere. A relay on port
+//! 465 is reached through postrelay's own master.cf service, named per sender in
+//! `sender_transport` ([`Routing::transport`]).
+//!
 //! [`Relay`] is a relay as written in the desired state, parsed once: its Postfix
 //! spelling (`[host]:port`, host lowercased) for the tables and main.cf, and the host and
 //! port to connect to for `verify`.

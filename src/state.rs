@@ -4,7 +4,7 @@
 //! who the files should belong to. All the I/O of planning happens here, so
 //! [`crate::plan::plan`] is a pure function of the desired state and a [`State`].
 //!
-//! Also read: the maps main.cf lists beside postrelay's own in the three map parameters
+//! Also read: the maps main.cf lists beside postrelay's own in the map parameters
 //! ([`KeptMap`]s), which postrelay keeps (after its own) and reports on.
 //!
 //! Only what planning can use is read: a compiled map is dumped only when its source
@@ -116,7 +116,7 @@ pub enum Kept {
     Unreadable(String),
 }
 
-/// A map listed in one of the three map parameters that postrelay does not own.
+/// A map listed in one of the managed map parameters that postrelay does not own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeptMap {
     /// The parameter it is listed in.
@@ -138,7 +138,7 @@ pub struct State {
     pub master_cf: Option<MainCfFile>,
     /// The maps this run manages, in [`MapKind::ALL`] order.
     pub maps: Vec<MapFile>,
-    /// The other maps of the three parameters, in the order main.cf lists them.
+    /// The other maps of the managed parameters, in the order main.cf lists them.
     pub kept: Vec<KeptMap>,
     /// An earlier apply changed the configuration and Postfix has not re-read it since
     /// (the marker [`RELOAD_PENDING`] is there).
@@ -469,7 +469,7 @@ fn dump(dir: &Path, d: &Dump, desired: &Desired) -> Result<Dumped> {
     })
 }
 
-/// Reads the maps the three parameters list beside postrelay's own and, with them, the
+/// Reads the maps the managed parameters list beside postrelay's own and, with them, the
 /// compiled managed maps whose source already holds the desired bytes: every
 /// `postmap -s` runs in parallel.
 fn read_kept(
