@@ -79,11 +79,19 @@ impl State<'_> {
     }
 
     /// How mail from `domain` must leave: through its entry's relay (or the
-    /// relayhost) with its entry's credentials; without an entry, through the
-    /// relayhost with the relayhost's.
+    /// relayhost) with its entry's credentials (its own entry, else a wildcard's that
+    /// covers it); without an entry, through the relayhost with the relayhost's.
     fn route(&self, domain: &str) -> Route {
         let (rh, rh_user, rh_password) = self.relayhost;
-        let entry = self.senders.iter().find(|s| s.key == domain);
+        let covers = |key: &str| {
+            key.strip_prefix("*.")
+                .is_some_and(|w| domain.ends_with(&format!(".{w}")))
+        };
+        let entry = self
+            .senders
+            .iter()
+            .find(|s| s.key == domain)
+            .or_else(|| self.senders.iter().find(|s| covers(s.key)));
         assert!(
             entry.is_none_or(|s| s.kind == "domain" && s.credentials.is_some()),
             "the model knows only domain entries with credentials"
@@ -574,15 +582,21 @@ fn change_under_traffic(name: &str, relays: &[&FakeRelay], old: &State, new: &St
         figures.deferred, figures.held,
         "deferrals other than the hold's\n{diagnostics}"
     );
-    // Held: the changed domain's mail alone, and only when its route changes.
+    // Held: the changed domain's mail alone, and only when its route changes. A
+    // wildcard's change names no sender: then everyone's mail is held.
     let held = held_senders(&log);
     assert_eq!(held.len(), figures.held);
+    let wildcard = old
+        .senders
+        .iter()
+        .chain(&new.senders)
+        .any(|s| s.key.starts_with("*."));
     let others: Vec<&String> = held
         .iter()
         .filter(|s| !s.ends_with(&format!("@{CHANGED}")))
         .collect();
     assert!(
-        others.is_empty(),
+        wildcard || others.is_empty(),
         "held, though not of {CHANGED}: {others:?}"
     );
     if old.route(CHANGED).port == new.route(CHANGED).port {
@@ -728,6 +742,19 @@ fn live_adding_a_domain_on_port_465_under_traffic() {
         &r.state(None),
         &r.state(Some(OLD)),
     );
+}
+
+/// A wildcard added under traffic: `*.test` takes changed.test and unlisted.test from
+/// the relayhost to its own relay, while kept.test, an exact entry, keeps its relay (a
+/// wildcard never shadows a more specific entry, here while the switch happens).
+#[test]
+fn live_adding_a_wildcard_under_traffic() {
+    require!(Need::Live);
+    let r = Relays::start(&[OLD]);
+    let mut new = r.state(None);
+    new.senders
+        .push(domain("*.test", Some(&r.own), "changed-user", OLD));
+    change_under_traffic("add a wildcard", &r.all(), &r.state(None), &new);
 }
 
 /// A password rotated on the same relay, which accepts both while both exist (as a
