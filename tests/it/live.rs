@@ -493,7 +493,7 @@ impl std::fmt::Display for Figures<'_> {
         let secs = (o.sent[o.sent.len() - 1].at - o.sent[0].at).as_secs_f64();
         write!(
             f,
-            "live {}: {:.1} msg/s for {secs:.1} s, {} sent, {} from {CHANGED} ({} by the old route, {} by the new); ",
+            "live {}: {:.1} msg/s for {secs:.1} s, {} sent, {} from {CHANGED}; of the senders whose route changed, {} by the old route, {} by the new; ",
             self.name,
             o.sent.len() as f64 / secs,
             o.sent.len(),
