@@ -10,6 +10,7 @@
 //! Removing the last relay on 465 gives master.cf back byte for byte.
 
 use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use crate::harness::desired::{desired, domain};
 use crate::harness::{Need, pw};
@@ -72,6 +73,18 @@ fn a_sender_on_port_465_goes_through_postrelays_service_and_its_removal_restores
     let other = starttls("other-user", &pother);
     let rh = starttls("rh-user", &prh);
     let mut inst = Instance::new();
+    // A master.cf as some hosts keep it, 0640 root:postfix: apply keeps both.
+    let master = inst.path("master.cf");
+    let postfix_gid = nix::unistd::Group::from_name("postfix")
+        .unwrap()
+        .expect("the postfix group")
+        .gid;
+    nix::unistd::chown(&master, None, Some(postfix_gid)).unwrap();
+    fs::set_permissions(&master, fs::Permissions::from_mode(0o640)).unwrap();
+    let kept_owner = |inst: &Instance| {
+        let meta = fs::metadata(inst.path("master.cf")).unwrap();
+        (meta.mode() & 0o7777, meta.uid(), meta.gid())
+    };
     let original = master_cf(&inst);
     let with_465 = desired(
         Some((&rh, "rh-user", &prh)),
@@ -89,6 +102,11 @@ fn a_sender_on_port_465_goes_through_postrelays_service_and_its_removal_restores
     assert_eq!(inst.files(), before);
     let text = String::from_utf8(master_cf(&inst)).unwrap();
     assert!(text.starts_with(std::str::from_utf8(&original).unwrap()));
+    assert_eq!(
+        kept_owner(&inst),
+        (0o640, 0, postfix_gid.as_raw()),
+        "mode and owner kept"
+    );
     assert!(
         text.ends_with("postrelay-smtps unix  -       -       n       -       -       smtp\n  -o smtp_tls_wrappermode=yes\n  -o smtp_tls_security_level=encrypt\n"),
         "{text}"
@@ -134,6 +152,7 @@ fn a_sender_on_port_465_goes_through_postrelays_service_and_its_removal_restores
         original,
         "master.cf restored byte for byte"
     );
+    assert_eq!(kept_owner(&inst), (0o640, 0, postfix_gid.as_raw()));
     assert_eq!(
         inst.postmap_q("hash", "sender_transport", "@wrapped.example"),
         None
