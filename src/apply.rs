@@ -195,9 +195,10 @@ fn remember(desired: &Desired, state: &State, plan: &Plan) -> Result<()> {
     new.write(dir, plan.owner)
 }
 
-/// A map built under temporary names, ready to be renamed into place.
+/// A map built under temporary names, ready to be renamed into place (nothing for a
+/// map that is removed).
 struct Staged {
-    source: Temp,
+    source: Option<Temp>,
     compiled: Option<Temp>,
 }
 
@@ -209,8 +210,12 @@ fn stage(plan: &Plan) -> Result<Vec<Staged>> {
     let dir = &plan.target.config_dir;
     let mut sources = Vec::new();
     for m in &plan.maps {
+        if m.remove {
+            sources.push(None);
+            continue;
+        }
         let name = m.kind.file_name();
-        sources.push(Temp::write(dir, name, m.new.expose(), m.kind.mode())?);
+        sources.push(Some(Temp::write(dir, name, m.new.expose(), m.kind.mode())?));
         failpoint::hit(&format!("staged:{name}"));
     }
     let built: Vec<Result<Option<Temp>>> = std::thread::scope(|scope| {
@@ -218,7 +223,12 @@ fn stage(plan: &Plan) -> Result<Vec<Staged>> {
             .maps
             .iter()
             .zip(&sources)
-            .map(|(m, source)| scope.spawn(move || build(plan, m, source)))
+            .map(|(m, source)| {
+                scope.spawn(move || match source {
+                    Some(source) => build(plan, m, source),
+                    None => Ok(None),
+                })
+            })
             .collect();
         builds
             .into_iter()
@@ -496,12 +506,21 @@ fn commit(
     }
     for (m, s) in plan.maps.iter().zip(staged) {
         let name = m.kind.file_name();
+        if m.remove {
+            // The compiled form first, as it was built after its source.
+            for path in m.compiled_path.iter().chain([&m.source_path]) {
+                if fs::stat(path)?.is_some() {
+                    journal.replace(path, || fs::remove_if_exists(path))?;
+                }
+            }
+            continue;
+        }
         if let (Some(compiled), Some(path)) = (s.compiled, &m.compiled_path) {
             journal.replace(path, || compiled.persist(path))?;
             failpoint::hit(&format!("renamed-compiled:{name}"));
         }
-        if m.write_source {
-            journal.replace(&m.source_path, || s.source.persist(&m.source_path))?;
+        if let (true, Some(source)) = (m.write_source, s.source) {
+            journal.replace(&m.source_path, || source.persist(&m.source_path))?;
             failpoint::hit(&format!("renamed-source:{name}"));
         }
     }

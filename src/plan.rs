@@ -57,6 +57,9 @@ pub enum Reason {
     CompiledUnreadable,
     /// The compiled map holds other entries than its source.
     CompiledDiffers,
+    /// A map the desired state no longer needs (no relay on port 465, no wildcard
+    /// sender): its files are removed, and main.cf names it no more.
+    Unused,
 }
 
 /// How an entry's value changes.
@@ -95,6 +98,8 @@ pub struct MapChange {
     pub write_source: bool,
     /// Whether postmap must rebuild the compiled map.
     pub rebuild: bool,
+    /// Whether its source and compiled form are removed ([`Reason::Unused`]).
+    pub remove: bool,
     pub reasons: Vec<Reason>,
     /// The keys whose entries change, when the source is rewritten; sorted by key.
     pub entries_changed: Vec<EntryChange>,
@@ -248,10 +253,14 @@ pub fn parameters(
 pub fn plan(desired: &Desired, state: &State) -> Result<Plan, Problems> {
     let (main_cf, release, notes) = plan_main_cf(desired, state)?;
     let master_cf = plan_master_cf(desired, state)?;
+    let empty = Table::empty();
     let maps: Vec<MapChange> = state
         .maps
         .iter()
-        .filter_map(|m| plan_map(m, desired.table(m.kind), state.owner))
+        .filter_map(|m| match needed(m.kind, desired) {
+            true => plan_map(m, desired.table(m.kind), state.owner),
+            false => plan_removal(m, &empty),
+        })
         .collect();
     // A sender_transport that never existed routed nothing: its entries are all new.
     let fresh_transport = state
@@ -349,8 +358,30 @@ fn plan_main_cf(
     if desired.relayhost.is_none() && doc.get(RELAYHOST).is_none_or(|v| v.is_empty()) {
         notes.push(Note::NoRelayhost);
     }
-    let kinds: Vec<MapKind> = state.maps.iter().map(|m| m.kind).collect();
+    let kinds: Vec<MapKind> = state
+        .maps
+        .iter()
+        .map(|m| m.kind)
+        .filter(|&k| needed(k, desired))
+        .collect();
     let mut params = parameters(desired, &state.target, &state.kept, &kinds);
+    // A parameter that names only maps no longer needed keeps what else it lists.
+    for m in &state.maps {
+        let (kind, dir) = (m.kind, &state.target.config_dir);
+        let listed = |value: &str| maincf::list(value).iter().any(|e| kind.is_own(e, dir));
+        if !needed(kind, desired)
+            && !kind.is_regexp()
+            && doc.get(kind.parameter()).is_some_and(|v| listed(&v))
+        {
+            let kept: Vec<&str> = state
+                .kept
+                .iter()
+                .filter(|k| k.kind == kind)
+                .map(|k| k.spec.as_str())
+                .collect();
+            params.push((kind.parameter(), kept.join(", ")));
+        }
+    }
     if let Some(ca) =
         ca_file(desired, &doc, state).map_err(|m| Problems::one(&file.link, None, m))?
     {
@@ -576,8 +607,44 @@ fn plan_map(m: &MapFile, wanted: &Table, owner: (u32, u32)) -> Option<MapChange>
         entries: wanted.len,
         write_source,
         rebuild,
+        remove: false,
         reasons,
         entries_changed,
+    })
+}
+
+/// Whether the desired state needs map `kind`: the core three always, sender_transport
+/// for a relay on port 465, the regexp tables for a wildcard sender.
+pub fn needed(kind: MapKind, desired: &Desired) -> bool {
+    let base = match kind.base() {
+        MapKind::SenderTransport => desired.needs_transport_map(),
+        _ => true,
+    };
+    base && (!kind.is_regexp() || desired.has_wildcards())
+}
+
+/// The removal of a map the desired state no longer needs, if a file of it is left:
+/// every entry it held goes.
+fn plan_removal(m: &MapFile, empty: &Table) -> Option<MapChange> {
+    if m.source.is_none() && m.compiled.is_none() {
+        return None;
+    }
+    Some(MapChange {
+        kind: m.kind,
+        source_path: m.source_path.clone(),
+        compiled_path: m.compiled_path.clone(),
+        old: m.source.as_ref().map(|s| s.bytes.clone()),
+        new: empty.bytes.clone(),
+        entries: 0,
+        write_source: false,
+        rebuild: false,
+        remove: true,
+        reasons: vec![Reason::Unused],
+        entries_changed: m
+            .source
+            .as_ref()
+            .map(|s| entry_changes(m.kind, s.bytes.expose(), empty))
+            .unwrap_or_default(),
     })
 }
 

@@ -305,6 +305,12 @@ pub fn reason(m: &MapChange, reason: &Reason) -> String {
         Reason::CompiledMissing => format!("{compiled} missing"),
         Reason::CompiledUnreadable => format!("{compiled} unreadable by postmap"),
         Reason::CompiledDiffers => format!("{compiled} differs from its source"),
+        Reason::Unused => match m.kind.base() {
+            MapKind::SenderTransport if !m.kind.is_regexp() => {
+                "no longer needed (no relay on port 465): removed".into()
+            }
+            _ => "no longer needed (no wildcard sender): removed".into(),
+        },
     }
 }
 
@@ -650,6 +656,16 @@ fn step(outcome: &Outcome, step: &Step) -> String {
     let plan = &outcome.plan;
     let dir = plan.target.config_dir.display();
     match step {
+        Step::Map(i) if plan.maps[*i].remove => {
+            let m = &plan.maps[*i];
+            let compiled = m.compiled_path.iter().map(|c| format!(", {}", c.display()));
+            format!(
+                "removed {}{} ({})",
+                m.source_path.display(),
+                compiled.collect::<String>(),
+                reasons(m)
+            )
+        }
         Step::Map(i) => {
             let m = &plan.maps[*i];
             let mut done = Vec::new();

@@ -421,6 +421,14 @@ impl Table {
 }
 
 impl Table {
+    /// A table without entries (its header only).
+    pub fn empty() -> Table {
+        Table {
+            bytes: Secret::new(Arc::new(render(&[]))),
+            len: 0,
+        }
+    }
+
     /// Whether `entries`, sorted, are exactly this table's.
     pub fn holds(&self, entries: &[(&str, &str)]) -> bool {
         entries.len() == self.len && entries.iter().copied().eq(self.expose_entries())
@@ -435,10 +443,7 @@ pub fn tables(desired: &Desired) -> [Table; 7] {
             return wildcard_table(kind.base(), desired);
         }
         if kind == MapKind::SenderTransport && !desired.needs_transport_map() {
-            return Table {
-                bytes: Secret::new(Arc::new(render(&[]))),
-                len: 0,
-            };
+            return Table::empty();
         }
         // Keys are unique in a desired state (a duplicate is an error), so sorting by key
         // alone is sorting by entry. Each key's first 8 bytes, as one number, decide

@@ -328,9 +328,9 @@ fn unchanged(path: &Path, before: Option<(&[u8], &Meta)>) -> Result<bool> {
 
 /// The maps a run manages on this host, in [`MapKind::ALL`] order: the core three
 /// always; sender_transport when the desired state has a relay on port 465; the regexp
-/// tables beside the sender-keyed maps when it has a wildcard sender. Once a host has
-/// had one of these, for good (main.cf names it, or its file is there): an empty table
-/// then, which routes nothing.
+/// tables beside the sender-keyed maps when it has a wildcard sender. A map the desired
+/// state no longer needs is still read while main.cf names it or a file of it is
+/// there, for the plan to remove it.
 fn managed_kinds(desired: &Desired, doc: &MainCf, dir: &Path) -> Vec<MapKind> {
     let had = |kind: MapKind| {
         let value = doc.get(kind.parameter()).unwrap_or_default();

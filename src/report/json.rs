@@ -187,6 +187,8 @@ enum Action {
     Rebuild,
     /// Only its mode or owner changes.
     Permissions,
+    /// It is no longer needed: removed.
+    Remove,
 }
 
 #[derive(Debug, Serialize)]
@@ -339,7 +341,9 @@ fn map_file(m: &MapChange, show_secrets: bool) -> File {
         (Part::Compiled, Some(c)) => c.display().to_string(),
         _ => m.source_path.display().to_string(),
     };
-    let action = if m.reasons.contains(&Reason::New) {
+    let action = if m.remove {
+        Action::Remove
+    } else if m.reasons.contains(&Reason::New) {
         Action::Create
     } else if m.reasons.contains(&Reason::ContentDiffers) {
         Action::Update
@@ -406,6 +410,7 @@ fn reason_code(r: &Reason) -> &'static str {
         Reason::CompiledMissing => "compiled_missing",
         Reason::CompiledUnreadable => "compiled_unreadable",
         Reason::CompiledDiffers => "compiled_differs",
+        Reason::Unused => "unused",
     }
 }
 

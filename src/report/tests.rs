@@ -98,6 +98,7 @@ fn change(reasons: Vec<Reason>) -> MapChange {
         entries: 1,
         write_source: true,
         rebuild: true,
+        remove: false,
         reasons,
         entries_changed: Vec::new(),
     }

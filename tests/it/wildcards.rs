@@ -107,7 +107,8 @@ fn wildcards_route_subdomains_and_yield_to_more_specific_entries() {
         (m.auth_user.as_deref(), m.auth_password.as_deref()),
         (Some("wild-user"), Some(pw_w.as_str()))
     );
-    // A hand edit of a regexp table is drift: plan says so, apply puts it back.
+    // A hand edit of a regexp table is drift: plan says so, apply puts it back (below);
+    // with no wildcard left, the tables go and main.cf names them no more.
     let table = inst.path("sender_relay_wildcards");
     let good = fs::read(&table).unwrap();
     let edited = String::from_utf8(good.clone())
@@ -117,4 +118,27 @@ fn wildcards_route_subdomains_and_yield_to_more_specific_entries() {
     inst.plan().code(1).stdout_has("sender_relay_wildcards");
     inst.apply_ok().stdout_has("applied");
     assert_eq!(fs::read(&table).unwrap(), good);
+    let exact: Vec<Sender> = fewer
+        .iter()
+        .copied()
+        .filter(|s| !s.key.starts_with("*."))
+        .collect();
+    inst.desired(&desired(Some((&rh, "rh-user", &pw_rh)), &exact));
+    inst.apply_ok().stdout_has("applied");
+    let before = inst.files();
+    inst.apply_ok().stdout_has("no changes");
+    assert_eq!(inst.files(), before, "the second apply changed a file");
+    for file in ["sasl_passwd_wildcards", "sender_relay_wildcards"] {
+        assert!(!inst.path(file).exists(), "{file} left behind");
+    }
+    assert_eq!(
+        inst.postconf().get("sender_dependent_relayhost_maps"),
+        format!("hash:{}/sender_relay", etc.display())
+    );
+    let id = message_id("wild-gone");
+    inst.send("a@x.shop.example", &["someone@dest.test"], &id);
+    assert_eq!(
+        inst.expect_delivery(&rh, &id).auth_user.as_deref(),
+        Some("rh-user")
+    );
 }
