@@ -1,6 +1,7 @@
-//! Mailgun's HTTP API, the five calls postrelay makes: list the account's domains
-//! (`GET /v4/domains`, pages of 1000 by `limit`/`skip`), and list, create, re-password
-//! and delete a domain's SMTP logins (`/v3/domains/{domain}/credentials`). HTTP Basic
+//! Mailgun's HTTP API, the four calls postrelay makes: list the account's domains
+//! (`GET /v4/domains`, pages of 1000 by `limit`/`skip`), and list, create and delete a
+//! domain's SMTP logins (`/v3/domains/{domain}/credentials`). postrelay never changes
+//! an existing login's password: a login it did not create may be another host's. HTTP Basic
 //! with user `api` and the API key, over ureq with rustls, certificates checked against
 //! the system's CA bundle (Mozilla's roots where there is none). A base other than
 //! `https://` is taken only for a loopback address (tests, a local proxy), so the key
@@ -156,20 +157,6 @@ impl Api {
             .send(form)
             .map_err(|e| transport("POST", &path, e))?;
         self.answer("POST", &path, response).map(drop)
-    }
-
-    /// Gives the login `login` (`name@domain`) a new password.
-    pub fn set_password(&self, domain: &str, login: &str, password: &Secret<String>) -> Result<()> {
-        let path = login_path(domain, login)?;
-        let form = Form::new().text("password", password.expose());
-        let url = format!("{}{path}", self.base);
-        let response = self
-            .agent
-            .put(&url)
-            .header("Authorization", self.authorization.expose())
-            .send(form)
-            .map_err(|e| transport("PUT", &path, e))?;
-        self.answer("PUT", &path, response).map(drop)
     }
 
     /// Deletes the login `login` (`name@domain`).

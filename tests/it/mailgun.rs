@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::harness::host::{FileState, write_with_mode};
 use crate::harness::tls::TestCa;
@@ -48,20 +48,25 @@ impl Site {
     /// `postrelay mailgun sync` on this site against `api`, with the key in the
     /// environment.
     fn sync(&self, api: &MockMailgun, extra: &[&str]) -> Run {
-        let (config, secrets) = (self.config(), self.secrets());
-        let mut args = vec![
-            "mailgun",
-            "sync",
-            "--config",
-            config.to_str().unwrap(),
-            "--secrets-dir",
-            secrets.to_str().unwrap(),
-        ];
-        let base = api.base();
-        args.extend(["--api-base", base.as_str()]);
+        let (config, secrets, base) = (self.config(), self.secrets(), api.base());
+        let mut args = sync_args(&config, &secrets, &base);
         args.extend(extra);
         Cmd::new(&args).env("MAILGUN_API_KEY", api.key()).run()
     }
+}
+
+/// `mailgun sync` on this desired-state file and secrets directory, against `base`.
+fn sync_args<'a>(config: &'a Path, secrets: &'a Path, base: &'a str) -> Vec<&'a str> {
+    vec![
+        "mailgun",
+        "sync",
+        "--config",
+        config.to_str().unwrap(),
+        "--secrets-dir",
+        secrets.to_str().unwrap(),
+        "--api-base",
+        base,
+    ]
 }
 
 /// The password file of `login` holds the password Mailgun has for it, 32 letters and
@@ -241,17 +246,8 @@ fn a_wrong_or_badly_kept_api_key_changes_nothing_and_is_never_printed() {
     let (config, secrets) = (site.config(), site.secrets());
     let base = api.base();
     let sync = |extra: &[&str], key: Option<&str>| {
-        let mut args = vec![
-            "-vvv",
-            "mailgun",
-            "sync",
-            "--config",
-            config.to_str().unwrap(),
-            "--secrets-dir",
-            secrets.to_str().unwrap(),
-            "--api-base",
-            base.as_str(),
-        ];
+        let mut args = vec!["-vvv"];
+        args.extend(sync_args(&config, &secrets, &base));
         args.extend(extra);
         let mut cmd = Cmd::new(&args);
         cmd.env("RUST_LOG", "trace");
@@ -744,16 +740,7 @@ fn sync_then_apply_verify_then_each_domain_delivers_with_its_new_login() {
     world.relay.also_accept(world.api.accounts());
     let (config, secrets, base) = (world.config(), world.secrets(), world.api.base());
     world
-        .postrelay(&[
-            "mailgun",
-            "sync",
-            "--config",
-            config.to_str().unwrap(),
-            "--secrets-dir",
-            secrets.to_str().unwrap(),
-            "--api-base",
-            &base,
-        ])
+        .postrelay(&sync_args(&config, &secrets, &base))
         .success()
         .stdout_has("4 domain(s) in the account (us), 1 already in")
         .stdout_has("3 added");
