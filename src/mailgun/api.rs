@@ -1,11 +1,12 @@
 //! Mailgun's HTTP API, the four calls postrelay makes: list the account's domains
 //! (`GET /v4/domains`, pages of 1000 by `limit`/`skip`), and list, create and delete a
 //! domain's SMTP logins (`/v3/domains/{domain}/credentials`). postrelay never changes
-//! an existing login's password: a login it did not create may be another host's. HTTP Basic
-//! with user `api` and the API key, over ureq with rustls, certificates checked against
-//! the system's CA bundle (Mozilla's roots where there is none). A base other than
-//! `https://` is taken only for a loopback address (tests, a local proxy), so the key
-//! never crosses a network in clear text.
+//! an existing login's password: a login it did not create may be another host's.
+//!
+//! HTTP Basic with user `api` and the API key, over ureq with rustls, certificates
+//! checked against the system's CA bundle (Mozilla's roots where there is none). A base
+//! other than `https://` is taken only for a loopback address (tests, a local proxy), so
+//! the key never crosses a network in clear text.
 //!
 //! The key and the passwords are [`Secret`]s, and no error quotes a request: a failure
 //! names the method, the path and what Mailgun answered (`{"message": …}`).
