@@ -404,6 +404,21 @@ pub fn trusted_dir(path: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// A file only its owner may read (a password file, an API key): [`read`] under root's
+/// trust rule, refused when group or others may read it. The error does not name the
+/// path, but says how to repair it.
+pub fn read_private(path: &Path, limit: u64) -> Result<Snapshot, String> {
+    let s = read(path, limit, Links::Trusted).map_err(|e| e.to_string())?;
+    match s.meta.mode & 0o077 {
+        0 => Ok(s),
+        _ => Err(format!(
+            "readable by group or others (mode {:04o}); run: chmod 600 {}",
+            s.meta.mode,
+            path.display()
+        )),
+    }
+}
+
 /// [`read`], with a missing file as `None`; errors name the path.
 pub fn read_if_exists(path: &Path, limit: u64, links: Links) -> Result<Option<Snapshot>> {
     match read(path, limit, links) {

@@ -14,7 +14,7 @@ use super::raw::{RawCredentials, RawFile, RawPostfix, RawRelayHost, RawSender};
 use super::{
     Credentials, MAP_TYPES, MAX_FILE_SIZE, RelayHost, Sender, SenderKey, Source, Tls, fields,
 };
-use crate::fs::{self, Links};
+use crate::fs;
 use crate::problems::Problems;
 use crate::providers::{self, Login, Preset};
 use crate::routing::Relay;
@@ -697,16 +697,8 @@ impl Checker<'_, '_> {
                 return None;
             }
         };
-        let read = fs::read(&path, MAX_FILE_SIZE, Links::Trusted)
-            .map_err(|e| e.to_string())
-            .and_then(|s| match s.meta.mode & 0o077 {
-                0 => fields::password_from_file(s.bytes.into_inner()),
-                _ => Err(format!(
-                    "readable by group or others (mode {:04o}); run: chmod 600 {}",
-                    s.meta.mode,
-                    path.display()
-                )),
-            });
+        let read = fs::read_private(&path, MAX_FILE_SIZE)
+            .and_then(|s| fields::password_from_file(s.bytes.into_inner()));
         match read {
             Ok(pw) => Some(pw),
             Err(e) => {

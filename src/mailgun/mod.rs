@@ -52,16 +52,8 @@ const MAX_KEY_FILE: u64 = 4096;
 pub fn api_key(file: Option<&Path>) -> Result<Secret<String>> {
     let key = match file {
         Some(path) => {
-            let s = fs::read(path, MAX_KEY_FILE, Links::Trusted)
+            let s = fs::read_private(path, MAX_KEY_FILE)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            if s.meta.mode & 0o077 != 0 {
-                bail!(
-                    "{}: readable by group or others (mode {:04o}); run: chmod 600 {}",
-                    path.display(),
-                    s.meta.mode & 0o7777,
-                    path.display()
-                );
-            }
             let text = String::from_utf8(s.bytes.into_inner())
                 .map_err(|_| anyhow::anyhow!("{}: not valid UTF-8", path.display()))?;
             let key = text.lines().next().unwrap_or("").trim().to_string();
@@ -147,12 +139,8 @@ fn write_desired(path: &Path, text: &str, meta: Option<&fs::Meta>) -> Result<Des
 
 /// Reads a password file postrelay wrote.
 fn read_password(path: &Path) -> Result<Secret<String>> {
-    let s = fs::read(path, desired::MAX_FILE_SIZE, Links::Trusted)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    if s.meta.mode & 0o077 != 0 {
-        bail!("{}: readable by group or others", path.display());
-    }
-    fields::password_from_file(s.bytes.into_inner())
+    fs::read_private(path, desired::MAX_FILE_SIZE)
+        .and_then(|s| fields::password_from_file(s.bytes.into_inner()))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
