@@ -24,7 +24,7 @@ use crate::routing::Table;
 use crate::secret::Secret;
 use crate::state::{Content, KeptMap, MapFile, State, Target};
 use crate::syntax::maincf::{self, Edit, MainCf};
-use crate::syntax::mastercf::MasterCf;
+use crate::syntax::mastercf::{Foreign, MasterCf};
 use crate::syntax::table;
 
 /// Which file of a map a reason is about.
@@ -471,35 +471,17 @@ fn plan_master_cf(desired: &Desired, state: &State) -> Result<Option<MasterCfCha
     };
     let old = file.snapshot.bytes.expose();
     let mut doc = MasterCf::parse(old);
-    let result = match needed {
-        true => doc.set_own(SMTPS_SERVICE, SMTPS_ENTRY).map(|changed| {
-            let existed = MasterCf::parse(old)
-                .own(SMTPS_SERVICE)
-                .ok()
-                .flatten()
-                .is_some();
-            (
-                changed,
-                if existed {
-                    ServiceChange::Changed
-                } else {
-                    ServiceChange::Added
-                },
-            )
-        }),
-        false => doc
-            .remove_own(SMTPS_SERVICE)
-            .map(|c| (c, ServiceChange::Removed)),
+    let foreign = |f: Foreign| Problems::one(&file.link, Some(f.line), f.reason());
+    let change = match (needed, doc.own(SMTPS_SERVICE).map_err(foreign)?) {
+        (true, None) => ServiceChange::Added,
+        (true, Some(_)) => ServiceChange::Changed,
+        (false, _) => ServiceChange::Removed,
     };
-    let (changed, change) = result.map_err(|f| {
-        Problems::one(
-            &file.link,
-            Some(f.line),
-            f.to_string()
-                .split_once(": ")
-                .map_or(f.to_string(), |(_, m)| m.to_string()),
-        )
-    })?;
+    let changed = match needed {
+        true => doc.set_own(SMTPS_SERVICE, SMTPS_ENTRY),
+        false => doc.remove_own(SMTPS_SERVICE),
+    }
+    .map_err(foreign)?;
     Ok(changed.then(|| MasterCfChange {
         path: file.path.clone(),
         old: old.clone(),

@@ -40,13 +40,19 @@ pub struct Foreign {
     pub line: usize,
 }
 
+impl Foreign {
+    /// What is wrong, without the line.
+    pub fn reason(&self) -> String {
+        format!(
+            "a service named {} that postrelay did not write (its mark comment is not above it); rename or remove it, postrelay never overwrites it",
+            self.name
+        )
+    }
+}
+
 impl std::fmt::Display for Foreign {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "line {}: a service named {} that postrelay did not write (its mark comment is not above it); rename or remove it, postrelay never overwrites it",
-            self.line, self.name
-        )
+        write!(f, "line {}: {}", self.line, self.reason())
     }
 }
 
