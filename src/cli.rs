@@ -83,10 +83,8 @@ pub enum Command {
         /// then owed, and the next plan reports it and the next apply does it.
         #[arg(long)]
         no_reload: bool,
-        /// Seconds to wait for another running apply to finish (at most a day).
-        #[arg(long, value_name = "SECONDS", default_value_t = 30,
-              value_parser = clap::value_parser!(u64).range(0..=86_400))]
-        lock_timeout: u64,
+        #[command(flatten)]
+        lock: LockArg,
         /// Log in to every relay first (as `verify` does); change nothing if any check fails.
         #[arg(long)]
         verify: bool,
@@ -225,10 +223,8 @@ pub enum MailgunCommand {
         #[arg(long, value_name = "SECONDS", default_value_t = 30,
               value_parser = clap::value_parser!(u64).range(0..=600))]
         settle: u64,
-        /// Seconds to wait for another running apply to finish.
-        #[arg(long, value_name = "SECONDS", default_value_t = 30,
-              value_parser = clap::value_parser!(u64).range(0..=86_400))]
-        lock_timeout: u64,
+        #[command(flatten)]
+        lock: LockArg,
         /// Record nothing in the mail log (see apply --no-syslog).
         #[arg(long)]
         no_syslog: bool,
@@ -312,6 +308,21 @@ impl Command {
             | Command::Generate { .. }
             | Command::Mailgun { .. } => Format::Text,
         }
+    }
+}
+
+/// The `--lock-timeout` option of the commands that apply.
+#[derive(Debug, Args)]
+pub struct LockArg {
+    /// Seconds to wait for another running apply to finish (at most a day).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub lock_timeout: u64,
+}
+
+impl LockArg {
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lock_timeout)
     }
 }
 

@@ -147,7 +147,7 @@ fn run(cli: Cli) -> Result<u8> {
             target,
             quiet,
             no_reload,
-            lock_timeout,
+            lock,
             verify,
             no_syslog,
             ..
@@ -181,7 +181,7 @@ fn run(cli: Cli) -> Result<u8> {
                 }
                 let options = apply::Options {
                     reload: !no_reload,
-                    lock_timeout: Duration::from_secs(lock_timeout),
+                    lock_timeout: lock.timeout(),
                     depth: target.depth(),
                 };
                 let outcome = apply::run(&d, dir, &options)?;
@@ -278,7 +278,7 @@ fn mailgun(command: MailgunCommand, stdout: &mut impl Write) -> Result<u8> {
             postfix_dir,
             secrets_dir,
             settle,
-            lock_timeout,
+            lock,
             no_syslog,
             delete_login,
             access,
@@ -297,7 +297,7 @@ fn mailgun(command: MailgunCommand, stdout: &mut impl Write) -> Result<u8> {
                 settle: Duration::from_secs(settle),
                 apply: apply::Options {
                     reload: true,
-                    lock_timeout: Duration::from_secs(lock_timeout),
+                    lock_timeout: lock.timeout(),
                     depth: state::Depth::Recorded,
                 },
                 syslog: !no_syslog,
