@@ -278,6 +278,11 @@ impl FakeRelay {
         self.shared().log().verbs.clone()
     }
 
+    /// Each command's verb with whether it came under TLS, in order.
+    pub fn verbs_tls(&self) -> Vec<(bool, String)> {
+        self.verbs().into_iter().map(|v| (v.tls, v.verb)).collect()
+    }
+
     /// The connections whose STARTTLS handshake completed, in order.
     pub fn handshakes(&self) -> Vec<u64> {
         self.shared().log().handshakes.clone()
@@ -1036,13 +1041,8 @@ mod tests {
         assert_eq!(handshake_verifying(&issued, &ca, "localhost"), Ok(()));
         settle(&issued, |r| r.handshakes().len() == 1);
         assert_eq!(issued.handshakes().len(), 1);
-        let verbs: Vec<(bool, String)> = issued
-            .verbs()
-            .into_iter()
-            .map(|v| (v.tls, v.verb))
-            .collect();
         assert_eq!(
-            verbs,
+            issued.verbs_tls(),
             [(false, "EHLO".to_string()), (false, "STARTTLS".to_string())]
         );
 

@@ -393,13 +393,8 @@ password = "{CANARY2}"
     run.code(1)
         .stdout_has("ok      @wrapped.example via [127.0.0.46]:465 as smtps-user (TLS on connect, AUTH PLAIN)")
         .stdout_has("FAILED  @starttls.example via [127.0.0.47]:465 as smtps-user: TLS on connect (port 465) failed: TLS handshake failed: received corrupt message");
-    let verbs: Vec<(bool, String)> = wrapped
-        .verbs()
-        .into_iter()
-        .map(|v| (v.tls, v.verb))
-        .collect();
     assert_eq!(
-        verbs,
+        wrapped.verbs_tls(),
         [(true, "EHLO"), (true, "AUTH"), (true, "QUIT")].map(|(t, v)| (t, v.to_string()))
     );
     assert_eq!(wrapped.handshakes().len(), 1);
