@@ -218,17 +218,23 @@ impl Plan {
 
 /// main.cf parameters postrelay manages, with their wanted values: each parameter of a
 /// map in `kinds` lists postrelay's map first, then the `kept` ones of that parameter in
-/// their order.
+/// their order; each of a map in `dropped` (no longer needed) lists the kept ones alone.
 pub fn parameters(
     desired: &Desired,
     target: &Target,
     kept: &[KeptMap],
     kinds: &[MapKind],
+    dropped: &[MapKind],
 ) -> Vec<(&'static str, String)> {
     let mut params: Vec<(&str, String)> = FIXED_PARAMETERS
         .iter()
         .map(|(name, value)| (*name, value.to_string()))
         .collect();
+    let kept_of = |kind: MapKind| {
+        kept.iter()
+            .filter(move |k| k.kind == kind)
+            .map(|k| k.spec.clone())
+    };
     // A hash map's parameter lists it, then its regexp table of wildcard senders (when
     // managed), then the kept maps.
     for &kind in kinds.iter().filter(|k| !k.is_regexp()) {
@@ -236,12 +242,14 @@ pub fn parameters(
         if let Some(w) = kind.wildcards().filter(|w| kinds.contains(w)) {
             list.push(w.spec(&target.config_dir, &target.map_type));
         }
-        list.extend(
-            kept.iter()
-                .filter(|k| k.kind == kind)
-                .map(|k| k.spec.clone()),
-        );
+        list.extend(kept_of(kind));
         params.push((kind.parameter(), list.join(", ")));
+    }
+    for &kind in dropped {
+        params.push((
+            kind.parameter(),
+            kept_of(kind).collect::<Vec<_>>().join(", "),
+        ));
     }
     if let Some(relayhost) = &desired.relayhost {
         params.push((RELAYHOST, relayhost.relay.as_str().to_string()));
@@ -358,30 +366,23 @@ fn plan_main_cf(
     if desired.relayhost.is_none() && doc.get(RELAYHOST).is_none_or(|v| v.is_empty()) {
         notes.push(Note::NoRelayhost);
     }
-    let kinds: Vec<MapKind> = state
+    let (kinds, unneeded): (Vec<MapKind>, Vec<MapKind>) = state
         .maps
         .iter()
         .map(|m| m.kind)
-        .filter(|&k| needed(k, desired))
+        .partition(|&k| needed(k, desired));
+    // A hash map no longer needed that main.cf still names: its parameter keeps what
+    // else it lists.
+    let dir = &state.target.config_dir;
+    let listed = |k: &MapKind| {
+        let value = doc.get(k.parameter()).unwrap_or_default();
+        maincf::list(&value).iter().any(|e| k.is_own(e, dir))
+    };
+    let dropped: Vec<MapKind> = unneeded
+        .into_iter()
+        .filter(|k| !k.is_regexp() && listed(k))
         .collect();
-    let mut params = parameters(desired, &state.target, &state.kept, &kinds);
-    // A parameter that names only maps no longer needed keeps what else it lists.
-    for m in &state.maps {
-        let (kind, dir) = (m.kind, &state.target.config_dir);
-        let listed = |value: &str| maincf::list(value).iter().any(|e| kind.is_own(e, dir));
-        if !needed(kind, desired)
-            && !kind.is_regexp()
-            && doc.get(kind.parameter()).is_some_and(|v| listed(&v))
-        {
-            let kept: Vec<&str> = state
-                .kept
-                .iter()
-                .filter(|k| k.kind == kind)
-                .map(|k| k.spec.as_str())
-                .collect();
-            params.push((kind.parameter(), kept.join(", ")));
-        }
-    }
+    let mut params = parameters(desired, &state.target, &state.kept, &kinds, &dropped);
     if let Some(ca) =
         ca_file(desired, &doc, state).map_err(|m| Problems::one(&file.link, None, m))?
     {

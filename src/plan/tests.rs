@@ -59,7 +59,7 @@ fn target(map_type: &str) -> Target {
 /// by host name, `secure` by default, need no CA parameter).
 fn synced_main_cf(d: &Desired, map_type: &str) -> String {
     let mut text = String::from("smtp_tls_CApath = /etc/ssl/certs\n");
-    for (n, v) in parameters(d, &target(map_type), &[], &MapKind::CORE) {
+    for (n, v) in parameters(d, &target(map_type), &[], &MapKind::CORE, &[]) {
         text.push_str(&format!("{n} = {v}\n"));
     }
     text
