@@ -284,11 +284,10 @@ fn mailgun(command: MailgunCommand, stdout: &mut impl Write) -> Result<u8> {
             access,
         } => {
             let key = mailgun::api_key(access.api_key_file.as_deref())?;
-            let base = match access.api_base {
-                Some(b) => b,
-                None => api::base_for(&mailgun::region_of(&config, &sender)?).to_string(),
+            let connect = |region: &str| {
+                let base = access.api_base.as_deref().unwrap_or(api::base_for(region));
+                Api::new(base, &key)
             };
-            let api = Api::new(&base, &key)?;
             let options = mailgun::RotateOptions {
                 config,
                 sender,
@@ -303,14 +302,14 @@ fn mailgun(command: MailgunCommand, stdout: &mut impl Write) -> Result<u8> {
                 syslog: !no_syslog,
             };
             if let Some(login) = delete_login {
-                mailgun::delete_login(&options, &api, &login)?;
+                mailgun::delete_login(&options, &connect, &login)?;
                 writeln!(
                     stdout,
                     "postrelay: mailgun rotate: {login} deleted at Mailgun"
                 )?;
                 return Ok(0);
             }
-            let rotated = mailgun::rotate(&options, &api)?;
+            let rotated = mailgun::rotate(&options, &connect)?;
             stdout.write_all(report::mailgun::rotated(&rotated).as_bytes())?;
             Ok(0)
         }

@@ -529,15 +529,33 @@ struct Rotation {
     at_mailgun: bool,
 }
 
-/// `postrelay mailgun rotate --sender DOMAIN`. `api` is for the sender's region unless
-/// the caller chose a base; [`region_of`] tells the region first.
-pub fn rotate(options: &RotateOptions, api: &Api) -> Result<Rotated> {
+/// The API client for a region (`us`, `eu`): the region's host, unless the caller chose
+/// another base.
+pub type Connect<'a> = &'a dyn Fn(&str) -> Result<Api>;
+
+/// The desired state, the sender's mailgun entry (with its region, `us` unless it says
+/// `eu`), and an API client for that region.
+fn sender_entry(
+    options: &RotateOptions,
+    connect: Connect<'_>,
+) -> Result<(Current, String, edit::ProviderEntry, Api)> {
     let config = &options.config;
     let current = read_current(config)?;
     if current.meta.is_none() {
         bail!("{}: no such file", config.display());
     }
-    let r = plan_rotation(options, api, &current)?;
+    let domain = options.sender.trim_start_matches('@').to_ascii_lowercase();
+    let entry = edit::provider_entry(config, &current.text, &domain)?;
+    let api = connect(entry.region.as_deref().unwrap_or("us"))?;
+    Ok((current, domain, entry, api))
+}
+
+/// `postrelay mailgun rotate --sender DOMAIN`.
+pub fn rotate(options: &RotateOptions, connect: Connect<'_>) -> Result<Rotated> {
+    let config = &options.config;
+    let (current, domain, entry, api) = sender_entry(options, connect)?;
+    let api = &api;
+    let r = plan_rotation(options, api, domain, entry)?;
     let keep_old = format!(
         "The host still sends as {}, which still works.",
         r.old_login
@@ -580,7 +598,10 @@ pub fn rotate(options: &RotateOptions, api: &Api) -> Result<Rotated> {
     }
     // 3. The relay takes the new login: checked on the edited desired state, in memory.
     let new_text = edit::switch_login(config, &current.text, &r.domain, &r.new_login, &r.new_file)?;
-    let meta = current.meta.as_ref().expect("checked above");
+    let meta = current
+        .meta
+        .as_ref()
+        .expect("sender_entry checked it exists");
     let new_desired = desired::parse(config, &new_text, meta.mode)?;
     let checks =
         verify_login(options, &new_desired, &r.domain).map_err(|e| stop(Step::Verify, e, again))?;
@@ -645,17 +666,13 @@ pub fn rotate(options: &RotateOptions, api: &Api) -> Result<Rotated> {
     })
 }
 
-/// The region of the mailgun entry for `domain` (`us` unless it says `eu`).
-pub fn region_of(config: &Path, domain: &str) -> Result<String> {
-    let current = read_current(config)?;
-    let entry = edit::provider_entry(config, &current.text, domain)?;
-    Ok(entry.region.unwrap_or_else(|| "us".to_string()))
-}
-
-fn plan_rotation(options: &RotateOptions, api: &Api, current: &Current) -> Result<Rotation> {
+fn plan_rotation(
+    options: &RotateOptions,
+    api: &Api,
+    domain: String,
+    entry: edit::ProviderEntry,
+) -> Result<Rotation> {
     let config = &options.config;
-    let domain = options.sender.trim_start_matches('@').to_ascii_lowercase();
-    let entry = edit::provider_entry(config, &current.text, &domain)?;
     if entry.provider != PROVIDER {
         bail!(
             "{}: the [[sender]] for {domain} has provider = {:?}; mailgun rotate changes mailgun logins only",
@@ -745,11 +762,9 @@ fn verify_login(
 
 /// `mailgun rotate --delete-login LOGIN`: finishes a rotation that stopped at its last
 /// step. Refuses the login the desired state names.
-pub fn delete_login(options: &RotateOptions, api: &Api, login: &str) -> Result<()> {
+pub fn delete_login(options: &RotateOptions, connect: Connect<'_>, login: &str) -> Result<()> {
     let config = &options.config;
-    let current = read_current(config)?;
-    let domain = options.sender.trim_start_matches('@').to_ascii_lowercase();
-    let entry = edit::provider_entry(config, &current.text, &domain)?;
+    let (_, domain, entry, api) = sender_entry(options, connect)?;
     let login = login.to_ascii_lowercase();
     if entry.username.as_deref().map(str::to_ascii_lowercase) == Some(login.clone()) {
         bail!(
