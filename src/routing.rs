@@ -319,11 +319,16 @@ impl<'a> Routing<'a> {
                 .iter()
                 .filter(|s| matches!(s.key, SenderKey::Wildcard(_)) && seen.insert(&s.key))
                 .collect();
+            // The longest domain first; among equals, by name (no key is built per comparison).
+            fn domain(s: &Sender) -> &str {
+                match &s.key {
+                    SenderKey::Wildcard(d) => d,
+                    _ => "",
+                }
+            }
             wildcards.sort_by(|a, b| {
-                let len = |s: &Sender| s.key.table_key().len();
-                len(b)
-                    .cmp(&len(a))
-                    .then_with(|| a.key.table_key().cmp(&b.key.table_key()))
+                let (a, b) = (domain(a), domain(b));
+                b.len().cmp(&a.len()).then_with(|| a.cmp(b))
             });
             wildcards
         })
