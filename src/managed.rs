@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::syntax::maincf::{MainCf, list};
+
 /// One managed lookup table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum MapKind {
@@ -121,6 +123,12 @@ impl MapKind {
     pub fn spec(self, dir: &Path, map_type: &str) -> String {
         let map_type = self.map_type(map_type);
         format!("{map_type}:{}", dir.join(self.file_name()).display())
+    }
+
+    /// Whether main.cf (`doc`) names postrelay's map in its parameter.
+    pub fn is_listed(self, doc: &MainCf, dir: &Path) -> bool {
+        let value = doc.get(self.parameter()).unwrap_or_default();
+        list(&value).iter().any(|e| self.is_own(e, dir))
     }
 
     /// Whether an element of the parameter's list is postrelay's map (its path, with

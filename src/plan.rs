@@ -374,13 +374,9 @@ fn plan_main_cf(
     // A hash map no longer needed that main.cf still names: its parameter keeps what
     // else it lists.
     let dir = &state.target.config_dir;
-    let listed = |k: &MapKind| {
-        let value = doc.get(k.parameter()).unwrap_or_default();
-        maincf::list(&value).iter().any(|e| k.is_own(e, dir))
-    };
     let dropped: Vec<MapKind> = unneeded
         .into_iter()
-        .filter(|k| !k.is_regexp() && listed(k))
+        .filter(|k| !k.is_regexp() && k.is_listed(&doc, dir))
         .collect();
     let mut params = parameters(desired, &state.target, &state.kept, &kinds, &dropped);
     if let Some(ca) =

@@ -333,9 +333,7 @@ fn unchanged(path: &Path, before: Option<(&[u8], &Meta)>) -> Result<bool> {
 /// there, for the plan to remove it.
 fn managed_kinds(desired: &Desired, doc: &MainCf, dir: &Path) -> Vec<MapKind> {
     let had = |kind: MapKind| {
-        let value = doc.get(kind.parameter()).unwrap_or_default();
-        maincf::list(&value).iter().any(|e| kind.is_own(e, dir))
-            || std::fs::symlink_metadata(dir.join(kind.file_name())).is_ok()
+        kind.is_listed(doc, dir) || std::fs::symlink_metadata(dir.join(kind.file_name())).is_ok()
     };
     let mut kinds = MapKind::CORE.to_vec();
     let st = MapKind::SenderTransport;
