@@ -312,11 +312,8 @@ fn route(
                     if !login.ends_with(&format!("@{domain}")) {
                         return (400, message("login must belong to the domain"));
                     }
-                    if !(5..=32).contains(&password.chars().count()) {
-                        return (
-                            400,
-                            message("Password length must be between 5 and 32 characters."),
-                        );
+                    if let Some(refused) = password_refused(password) {
+                        return refused;
                     }
                     if logins.contains_key(&login) {
                         return (400, message("Credentials already exist"));
@@ -329,11 +326,8 @@ fn route(
                     let Some(password) = fields.get("password") else {
                         return (400, message("password is required"));
                     };
-                    if !(5..=32).contains(&password.chars().count()) {
-                        return (
-                            400,
-                            message("Password length must be between 5 and 32 characters."),
-                        );
+                    if let Some(refused) = password_refused(password) {
+                        return refused;
                     }
                     match logins.get_mut(&login) {
                         Some(p) => {
@@ -359,6 +353,17 @@ fn route(
         }
         _ => (404, message("Not found")),
     }
+}
+
+/// Mailgun's answer to a password it does not take (5 to 32 characters), if so.
+fn password_refused(password: &str) -> Option<(u16, serde_json::Value)> {
+    let n = password.chars().count();
+    (!(5..=32).contains(&n)).then(|| {
+        (
+            400,
+            message("Password length must be between 5 and 32 characters."),
+        )
+    })
 }
 
 /// The text fields of a multipart/form-data body.
